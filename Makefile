@@ -1,0 +1,44 @@
+# postsave: `make demo` runs the main job, `make test` runs the tests. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint unit venv clean migrate worker beat bench bench-quick
+
+demo: $(STAMP)
+	$(BIN)/postsave demo
+
+test: $(STAMP) lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "postsave needs Python 3.11 or newer; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/alembic upgrade head
+
+worker: $(STAMP)
+	$(BIN)/celery -A tasks worker --loglevel=INFO
+
+beat: $(STAMP)
+	$(BIN)/celery -A tasks beat --loglevel=INFO --schedule=var/celerybeat-schedule
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""postsave's domain: foos, bars, their events and the use cases. Standard library only."""

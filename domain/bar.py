@@ -1,0 +1,26 @@
+"""Bar: a projection of the event log. `value == weight * sum(amount for completed foos)`."""
+
+from __future__ import annotations
+
+from domain.errors import InvalidWeightError
+
+
+def validate_weight(weight: object) -> int:
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+        raise InvalidWeightError(f"weight must be a whole number >= 0, got {weight!r}")
+    return weight
+
+
+class Bar:
+    id: int | None
+
+    def __init__(self, weight: int, value: int = 0) -> None:
+        self.id = None
+        self.weight = validate_weight(weight)
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"<Bar {self.id} weight={self.weight} value={self.value}>"
+
+    def expected_value(self, completed_total: int) -> int:
+        return self.weight * completed_total

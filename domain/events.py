@@ -1,0 +1,66 @@
+"""Domain events. Each carries the change it makes to the sum of completed amounts (its delta)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from domain.errors import InvalidEventError, UnknownEventTypeError
+
+
+@dataclass(frozen=True)
+class FooEvent:
+    """Something that happened to a foo and changes every bar by `delta * bar.weight`."""
+
+    foo_id: int
+    delta: int
+
+    type_name: ClassVar[str] = ""
+
+    def payload(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FooCompleted(FooEvent):
+    type_name: ClassVar[str] = "FooCompleted"
+
+
+@dataclass(frozen=True)
+class FooRevised(FooEvent):
+    type_name: ClassVar[str] = "FooRevised"
+
+
+@dataclass(frozen=True)
+class FooCancelled(FooEvent):
+    type_name: ClassVar[str] = "FooCancelled"
+
+
+EVENT_TYPES: dict[str, type[FooEvent]] = {
+    cls.type_name: cls for cls in (FooCompleted, FooRevised, FooCancelled)
+}
+
+
+def _whole_number(payload: Mapping[str, Any], key: str) -> int:
+    value = payload.get(key)
+    # bool is an int in Python; a flag is never a valid id or delta.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidEventError(f"event payload field {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def event_from_record(event_type: str, payload: Any) -> FooEvent:
+    """Rebuild an event from its stored form, refusing anything this version cannot apply."""
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise UnknownEventTypeError(event_type)
+    if not isinstance(payload, Mapping):
+        raise InvalidEventError(f"{event_type} payload must be an object, got {payload!r}")
+    unexpected = set(payload) - {"foo_id", "delta"}
+    if unexpected:
+        raise InvalidEventError(f"{event_type} payload has unexpected fields {sorted(unexpected)}")
+    foo_id = _whole_number(payload, "foo_id")
+    if foo_id <= 0:
+        raise InvalidEventError(f"{event_type} payload foo_id must be positive, got {foo_id}")
+    return cls(foo_id=foo_id, delta=_whole_number(payload, "delta"))

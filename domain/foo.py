@@ -1,0 +1,66 @@
+"""Foo: the light write of the legacy application, and the events its state changes emit."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from domain.errors import InvalidAmountError, InvalidTransitionError
+from domain.events import FooCancelled, FooCompleted, FooEvent, FooRevised
+
+
+class FooState(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+def validate_amount(amount: object) -> int:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+        raise InvalidAmountError(f"amount must be a whole number >= 0, got {amount!r}")
+    return amount
+
+
+class Foo:
+    """Only a completed foo counts towards the bars: `sum(amount for completed foos)`."""
+
+    id: int | None
+    version: int
+    events: list[FooEvent]
+
+    def __init__(self, amount: int, state: FooState = FooState.PENDING) -> None:
+        self.id = None
+        self.amount = validate_amount(amount)
+        self.state = FooState(state)
+        self.events = []
+
+    def __repr__(self) -> str:
+        return f"<Foo {self.id} {self.state.value} amount={self.amount}>"
+
+    def _require_id(self) -> int:
+        if self.id is None:
+            raise InvalidTransitionError("a foo must be saved before its state can change")
+        return self.id
+
+    def complete(self) -> None:
+        if self.state is not FooState.PENDING:
+            raise InvalidTransitionError(
+                f"foo {self.id} is {self.state.value}; only a pending foo can be completed"
+            )
+        self.state = FooState.COMPLETED
+        self.events.append(FooCompleted(foo_id=self._require_id(), delta=self.amount))
+
+    def revise(self, amount: int) -> None:
+        new_amount = validate_amount(amount)
+        if self.state is FooState.CANCELLED:
+            raise InvalidTransitionError(f"foo {self.id} is cancelled; it cannot be revised")
+        old_amount, self.amount = self.amount, new_amount
+        if self.state is FooState.COMPLETED and new_amount != old_amount:
+            self.events.append(FooRevised(foo_id=self._require_id(), delta=new_amount - old_amount))
+
+    def cancel(self) -> None:
+        if self.state is FooState.CANCELLED:
+            raise InvalidTransitionError(f"foo {self.id} is already cancelled")
+        was_completed = self.state is FooState.COMPLETED
+        self.state = FooState.CANCELLED
+        if was_completed:
+            self.events.append(FooCancelled(foo_id=self._require_id(), delta=-self.amount))

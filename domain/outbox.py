@@ -1,0 +1,67 @@
+"""The outbox as the domain sees it: stored events, their lifecycle, and the relay's limits."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from domain.events import FooEvent, event_from_record
+
+
+class EventState(StrEnum):
+    PENDING = "pending"  # due for dispatch once its available time has come
+    DISPATCHED = "dispatched"  # a message is out; leased until its available time
+    PROCESSED = "processed"  # applied to the bars, exactly once
+    DEAD = "dead"  # failed too often; waits for `postsave dead retry`
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    event_type: str
+    payload: Any
+    state: EventState
+    attempts: int = 0
+    last_error: str | None = None
+
+    def event(self) -> FooEvent:
+        return event_from_record(self.event_type, self.payload)
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    pending: int
+    in_flight: int
+    processed: int
+    dead: int
+    oldest_pending_age_s: float | None
+
+    @property
+    def drained(self) -> bool:
+        return self.pending == 0 and self.in_flight == 0
+
+
+@dataclass(frozen=True)
+class RelayLimits:
+    batch_size: int = 100
+    max_in_flight: int = 1000
+    lease_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter, then the event is dead."""
+
+    max_attempts: int = 10
+    base_delay_s: float = 1.0
+    max_delay_s: float = 300.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def is_exhausted(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+    def delay_s(self, attempts: int) -> float:
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** max(attempts - 1, 0))
+        return self.rng.uniform(ceiling / 2, ceiling)

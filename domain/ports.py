@@ -1,0 +1,173 @@
+"""Ports: what the use cases need from storage and the broker. Adapters and fakes subclass these."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Self
+
+from domain.bar import Bar
+from domain.errors import BarNotFoundError, FooNotFoundError
+from domain.events import FooEvent
+from domain.foo import Foo
+from domain.outbox import OutboxStats, StoredEvent
+
+
+class FooRepository(ABC):
+    def __init__(self) -> None:
+        self.seen: list[Foo] = []
+
+    def add(self, foo: Foo) -> None:
+        self._add(foo)
+        self.seen.append(foo)
+
+    def get(self, foo_id: int) -> Foo:
+        foo = self._get(foo_id)
+        if foo is None:
+            raise FooNotFoundError(foo_id)
+        self.seen.append(foo)
+        return foo
+
+    @abstractmethod
+    def _add(self, foo: Foo) -> None: ...
+
+    @abstractmethod
+    def _get(self, foo_id: int) -> Foo | None: ...
+
+    @abstractmethod
+    def completed_total(self) -> int:
+        """`sum(amount for completed foos)`: what every bar is weighted by once drained."""
+
+
+class BarRepository(ABC):
+    """Bars, and the running total of every delta applied to them (the projection's position)."""
+
+    def get(self, bar_id: int) -> Bar:
+        bar = self._get(bar_id)
+        if bar is None:
+            raise BarNotFoundError(bar_id)
+        return bar
+
+    @abstractmethod
+    def add(self, bar: Bar) -> None: ...
+
+    @abstractmethod
+    def _get(self, bar_id: int) -> Bar | None: ...
+
+    @abstractmethod
+    def lock_applied_total(self) -> int:
+        """The sum of every delta applied so far, locked until commit.
+
+        Holding the lock keeps event application out while a bar is created, so a new bar
+        starts from exactly the deltas that the bars around it already carry."""
+
+    @abstractmethod
+    def apply_delta(self, delta: int) -> int:
+        """The heavy step: add `delta * weight` to every bar and `delta` to the applied total.
+
+        Returns how many bars changed."""
+
+    @abstractmethod
+    def reset_all(self, total: int, events: int) -> int:
+        """Set every bar to `weight * total`, the applied total to `total` (from `events`)."""
+
+    @abstractmethod
+    def mismatched(self, total: int, limit: int) -> list[Bar]:
+        """Bars whose value is not `weight * total`, at most `limit` of them."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+
+class Outbox(ABC):
+    """The outbox table: the relay's work queue and, because nothing is deleted, the event log."""
+
+    @abstractmethod
+    def append(self, event: FooEvent) -> None:
+        """Store an event in the current transaction."""
+
+    # The recalculation handler.
+    @abstractmethod
+    def lock_for_processing(self, event_id: int) -> StoredEvent:
+        """Load and lock one event; raise EventNotFoundError if it does not exist."""
+
+    @abstractmethod
+    def record_processed(self, event_id: int) -> bool:
+        """Record the event as processed; False if it already was (a unique key decides)."""
+
+    @abstractmethod
+    def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
+        """Make the event due again after `retry_in_s`, or dead when that is None."""
+
+    # The relay.
+    @abstractmethod
+    def try_lock_relay(self) -> bool:
+        """Take the relay lock for this transaction; False if another poller holds it."""
+
+    @abstractmethod
+    def count_in_flight(self) -> int:
+        """Events dispatched whose lease has not expired."""
+
+    @abstractmethod
+    def claim_due(self, limit: int) -> list[StoredEvent]:
+        """Lock up to `limit` due events, oldest first, skipping those locked by others."""
+
+    @abstractmethod
+    def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
+        """Lease the events: they become due again if not processed within the lease."""
+
+    # Operations.
+    @abstractmethod
+    def stats(self) -> OutboxStats: ...
+
+    @abstractmethod
+    def processed_events(self) -> Iterator[StoredEvent]:
+        """Every processed event, in id order: the log that the bars are a projection of."""
+
+    @abstractmethod
+    def dead_events(self) -> list[StoredEvent]: ...
+
+    @abstractmethod
+    def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
+        """Make dead events due again (all of them when `event_ids` is None)."""
+
+
+class Dispatcher(ABC):
+    """Publishes recalculation messages to the broker."""
+
+    @abstractmethod
+    def dispatch(self, event_ids: Sequence[int]) -> None:
+        """Return only once the broker has taken a message for every id; else DispatchError."""
+
+
+class UnitOfWork(ABC):
+    """One transaction. Rolls back unless `commit()` is called; commit also writes the events
+    that the foos it touched have emitted into the outbox, in the same transaction."""
+
+    foos: FooRepository
+    bars: BarRepository
+    outbox: Outbox
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.rollback()
+
+    def commit(self) -> None:
+        for foo in self.foos.seen:
+            while foo.events:
+                self.outbox.append(foo.events.pop(0))
+        self._commit()
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    @abstractmethod
+    def rollback(self) -> None: ...

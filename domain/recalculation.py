@@ -1,0 +1,71 @@
+"""The heavy post-save step, made idempotent: apply one event's delta to every bar, once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+from domain.errors import DomainError, EventNotFoundError
+from domain.outbox import EventState, RetryPolicy
+from domain.ports import UnitOfWork
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    ALREADY_PROCESSED = "already_processed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    DEAD = "dead"
+    UNKNOWN_EVENT = "unknown_event"
+
+
+def apply_event(uow: UnitOfWork, event_id: int) -> Outcome:
+    """Apply the event and record it as processed in one transaction.
+
+    A second delivery of the same event finds it processed and changes nothing."""
+    with uow:
+        stored = uow.outbox.lock_for_processing(event_id)
+        if stored.state is EventState.PROCESSED:
+            return Outcome.ALREADY_PROCESSED
+        event = stored.event()
+        if not uow.outbox.record_processed(event_id):
+            return Outcome.ALREADY_PROCESSED
+        uow.bars.apply_delta(event.delta)
+        uow.commit()
+        return Outcome.APPLIED
+
+
+def recalculate_bars(
+    uow_factory: Callable[[], UnitOfWork], event_id: int, retry: RetryPolicy
+) -> Outcome:
+    """Handle one delivery. A failure is recorded on the event, never raised to the broker:
+    the outbox, not the broker, holds retries, so a poison event cannot block the queue."""
+    try:
+        return apply_event(uow_factory(), event_id)
+    except EventNotFoundError:
+        return Outcome.UNKNOWN_EVENT
+    except Exception as error:
+        return record_failure(uow_factory(), event_id, error, retry)
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def record_failure(
+    uow: UnitOfWork, event_id: int, error: BaseException, retry: RetryPolicy
+) -> Outcome:
+    with uow:
+        stored = uow.outbox.lock_for_processing(event_id)
+        if stored.state is EventState.PROCESSED:
+            return Outcome.ALREADY_PROCESSED
+        # Domain errors are about the event itself: retrying cannot fix them.
+        permanent = isinstance(error, DomainError)
+        if permanent or retry.is_exhausted(stored.attempts):
+            uow.outbox.record_failure(event_id, describe(error), retry_in_s=None)
+            outcome = Outcome.DEAD
+        else:
+            delay = retry.delay_s(stored.attempts)
+            uow.outbox.record_failure(event_id, describe(error), retry_in_s=delay)
+            outcome = Outcome.RETRY_SCHEDULED
+        uow.commit()
+        return outcome

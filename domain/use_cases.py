@@ -1,0 +1,90 @@
+"""What the application does to foos and bars. Each use case is one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from domain.bar import Bar, validate_weight
+from domain.errors import ConcurrentUpdateError, DomainError
+from domain.foo import Foo, validate_amount
+from domain.ports import UnitOfWork
+
+T = TypeVar("T")
+CONFLICT_RETRIES = 5
+
+
+def _retry_on_conflict(attempt: Callable[[], T]) -> T:
+    """Re-run a whole transaction that lost an optimistic-concurrency race."""
+    for _ in range(CONFLICT_RETRIES - 1):
+        try:
+            return attempt()
+        except ConcurrentUpdateError:
+            continue
+    return attempt()
+
+
+def _require_count(count: int) -> int:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise DomainError(f"count must be a whole number >= 1, got {count!r}")
+    return count
+
+
+def create_foos(uow: UnitOfWork, amount: int, count: int = 1) -> list[int]:
+    validate_amount(amount)
+    with uow:
+        foos = [Foo(amount) for _ in range(_require_count(count))]
+        for foo in foos:
+            uow.foos.add(foo)
+        uow.commit()
+        return [foo.id for foo in foos if foo.id is not None]
+
+
+def _change_foos(uow: UnitOfWork, foo_ids: Sequence[int], change: Callable[[Foo], None]) -> None:
+    """Apply one change to several foos, all or nothing."""
+
+    def attempt() -> None:
+        with uow:
+            for foo_id in dict.fromkeys(foo_ids):
+                change(uow.foos.get(foo_id))
+            uow.commit()
+
+    _retry_on_conflict(attempt)
+
+
+def complete_foos(uow: UnitOfWork, foo_ids: Sequence[int]) -> None:
+    _change_foos(uow, foo_ids, Foo.complete)
+
+
+def cancel_foos(uow: UnitOfWork, foo_ids: Sequence[int]) -> None:
+    _change_foos(uow, foo_ids, Foo.cancel)
+
+
+def revise_foo(uow: UnitOfWork, foo_id: int, amount: int) -> None:
+    validate_amount(amount)
+    _change_foos(uow, [foo_id], lambda foo: foo.revise(amount))
+
+
+def complete_foo(uow: UnitOfWork, foo_id: int) -> None:
+    complete_foos(uow, [foo_id])
+
+
+def cancel_foo(uow: UnitOfWork, foo_id: int) -> None:
+    cancel_foos(uow, [foo_id])
+
+
+def create_bars(uow: UnitOfWork, weight: int, count: int = 1) -> list[int]:
+    """New bars start from the deltas already applied; the events still in flight reach them
+    like every other bar, because applying an event waits for this transaction."""
+    validate_weight(weight)
+    with uow:
+        applied_total = uow.bars.lock_applied_total()
+        bars = [Bar(weight, value=weight * applied_total) for _ in range(_require_count(count))]
+        for bar in bars:
+            uow.bars.add(bar)
+        uow.commit()
+        return [bar.id for bar in bars if bar.id is not None]
+
+
+def create_bar(uow: UnitOfWork, weight: int) -> int:
+    return create_bars(uow, weight)[0]

@@ -1,0 +1,1 @@
+"""Adapters: SQLAlchemy storage, settings, the command line."""

@@ -1,0 +1,78 @@
+"""Start and stop `celery worker` / `celery beat` processes (the demo, the end-to-end tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from infrastructure.migrate import PROJECT_ROOT
+
+
+def celery_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "tasks", *args]
+
+
+def start_worker(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    queues: Sequence[str] = (),
+    concurrency: int = 2,
+    pool: str = "prefork",
+    name: str = "postsave",
+) -> subprocess.Popen[bytes]:
+    args = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        f"--hostname={name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+    ]
+    if queues:
+        args.append(f"--queues={','.join(queues)}")
+    return _start(celery_command(*args), env, log_path)
+
+
+def start_beat(
+    env: Mapping[str, str], log_path: Path, schedule_path: Path
+) -> subprocess.Popen[bytes]:
+    args = ["beat", "--loglevel=INFO", f"--schedule={schedule_path}"]
+    return _start(celery_command(*args), env, log_path)
+
+
+def _start(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int:
+    """SIGTERM (a warm shutdown for Celery), then SIGKILL the whole group if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process and its pool children, as a crash would."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -1,0 +1,131 @@
+"""The tables. Every constraint is named by the convention, so migrations can refer to it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+from domain.foo import FooState
+from infrastructure.sql_time import db_now
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Payload = JSON().with_variant(JSONB(), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+
+class FooStateColumn(TypeDecorator[FooState]):
+    """Stores a FooState as its plain value ('pending'), whatever the driver does with enums."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        return None if value is None else FooState(value).value
+
+    def process_result_value(self, value: str | None, dialect: object) -> FooState | None:
+        return None if value is None else FooState(value)
+
+
+foos = Table(
+    "foos",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("state", FooStateColumn(), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    CheckConstraint("amount >= 0", name="amount_not_negative"),
+    CheckConstraint("state IN ('pending', 'completed', 'cancelled')", name="state_known"),
+)
+
+bars = Table(
+    "bars",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("weight", BigInteger, nullable=False),
+    # No index on value: every event rewrites it, and an unindexed column lets PostgreSQL
+    # update the row in place (HOT) without touching any index.
+    Column("value", BigInteger, nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=db_now()),
+    CheckConstraint("weight >= 0", name="weight_not_negative"),
+)
+
+# One row: the sum of every delta applied to the bars. Its row lock orders bar creation
+# against event application, so a bar created mid-flight misses no event and gets none twice.
+bar_projection = Table(
+    "bar_projection",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("applied_total", BigInteger, nullable=False),
+    Column("events_applied", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+outbox_events = Table(
+    "outbox_events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", Payload, nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("occurred_at", Timestamp, nullable=False, server_default=db_now()),
+    # When the relay may claim the event: now for a new event, the lease's end once dispatched,
+    # the backoff's end after a failure.
+    Column("available_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("dispatched_at", Timestamp),
+    Column("processed_at", Timestamp),
+    Column("last_error", Text),
+    CheckConstraint("state IN ('pending', 'dispatched', 'processed', 'dead')", name="state_known"),
+    CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+)
+
+_unfinished = text("state IN ('pending', 'dispatched')")
+# The relay's hot path reads only unfinished events: a partial index keeps the claim's cost
+# independent of how many processed events the log holds.
+Index(
+    "ix_outbox_events_due",
+    outbox_events.c.available_at,
+    outbox_events.c.id,
+    postgresql_where=_unfinished,
+    sqlite_where=_unfinished,
+)
+
+# The guard of exactly-once effect: the primary key refuses a second processing of one event.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column(
+        "event_id",
+        Id,
+        ForeignKey("outbox_events.id", ondelete="RESTRICT"),
+        primary_key=True,
+    ),
+    Column("processed_at", Timestamp, nullable=False, server_default=db_now()),
+)

@@ -1,0 +1,78 @@
+"""Settings from the environment. The defaults run everything embedded under ./var/."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from domain.outbox import RelayLimits, RetryPolicy
+
+T = TypeVar("T", int, float)
+
+VAR_DIR = Path("var")
+DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'postsave.db'}"
+DEFAULT_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'broker.db'}"
+
+
+class SettingsError(ValueError):
+    """A POSTSAVE_* environment variable has a value postsave cannot use."""
+
+
+def _number(env: Mapping[str, str], name: str, default: T, cast: Callable[[str], T]) -> T:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    poll_interval_s: float = 1.0
+    batch_size: int = 100
+    max_in_flight: int = 1000
+    lease_seconds: float = 30.0
+    max_attempts: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("POSTSAVE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            broker_url=env.get("POSTSAVE_BROKER_URL") or DEFAULT_BROKER_URL,
+            poll_interval_s=_number(env, "POSTSAVE_POLL_INTERVAL", cls.poll_interval_s, float),
+            batch_size=_number(env, "POSTSAVE_BATCH_SIZE", cls.batch_size, int),
+            max_in_flight=_number(env, "POSTSAVE_MAX_IN_FLIGHT", cls.max_in_flight, int),
+            lease_seconds=_number(env, "POSTSAVE_LEASE_SECONDS", cls.lease_seconds, float),
+            max_attempts=_number(env, "POSTSAVE_MAX_ATTEMPTS", cls.max_attempts, int),
+        )
+
+    @property
+    def relay_limits(self) -> RelayLimits:
+        return RelayLimits(
+            batch_size=self.batch_size,
+            max_in_flight=self.max_in_flight,
+            lease_seconds=self.lease_seconds,
+        )
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.max_attempts)
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+sqlite")

@@ -1,0 +1,73 @@
+"""Celery configuration, derived from postsave's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.entity import Exchange, Queue
+
+from infrastructure.database import SQLITE_BUSY_TIMEOUT_S, ensure_sqlite_directory
+from infrastructure.settings import VAR_DIR, Settings
+
+POLL_QUEUE = "postsave.poll"
+RECALC_QUEUE = "postsave.recalc"
+POLL_TASK = "poll_outbox"
+RECALC_TASK = "recalculate_bars"
+EMBEDDED_BROKER_POLLING_INTERVAL_S = 0.05
+
+
+def task_queues() -> tuple[Queue, Queue]:
+    return (
+        # A waiting tick makes the next one unnecessary: RabbitMQ keeps only the newest.
+        Queue(
+            POLL_QUEUE,
+            Exchange(POLL_QUEUE, type="direct"),
+            routing_key=POLL_QUEUE,
+            queue_arguments={"x-max-length": 1, "x-overflow": "drop-head"},
+        ),
+        Queue(RECALC_QUEUE, Exchange(RECALC_QUEUE, type="direct"), routing_key=RECALC_QUEUE),
+    )
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_url.startswith(("amqp", "pyamqp")):
+        # Publisher confirms: a publish returns only once RabbitMQ has taken the message.
+        return {"confirm_publish": True}
+    if settings.uses_embedded_broker:
+        ensure_sqlite_directory(settings.broker_url)
+        # Passed to create_engine by kombu's SQLAlchemy transport.
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return {}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": _transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_store_errors_even_if_ignored": False,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_queues": task_queues(),
+        "task_default_queue": RECALC_QUEUE,
+        "task_routes": {
+            POLL_TASK: {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
+            RECALC_TASK: {"queue": RECALC_QUEUE, "routing_key": RECALC_QUEUE},
+        },
+        "worker_prefetch_multiplier": 4,
+        "worker_send_task_events": False,
+        "beat_schedule": {
+            "poll-outbox": {
+                "task": POLL_TASK,
+                "schedule": settings.poll_interval_s,
+                # A tick nobody ran within its interval is stale: the next one replaces it.
+                "options": {"expires": max(settings.poll_interval_s * 2, 1.0)},
+            }
+        },
+        "beat_schedule_filename": str(VAR_DIR / "celerybeat-schedule"),
+    }
