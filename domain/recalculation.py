@@ -43,7 +43,7 @@ def recalculate_bars(
         return apply_event(uow_factory(), event_id)
     except EventNotFoundError:
         return Outcome.UNKNOWN_EVENT
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - every failure is recorded on the event
         return record_failure(uow_factory(), event_id, error, retry)
 
 

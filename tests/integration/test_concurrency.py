@@ -7,13 +7,13 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import text
 
 from domain import projection, use_cases
 from domain.errors import ConcurrentUpdateError
 from domain.recalculation import Outcome, apply_event
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
-from sqlalchemy import text
 
 pytestmark = pytest.mark.postgres
 
