@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,17 @@ def _wait_for_drain(container: Container, started: float) -> OutboxStats:
         time.sleep(0.5)
 
 
+def _wait_for_ready(log_path: Path, worker: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited at start; see {log_path}")
+        if log_path.exists() and " ready." in log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the worker did not start within 60s; see {log_path}")
+
+
 def _send_duplicates(settings: Settings, count: int) -> list[int]:
     """Deliver already-processed events again, as a broker redelivery would."""
     from tasks import app
@@ -92,28 +104,40 @@ def run_demo(settings: Settings) -> int:
         "POSTSAVE_BROKER_URL": settings.broker_url,
     }
     logs = Path(VAR_DIR)
+    logs.mkdir(parents=True, exist_ok=True)
+    for name in ("demo-worker.log", "demo-beat.log"):
+        (logs / name).write_text("")
     _say(f"starting a worker and beat (logs: {logs}/demo-worker.log, {logs}/demo-beat.log)")
     worker = processes.start_worker(env, logs / "demo-worker.log", name="demo")
     beat = processes.start_beat(env, logs / "demo-beat.log", logs / "demo-celerybeat-schedule")
     try:
+        _wait_for_ready(logs / "demo-worker.log", worker)
         before = operations.outbox_stats(container.uow())
         started = time.monotonic()
         use_cases.create_bars(container.uow(), 1, count=BARS // 2)
         use_cases.create_bars(container.uow(), 3, count=BARS - BARS // 2)
-        foo_ids = [
-            use_cases.create_foos(container.uow(), rng.randint(1, 100))[0] for _ in range(FOOS)
-        ]
-        _say(f"seeded {BARS} bars and {FOOS} pending foos; completing, revising, cancelling...")
-        for chunk in range(0, FOOS, 10):
-            use_cases.complete_foos(container.uow(), foo_ids[chunk : chunk + 10])
-        use_cases.create_bars(container.uow(), 2, count=MID_FLIGHT_BARS)
-        _say(f"created {MID_FLIGHT_BARS} more bars while events are in flight")
+        foo_ids = use_cases.create_foos(container.uow(), 0, count=FOOS)
+        for foo_id in foo_ids:  # pending foos: revising them emits nothing
+            use_cases.revise_foo(container.uow(), foo_id, rng.randint(1, 100))
+        _say(f"seeded {BARS} bars and {FOOS} pending foos; completing them in waves:")
+        last: list[str] = []
+        waves = 6
+        for wave in range(waves):
+            batch = foo_ids[wave * FOOS // waves : (wave + 1) * FOOS // waves]
+            for chunk in range(0, len(batch), 10):
+                use_cases.complete_foos(container.uow(), batch[chunk : chunk + 10])
+            if wave == waves // 2:
+                use_cases.create_bars(container.uow(), 2, count=MID_FLIGHT_BARS)
+                _show(f"  + {MID_FLIGHT_BARS} bars created while events are in flight", last)
+            _show(_progress(operations.outbox_stats(container.uow()), started), last)
+            time.sleep(0.4)
         for foo_id in rng.sample(foo_ids, REVISIONS):
             use_cases.revise_foo(container.uow(), foo_id, rng.randint(0, 150))
         use_cases.cancel_foos(container.uow(), rng.sample(foo_ids, CANCELLATIONS))
+        _show(f"  revised {REVISIONS} and cancelled {CANCELLATIONS} completed foos", last)
         produced = operations.outbox_stats(container.uow())
         events = produced.processed + produced.pending + produced.in_flight - before.processed
-        _say(f"committed {events} events; the relay and workers take it from here:")
+        _say(f"\ncommitted {events} events; waiting for the workers to drain the outbox:")
         _wait_for_drain(container, started)
         elapsed = time.monotonic() - started
         _send_duplicates(settings, DUPLICATES)
