@@ -46,21 +46,22 @@ class Foo:
             raise InvalidTransitionError(
                 f"foo {self.id} is {self.state.value}; only a pending foo can be completed"
             )
+        foo_id = self._require_id()
         self.state = FooState.COMPLETED
-        self.events.append(FooCompleted(foo_id=self._require_id(), delta=self.amount))
+        self.events.append(FooCompleted(foo_id=foo_id, delta=self.amount))
 
     def revise(self, amount: int) -> None:
         new_amount = validate_amount(amount)
         if self.state is FooState.CANCELLED:
             raise InvalidTransitionError(f"foo {self.id} is cancelled; it cannot be revised")
-        old_amount, self.amount = self.amount, new_amount
-        if self.state is FooState.COMPLETED and new_amount != old_amount:
-            self.events.append(FooRevised(foo_id=self._require_id(), delta=new_amount - old_amount))
+        delta = new_amount - self.amount
+        if self.state is FooState.COMPLETED and delta != 0:
+            self.events.append(FooRevised(foo_id=self._require_id(), delta=delta))
+        self.amount = new_amount
 
     def cancel(self) -> None:
         if self.state is FooState.CANCELLED:
             raise InvalidTransitionError(f"foo {self.id} is already cancelled")
-        was_completed = self.state is FooState.COMPLETED
-        self.state = FooState.CANCELLED
-        if was_completed:
+        if self.state is FooState.COMPLETED:
             self.events.append(FooCancelled(foo_id=self._require_id(), delta=-self.amount))
+        self.state = FooState.CANCELLED

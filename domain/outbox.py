@@ -63,5 +63,6 @@ class RetryPolicy:
         return attempts >= self.max_attempts
 
     def delay_s(self, attempts: int) -> float:
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** max(attempts - 1, 0))
+        doublings = min(max(attempts - 1, 0), 62)  # past the cap already; keeps 2**n finite
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0**doublings)
         return self.rng.uniform(ceiling / 2, ceiling)

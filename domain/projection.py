@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.bar import Bar
 from domain.ports import UnitOfWork
+
+
+@dataclass(frozen=True)
+class BarMismatch:
+    """A bar off the invariant, copied out so it outlives the transaction that read it."""
+
+    id: int | None
+    weight: int
+    value: int
+    expected: int
 
 
 @dataclass(frozen=True)
 class Verification:
     bars: int
     completed_total: int
-    mismatched: list[Bar]
+    mismatched: list[BarMismatch]
     outbox_drained: bool
 
     @property
@@ -27,7 +36,10 @@ def verify(uow: UnitOfWork, show: int = 10) -> Verification:
         return Verification(
             bars=uow.bars.count(),
             completed_total=total,
-            mismatched=uow.bars.mismatched(total, show),
+            mismatched=[
+                BarMismatch(bar.id, bar.weight, bar.value, bar.expected_value(total))
+                for bar in uow.bars.mismatched(total, show)
+            ],
             outbox_drained=uow.outbox.stats().drained,
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-from domain.errors import DomainError, EventNotFoundError
+from domain.errors import EventNotFoundError, InvalidEventError
 from domain.outbox import EventState, RetryPolicy
 from domain.ports import UnitOfWork
 
@@ -58,8 +58,8 @@ def record_failure(
         stored = uow.outbox.lock_for_processing(event_id)
         if stored.state is EventState.PROCESSED:
             return Outcome.ALREADY_PROCESSED
-        # Domain errors are about the event itself: retrying cannot fix them.
-        permanent = isinstance(error, DomainError)
+        # An event this version cannot read will not become readable by retrying it.
+        permanent = isinstance(error, InvalidEventError)
         if permanent or retry.is_exhausted(stored.attempts):
             uow.outbox.record_failure(event_id, describe(error), retry_in_s=None)
             outcome = Outcome.DEAD

@@ -1,0 +1,557 @@
+"""One contract for the unit of work, the repositories and the outbox, held by every adapter:
+the in-memory fakes, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from domain.bar import Bar
+from domain.errors import BarNotFoundError, EventNotFoundError, FooNotFoundError
+from domain.events import FooCancelled, FooCompleted, FooEvent, FooRevised
+from domain.foo import Foo, FooState
+from domain.outbox import EventState, StoredEvent
+from domain.ports import UnitOfWork
+from infrastructure.bootstrap import Container
+from infrastructure.settings import Settings
+from tests.fakes import FakeDatabase, FakeUnitOfWork
+
+UowFactory = Callable[[], UnitOfWork]
+LONG_LEASE = 600.0
+
+
+@pytest.fixture(params=["fake", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def uow_factory(request: pytest.FixtureRequest) -> Iterator[UowFactory]:
+    if request.param == "fake":
+        database = FakeDatabase(clock=time.monotonic)
+        yield lambda: FakeUnitOfWork(database)
+        return
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+    container = Container(Settings(database_url=url))
+    yield container.uow
+    container.close()
+
+
+def add_foo(uow_factory: UowFactory, amount: int = 10, complete: bool = False) -> int:
+    with uow_factory() as uow:
+        foo = Foo(amount)
+        uow.foos.add(foo)
+        assert foo.id is not None
+        if complete:
+            foo.complete()
+        uow.commit()
+        return foo.id
+
+
+def add_bars(uow_factory: UowFactory, *weights: int, value: int = 0) -> list[int]:
+    with uow_factory() as uow:
+        bars = [Bar(weight, value=value) for weight in weights]
+        for bar in bars:
+            uow.bars.add(bar)
+        uow.commit()
+        return [bar.id for bar in bars if bar.id is not None]
+
+
+def pending_events(uow_factory: UowFactory) -> list[StoredEvent]:
+    with uow_factory() as uow:
+        return uow.outbox.claim_due(10_000)
+
+
+def append(uow_factory: UowFactory, *events: FooEvent) -> list[int]:
+    """Commit events to the outbox; return their ids."""
+    with uow_factory() as uow:
+        for event in events:
+            uow.outbox.append(event)
+        uow.commit()
+    return [event.id for event in pending_events(uow_factory)][-len(events) :]
+
+
+def stored(uow_factory: UowFactory, event_id: int) -> StoredEvent:
+    with uow_factory() as uow:
+        return uow.outbox.lock_for_processing(event_id)
+
+
+def bar_values(uow_factory: UowFactory, ids: list[int]) -> list[int]:
+    with uow_factory() as uow:
+        return [uow.bars.get(bar_id).value for bar_id in ids]
+
+
+def completed(foo_id: int, delta: int) -> FooCompleted:
+    return FooCompleted(foo_id=foo_id, delta=delta)
+
+
+# The unit of work and the repositories.
+
+
+def test_a_foo_survives_its_round_trip_through_the_repository(uow_factory: UowFactory) -> None:
+    foo_id = add_foo(uow_factory, amount=42)
+
+    with uow_factory() as uow:
+        foo = uow.foos.get(foo_id)
+        assert (foo.id, foo.amount, foo.version, foo.events) == (foo_id, 42, 1, [])
+        assert foo.state is FooState.PENDING
+
+
+def test_added_foos_get_distinct_ids(uow_factory: UowFactory) -> None:
+    assert len({add_foo(uow_factory) for _ in range(3)}) == 3
+
+
+def test_a_bar_survives_its_round_trip_through_the_repository(uow_factory: UowFactory) -> None:
+    [bar_id] = add_bars(uow_factory, 7, value=-21)
+
+    with uow_factory() as uow:
+        bar = uow.bars.get(bar_id)
+        assert (bar.id, bar.weight, bar.value) == (bar_id, 7, -21)
+        assert uow.bars.count() == 1
+
+
+def test_an_unknown_foo_or_bar_is_not_found(uow_factory: UowFactory) -> None:
+    with uow_factory() as uow:
+        with pytest.raises(FooNotFoundError):
+            uow.foos.get(987)
+        with pytest.raises(BarNotFoundError):
+            uow.bars.get(987)
+
+
+def test_nothing_is_persisted_when_the_unit_of_work_is_left_without_commit(
+    uow_factory: UowFactory,
+) -> None:
+    with uow_factory() as uow:
+        foo, bar = Foo(5), Bar(2)
+        uow.foos.add(foo)
+        uow.bars.add(bar)
+        uow.outbox.append(completed(1, 5))
+        foo_id, bar_id = foo.id, bar.id
+    assert foo_id is not None
+    assert bar_id is not None
+
+    with uow_factory() as uow:
+        with pytest.raises(FooNotFoundError):
+            uow.foos.get(foo_id)
+        with pytest.raises(BarNotFoundError):
+            uow.bars.get(bar_id)
+        assert uow.bars.count() == 0
+        assert uow.outbox.stats().pending == 0
+
+
+def test_nothing_is_persisted_when_the_unit_of_work_fails(uow_factory: UowFactory) -> None:
+    foo_id = add_foo(uow_factory, amount=5)
+
+    with pytest.raises(RuntimeError, match="crash"), uow_factory() as uow:
+        uow.foos.get(foo_id).complete()
+        raise RuntimeError("crash before commit")
+
+    with uow_factory() as uow:
+        assert uow.foos.get(foo_id).state is FooState.PENDING
+        assert uow.outbox.stats().pending == 0
+
+
+def test_an_explicit_rollback_discards_the_changes_made_so_far(uow_factory: UowFactory) -> None:
+    [bar_id] = add_bars(uow_factory, 2)
+
+    with uow_factory() as uow:
+        uow.bars.apply_delta(5)
+        uow.outbox.append(completed(1, 5))
+        uow.rollback()
+        uow.commit()
+
+    assert bar_values(uow_factory, [bar_id]) == [0]
+    assert pending_events(uow_factory) == []
+
+
+def test_a_foos_events_reach_the_outbox_only_when_the_unit_of_work_commits(
+    uow_factory: UowFactory,
+) -> None:
+    foo_id = add_foo(uow_factory, amount=5)
+    with uow_factory() as uow:
+        uow.foos.get(foo_id).complete()
+    assert pending_events(uow_factory) == []
+
+    with uow_factory() as uow:
+        uow.foos.get(foo_id).complete()
+        uow.commit()
+
+    [event] = pending_events(uow_factory)
+    assert (event.event_type, event.payload) == ("FooCompleted", {"foo_id": foo_id, "delta": 5})
+    assert (event.state, event.attempts, event.last_error) == (EventState.PENDING, 0, None)
+    assert event.event() == completed(foo_id, 5)
+
+
+def test_events_are_written_in_the_order_they_happened(uow_factory: UowFactory) -> None:
+    first, second = add_foo(uow_factory, 10), add_foo(uow_factory, 20)
+    with uow_factory() as uow:
+        foo = uow.foos.get(first)
+        foo.complete()
+        uow.foos.get(second).complete()
+        foo.revise(15)
+        uow.commit()
+    with uow_factory() as uow:
+        uow.foos.get(first).cancel()
+        uow.commit()
+
+    events = pending_events(uow_factory)
+
+    assert [event.event() for event in events] == [
+        FooCompleted(foo_id=first, delta=10),
+        FooRevised(foo_id=first, delta=5),
+        FooCompleted(foo_id=second, delta=20),
+        FooCancelled(foo_id=first, delta=-15),
+    ]
+    assert [event.id for event in events] == sorted(event.id for event in events)
+
+
+def test_a_foos_version_increments_with_every_committed_change(uow_factory: UowFactory) -> None:
+    foo_id = add_foo(uow_factory, amount=5)
+    changes: list[Callable[[Foo], None]] = [Foo.complete, lambda foo: foo.revise(6), Foo.cancel]
+    versions = []
+    for change in changes:
+        with uow_factory() as uow:
+            change(uow.foos.get(foo_id))
+            uow.commit()
+        with uow_factory() as uow:
+            versions.append(uow.foos.get(foo_id).version)
+
+    assert versions == [2, 3, 4]
+
+
+def test_the_completed_total_sums_only_completed_foos(uow_factory: UowFactory) -> None:
+    add_foo(uow_factory, 10, complete=True)
+    add_foo(uow_factory, 32, complete=True)
+    add_foo(uow_factory, 1000)
+    cancelled = add_foo(uow_factory, 7, complete=True)
+    with uow_factory() as uow:
+        assert uow.foos.completed_total() == 49
+        uow.foos.get(cancelled).cancel()
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.foos.completed_total() == 42
+
+
+def test_applying_a_delta_changes_every_bar_by_delta_times_weight_and_the_applied_total(
+    uow_factory: UowFactory,
+) -> None:
+    ids = add_bars(uow_factory, 0, 1, 3) + add_bars(uow_factory, 10, value=5)
+
+    with uow_factory() as uow:
+        assert uow.bars.apply_delta(4) == 4
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.bars.apply_delta(-1) == 4
+        uow.commit()
+
+    assert bar_values(uow_factory, ids) == [0, 3, 9, 35]
+    with uow_factory() as uow:
+        assert uow.bars.lock_applied_total() == 3
+
+
+def test_a_zero_delta_changes_no_bar(uow_factory: UowFactory) -> None:
+    ids = add_bars(uow_factory, 2, value=6)
+
+    with uow_factory() as uow:
+        assert uow.bars.apply_delta(0) == 0
+        uow.commit()
+
+    assert bar_values(uow_factory, ids) == [6]
+
+
+def test_an_applied_delta_is_discarded_with_its_unit_of_work(uow_factory: UowFactory) -> None:
+    ids = add_bars(uow_factory, 2)
+
+    with uow_factory() as uow:
+        uow.bars.apply_delta(50)
+
+    assert bar_values(uow_factory, ids) == [0]
+    with uow_factory() as uow:
+        assert uow.bars.lock_applied_total() == 0
+
+
+def test_a_bar_read_after_apply_delta_in_the_same_unit_of_work_has_its_new_value(
+    uow_factory: UowFactory,
+) -> None:
+    [bar_id] = add_bars(uow_factory, 3)
+
+    with uow_factory() as uow:
+        assert uow.bars.get(bar_id).value == 0
+        uow.bars.apply_delta(2)
+        assert uow.bars.get(bar_id).value == 6
+        assert uow.bars.mismatched(2, 10) == []
+        uow.bars.reset_all(5, 1)
+        assert uow.bars.get(bar_id).value == 15
+
+
+def test_the_applied_total_starts_at_zero_and_can_be_locked(uow_factory: UowFactory) -> None:
+    with uow_factory() as uow:
+        assert uow.bars.lock_applied_total() == 0
+        uow.bars.apply_delta(9)
+        assert uow.bars.lock_applied_total() == 9
+
+
+def test_resetting_sets_every_bar_to_weight_times_total(uow_factory: UowFactory) -> None:
+    ids = add_bars(uow_factory, 0, 2, 5, value=-3)
+
+    with uow_factory() as uow:
+        assert uow.bars.reset_all(7, 3) == 3
+        uow.commit()
+
+    assert bar_values(uow_factory, ids) == [0, 14, 35]
+    with uow_factory() as uow:
+        assert uow.bars.lock_applied_total() == 7
+
+
+def test_mismatched_lists_the_bars_off_the_invariant_in_id_order_up_to_a_limit(
+    uow_factory: UowFactory,
+) -> None:
+    ids = add_bars(uow_factory, 1, 2, 3, 4, value=6)  # right for total 6 only at weight 1
+
+    with uow_factory() as uow:
+        assert [bar.id for bar in uow.bars.mismatched(6, 10)] == ids[1:]
+        assert [bar.id for bar in uow.bars.mismatched(6, 2)] == ids[1:3]
+        assert [bar.id for bar in uow.bars.mismatched(3, 10)] == [ids[0], ids[2], ids[3]]
+        assert uow.bars.mismatched(6, 0) == []
+
+
+# The outbox.
+
+
+def test_recording_an_event_as_processed_succeeds_once(uow_factory: UowFactory) -> None:
+    [event_id] = append(uow_factory, completed(1, 5))
+
+    with uow_factory() as uow:
+        assert uow.outbox.record_processed(event_id) is True
+        assert uow.outbox.record_processed(event_id) is False
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.outbox.record_processed(event_id) is False
+
+    event = stored(uow_factory, event_id)
+    assert (event.state, event.last_error) == (EventState.PROCESSED, None)
+
+
+def test_a_processed_mark_is_discarded_with_its_unit_of_work(uow_factory: UowFactory) -> None:
+    [event_id] = append(uow_factory, completed(1, 5))
+
+    with uow_factory() as uow:
+        assert uow.outbox.record_processed(event_id) is True
+
+    with uow_factory() as uow:
+        assert uow.outbox.record_processed(event_id) is True
+    assert stored(uow_factory, event_id).state is EventState.PENDING
+
+
+def test_locking_an_unknown_event_for_processing_raises_event_not_found(
+    uow_factory: UowFactory,
+) -> None:
+    with uow_factory() as uow, pytest.raises(EventNotFoundError):
+        uow.outbox.lock_for_processing(31337)
+
+
+def test_claims_return_due_events_oldest_first_up_to_the_limit(uow_factory: UowFactory) -> None:
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
+
+    with uow_factory() as uow:
+        assert uow.outbox.try_lock_relay() is True
+        assert [event.id for event in uow.outbox.claim_due(3)] == ids[:3]
+        assert [event.id for event in uow.outbox.claim_due(10)] == ids
+
+
+def test_dispatching_leases_events_and_counts_an_attempt(uow_factory: UowFactory) -> None:
+    ids = append(uow_factory, completed(1, 1), completed(2, 2), completed(3, 3))
+
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched(ids[:2], LONG_LEASE)
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 2
+        assert [event.id for event in uow.outbox.claim_due(10)] == ids[2:]
+    events = [stored(uow_factory, event_id) for event_id in ids]
+    assert [(event.state, event.attempts) for event in events] == [
+        (EventState.DISPATCHED, 1),
+        (EventState.DISPATCHED, 1),
+        (EventState.PENDING, 0),
+    ]
+
+
+def test_an_event_whose_lease_expired_is_no_longer_in_flight_and_due_again(
+    uow_factory: UowFactory,
+) -> None:
+    [expired, leased] = append(uow_factory, completed(1, 1), completed(2, 2))
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched([expired], 0.0)
+        uow.outbox.mark_dispatched([leased], LONG_LEASE)
+        uow.commit()
+    time.sleep(0.005)
+
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 1
+        assert [event.id for event in uow.outbox.claim_due(10)] == [expired]
+        uow.outbox.mark_dispatched([expired], LONG_LEASE)
+        uow.commit()
+
+    assert stored(uow_factory, expired).attempts == 2
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 2
+        assert uow.outbox.claim_due(10) == []
+
+
+def test_a_dispatch_mark_is_discarded_with_its_unit_of_work(uow_factory: UowFactory) -> None:
+    [event_id] = append(uow_factory, completed(1, 1))
+
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched([event_id], LONG_LEASE)
+
+    event = stored(uow_factory, event_id)
+    assert (event.state, event.attempts) == (EventState.PENDING, 0)
+
+
+def test_a_failure_with_a_retry_delay_makes_the_event_pending_later_with_its_attempts(
+    uow_factory: UowFactory,
+) -> None:
+    [later, now] = append(uow_factory, completed(1, 1), completed(2, 2))
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched([later, now], LONG_LEASE)
+        uow.outbox.record_failure(later, "RuntimeError: try later", retry_in_s=LONG_LEASE)
+        uow.outbox.record_failure(now, "RuntimeError: try now", retry_in_s=0.0)
+        uow.commit()
+    time.sleep(0.005)
+
+    event = stored(uow_factory, later)
+    assert (event.state, event.attempts, event.last_error) == (
+        EventState.PENDING,
+        1,
+        "RuntimeError: try later",
+    )
+    with uow_factory() as uow:
+        assert [event.id for event in uow.outbox.claim_due(10)] == [now]
+        assert uow.outbox.count_in_flight() == 0
+
+
+def test_a_failure_without_a_retry_makes_the_event_dead(uow_factory: UowFactory) -> None:
+    [event_id] = append(uow_factory, completed(1, 1))
+
+    with uow_factory() as uow:
+        uow.outbox.record_failure(event_id, "InvalidEventError: " + "x" * 5000, retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        [dead] = uow.outbox.dead_events()
+        assert uow.outbox.claim_due(10) == []
+    assert (dead.id, dead.state) == (event_id, EventState.DEAD)
+    assert dead.last_error is not None
+    assert dead.last_error.startswith("InvalidEventError: xxx")
+    assert len(dead.last_error) == 4000
+
+
+def test_a_failure_reported_for_a_finished_event_changes_nothing(uow_factory: UowFactory) -> None:
+    [processed, dead] = append(uow_factory, completed(1, 1), completed(2, 2))
+    with uow_factory() as uow:
+        uow.outbox.record_processed(processed)
+        uow.outbox.record_failure(dead, "first", retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        uow.outbox.record_failure(processed, "late", retry_in_s=0.0)
+        uow.outbox.record_failure(dead, "second", retry_in_s=0.0)
+        uow.commit()
+
+    after = [stored(uow_factory, event_id) for event_id in (processed, dead)]
+    assert [(event.state, event.last_error) for event in after] == [
+        (EventState.PROCESSED, None),
+        (EventState.DEAD, "first"),
+    ]
+
+
+def test_stats_count_events_by_state(uow_factory: UowFactory) -> None:
+    with uow_factory() as uow:
+        empty = uow.outbox.stats()
+    assert (empty.pending, empty.in_flight, empty.processed, empty.dead) == (0, 0, 0, 0)
+    assert empty.oldest_pending_age_s is None
+    assert empty.drained
+
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched(ids[:2], LONG_LEASE)
+        uow.outbox.record_processed(ids[2])
+        uow.outbox.record_failure(ids[3], "dead", retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        stats = uow.outbox.stats()
+    assert (stats.pending, stats.in_flight, stats.processed, stats.dead) == (1, 2, 1, 1)
+    assert stats.oldest_pending_age_s is not None
+    assert 0.0 <= stats.oldest_pending_age_s < 60.0
+    assert not stats.drained
+
+
+def test_the_oldest_pending_age_is_gone_once_every_event_is_finished(
+    uow_factory: UowFactory,
+) -> None:
+    [processed, dead] = append(uow_factory, completed(1, 1), completed(2, 2))
+    with uow_factory() as uow:
+        uow.outbox.record_processed(processed)
+        uow.outbox.record_failure(dead, "dead", retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        stats = uow.outbox.stats()
+    assert stats.oldest_pending_age_s is None
+    assert stats.drained
+
+
+def test_processed_events_are_the_log_in_id_order(uow_factory: UowFactory) -> None:
+    ids = append(uow_factory, *(completed(n, 10 * n) for n in range(1, 5)))
+    with uow_factory() as uow:
+        for event_id in (ids[3], ids[0], ids[2]):
+            uow.outbox.record_processed(event_id)
+        uow.commit()
+
+    with uow_factory() as uow:
+        log = [(event.id, event.event().delta) for event in uow.outbox.processed_events()]
+
+    assert log == [(ids[0], 10), (ids[2], 30), (ids[3], 40)]
+
+
+def test_reviving_dead_events_by_id_makes_only_those_due_again_with_no_attempts(
+    uow_factory: UowFactory,
+) -> None:
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 5)))
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched(ids, LONG_LEASE)
+        for event_id in ids[:3]:
+            uow.outbox.record_failure(event_id, "boom", retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.outbox.revive_dead([ids[2], ids[0], ids[3], 999]) == [ids[0], ids[2]]
+        uow.commit()
+
+    revived = stored(uow_factory, ids[0])
+    assert (revived.state, revived.attempts, revived.last_error) == (
+        EventState.PENDING,
+        0,
+        "boom",
+    )
+    with uow_factory() as uow:
+        assert [event.id for event in uow.outbox.claim_due(10)] == [ids[0], ids[2]]
+        assert [event.id for event in uow.outbox.dead_events()] == [ids[1]]
+    assert stored(uow_factory, ids[3]).state is EventState.DISPATCHED
+
+
+def test_reviving_every_dead_event(uow_factory: UowFactory) -> None:
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 4)))
+    with uow_factory() as uow:
+        for event_id in ids[1:]:
+            uow.outbox.record_failure(event_id, "boom", retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.outbox.revive_dead(None) == ids[1:]
+        assert uow.outbox.revive_dead(None) == []
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.outbox.dead_events() == []
+        assert uow.outbox.stats().pending == 3

@@ -1,0 +1,287 @@
+"""In-memory fakes of the ports in domain/ports.py, with the SQL adapters' semantics.
+
+A FakeDatabase is the committed state. Each `with uow:` works on a deep copy of it (the
+transaction); `commit()` makes that copy the committed state, anything else discards it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from domain.bar import Bar
+from domain.errors import ConcurrentUpdateError, DispatchError, EventNotFoundError
+from domain.events import FooEvent
+from domain.foo import Foo, FooState
+from domain.outbox import EventState, OutboxStats, StoredEvent
+from domain.ports import BarRepository, Dispatcher, FooRepository, Outbox, UnitOfWork
+
+
+class ManualClock:
+    """A clock that only moves when told to: `clock()` reads it, `advance(s)` moves it."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class OutboxRow:
+    id: int
+    event_type: str
+    payload: Any
+    occurred_at: float
+    available_at: float
+    state: EventState = EventState.PENDING
+    attempts: int = 0
+    last_error: str | None = None
+
+    def stored(self) -> StoredEvent:
+        return StoredEvent(
+            self.id,
+            self.event_type,
+            copy.deepcopy(self.payload),
+            self.state,
+            self.attempts,
+            self.last_error,
+        )
+
+
+@dataclass
+class FakeData:
+    foos: dict[int, Foo] = field(default_factory=dict)
+    bars: dict[int, Bar] = field(default_factory=dict)
+    applied_total: int = 0
+    events_applied: int = 0
+    events: dict[int, OutboxRow] = field(default_factory=dict)
+    processed: set[int] = field(default_factory=set)
+    last_id: dict[str, int] = field(default_factory=lambda: {"foos": 0, "bars": 0, "events": 0})
+
+    def next_id(self, table: str) -> int:
+        self.last_id[table] += 1
+        return self.last_id[table]
+
+
+@dataclass
+class FakeDatabase:
+    data: FakeData = field(default_factory=FakeData)
+    clock: Callable[[], float] = field(default_factory=ManualClock)
+    # Raised, one per call, by the next calls of FakeBarRepository.apply_delta.
+    apply_delta_errors: list[Exception] = field(default_factory=list)
+
+
+class FakeFooRepository(FooRepository):
+    def __init__(self, data: FakeData) -> None:
+        super().__init__()
+        self.data = data
+
+    def _add(self, foo: Foo) -> None:
+        foo.id = self.data.next_id("foos")
+        foo.version = 1
+        self.data.foos[foo.id] = foo
+
+    def _get(self, foo_id: int) -> Foo | None:
+        return self.data.foos.get(foo_id)
+
+    def completed_total(self) -> int:
+        return sum(f.amount for f in self.data.foos.values() if f.state is FooState.COMPLETED)
+
+
+class FakeBarRepository(BarRepository):
+    def __init__(self, data: FakeData, errors: list[Exception]) -> None:
+        self.data = data
+        self.errors = errors
+
+    def add(self, bar: Bar) -> None:
+        bar.id = self.data.next_id("bars")
+        self.data.bars[bar.id] = bar
+
+    def _get(self, bar_id: int) -> Bar | None:
+        return self.data.bars.get(bar_id)
+
+    def lock_applied_total(self) -> int:
+        return self.data.applied_total
+
+    def apply_delta(self, delta: int) -> int:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.data.applied_total += delta
+        self.data.events_applied += 1
+        if delta == 0:
+            return 0
+        for bar in self.data.bars.values():
+            bar.value += delta * bar.weight
+        return len(self.data.bars)
+
+    def reset_all(self, total: int, events: int) -> int:
+        self.data.applied_total, self.data.events_applied = total, events
+        for bar in self.data.bars.values():
+            bar.value = total * bar.weight
+        return len(self.data.bars)
+
+    def mismatched(self, total: int, limit: int) -> list[Bar]:
+        bars = sorted(self.data.bars.values(), key=lambda bar: bar.id or 0)
+        return [bar for bar in bars if bar.value != total * bar.weight][:limit]
+
+    def count(self) -> int:
+        return len(self.data.bars)
+
+
+_UNFINISHED = (EventState.PENDING, EventState.DISPATCHED)
+
+
+class FakeOutbox(Outbox):
+    def __init__(self, data: FakeData, clock: Callable[[], float]) -> None:
+        self.data = data
+        self.clock = clock
+
+    def _row(self, event_id: int) -> OutboxRow:
+        row = self.data.events.get(event_id)
+        if row is None:
+            raise EventNotFoundError(event_id)
+        return row
+
+    def append(self, event: FooEvent) -> None:
+        now = self.clock()
+        row_id = self.data.next_id("events")
+        self.data.events[row_id] = OutboxRow(row_id, event.type_name, event.payload(), now, now)
+
+    def lock_for_processing(self, event_id: int) -> StoredEvent:
+        return self._row(event_id).stored()
+
+    def record_processed(self, event_id: int) -> bool:
+        if event_id in self.data.processed:
+            return False
+        row = self._row(event_id)
+        self.data.processed.add(event_id)
+        row.state, row.last_error = EventState.PROCESSED, None
+        return True
+
+    def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
+        row = self._row(event_id)
+        if row.state not in _UNFINISHED:
+            return
+        row.last_error = error[:4000]
+        if retry_in_s is None:
+            row.state = EventState.DEAD
+        else:
+            row.state, row.available_at = EventState.PENDING, self.clock() + retry_in_s
+
+    def try_lock_relay(self) -> bool:
+        return True
+
+    def count_in_flight(self) -> int:
+        now = self.clock()
+        return sum(
+            1
+            for row in self.data.events.values()
+            if row.state is EventState.DISPATCHED and row.available_at > now
+        )
+
+    def claim_due(self, limit: int) -> list[StoredEvent]:
+        now = self.clock()
+        due = [r for r in self.data.events.values() if r.state in _UNFINISHED]
+        due = [r for r in due if r.available_at <= now]
+        due.sort(key=lambda row: (row.available_at, row.id))
+        return [row.stored() for row in due[: max(limit, 0)]]
+
+    def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
+        for event_id in event_ids:
+            row = self._row(event_id)
+            row.state, row.attempts = EventState.DISPATCHED, row.attempts + 1
+            row.available_at = self.clock() + lease_seconds
+
+    def stats(self) -> OutboxStats:
+        rows = list(self.data.events.values())
+
+        def count(state: EventState) -> int:
+            return sum(1 for row in rows if row.state is state)
+
+        unfinished = [row.occurred_at for row in rows if row.state in _UNFINISHED]
+        oldest = max(self.clock() - min(unfinished), 0.0) if unfinished else None
+        return OutboxStats(
+            pending=count(EventState.PENDING),
+            in_flight=count(EventState.DISPATCHED),
+            processed=count(EventState.PROCESSED),
+            dead=count(EventState.DEAD),
+            oldest_pending_age_s=oldest,
+        )
+
+    def processed_events(self) -> Iterator[StoredEvent]:
+        for event_id in sorted(self.data.events):
+            if self.data.events[event_id].state is EventState.PROCESSED:
+                yield self.data.events[event_id].stored()
+
+    def dead_events(self) -> list[StoredEvent]:
+        rows = sorted(self.data.events.values(), key=lambda row: row.id)
+        return [row.stored() for row in rows if row.state is EventState.DEAD]
+
+    def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
+        wanted = set(self.data.events) if event_ids is None else set(event_ids)
+        revived = []
+        for event_id in sorted(wanted & set(self.data.events)):
+            row = self.data.events[event_id]
+            if row.state is EventState.DEAD:
+                row.state, row.attempts, row.available_at = EventState.PENDING, 0, self.clock()
+                revived.append(event_id)
+        return revived
+
+
+class FakeUnitOfWork(UnitOfWork):
+    """`with uow:` starts a transaction on a copy of the committed data; commit publishes it.
+
+    Like the SQL adapter, a foo changed by someone else since it was read (its version moved
+    on) makes the commit fail with ConcurrentUpdateError; a committed change bumps the version.
+    """
+
+    def __init__(self, database: FakeDatabase | None = None) -> None:
+        self.database = database if database is not None else FakeDatabase()
+        self.committed = False
+
+    def __enter__(self) -> Self:
+        self.committed = False
+        self._begin()
+        return super().__enter__()
+
+    def _begin(self) -> None:
+        self.data = copy.deepcopy(self.database.data)
+        self.foos = FakeFooRepository(self.data)
+        self.bars = FakeBarRepository(self.data, self.database.apply_delta_errors)
+        self.outbox = FakeOutbox(self.data, self.database.clock)
+
+    def _commit(self) -> None:
+        before = self.database.data.foos
+        for foo_id, foo in self.data.foos.items():
+            old = before.get(foo_id)
+            if old is None or (old.amount, old.state) == (foo.amount, foo.state):
+                continue
+            if old.version != foo.version:
+                raise ConcurrentUpdateError()
+            foo.version += 1
+        self.database.data = copy.deepcopy(self.data)
+        self.committed = True
+
+    def rollback(self) -> None:
+        self._begin()
+
+
+class FakeDispatcher(Dispatcher):
+    """Records every id it publishes; `fail_with` makes the next calls raise DispatchError."""
+
+    def __init__(self) -> None:
+        self.dispatched: list[int] = []
+        self.batches: list[list[int]] = []
+        self.fail_with: DispatchError | None = None
+
+    def dispatch(self, event_ids: Sequence[int]) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.batches.append(list(event_ids))
+        self.dispatched.extend(event_ids)

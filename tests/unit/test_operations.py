@@ -1,0 +1,96 @@
+"""What an operator does with the outbox: read its stats, list and retry dead events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from domain.errors import DomainError
+from domain.events import FooCompleted
+from domain.operations import dead_events, outbox_stats, retry_dead_events
+from domain.outbox import EventState, OutboxStats
+from domain.ports import UnitOfWork
+from tests.fakes import FakeDatabase, ManualClock
+from tests.unit.support import append_raw_event, event_rows, event_states
+
+
+@pytest.fixture
+def dead(database: FakeDatabase) -> list[int]:
+    """Events 1, 3 and 4 are dead after 5 attempts; event 2 is pending."""
+    ids = [append_raw_event(database, "FooCompleted", {"foo_id": n, "delta": 1}) for n in (1, 2)]
+    ids += [append_raw_event(database, "FooCompleted", {"foo_id": n, "delta": 1}) for n in (3, 4)]
+    for row in event_rows(database):
+        if row.id != ids[1]:
+            row.state, row.attempts, row.last_error = EventState.DEAD, 5, "RuntimeError: boom"
+    return [ids[0], ids[2], ids[3]]
+
+
+def test_retrying_dead_events_by_id_makes_them_due_again_with_no_attempts(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, dead: list[int]
+) -> None:
+    revived = retry_dead_events(uow_factory(), [dead[2], dead[0], dead[2]])
+
+    assert revived == [dead[0], dead[2]]
+    rows = {row.id: row for row in event_rows(database)}
+    assert (rows[dead[0]].state, rows[dead[0]].attempts) == (EventState.PENDING, 0)
+    assert rows[dead[1]].state is EventState.DEAD
+    with uow_factory() as uow:
+        assert [event.id for event in uow.outbox.claim_due(10)] == [dead[0], 2, dead[2]]
+
+
+def test_retrying_all_dead_events_revives_every_one_of_them(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, dead: list[int]
+) -> None:
+    assert retry_dead_events(uow_factory()) == dead
+    assert set(event_states(database).values()) == {EventState.PENDING}
+
+
+def test_retrying_with_an_id_that_is_not_dead_retries_nothing(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, dead: list[int]
+) -> None:
+    before = event_states(database)
+
+    with pytest.raises(DomainError, match=r"event\(s\) 2, 99 are not dead; nothing was retried"):
+        retry_dead_events(uow_factory(), [dead[0], 2, 99, dead[1]])
+
+    assert event_states(database) == before
+
+
+def test_retrying_when_nothing_is_dead_revives_nothing(
+    uow_factory: Callable[[], UnitOfWork],
+) -> None:
+    assert retry_dead_events(uow_factory()) == []
+    assert retry_dead_events(uow_factory(), []) == []
+
+
+def test_dead_events_are_listed_in_id_order_with_their_last_error(
+    uow_factory: Callable[[], UnitOfWork], dead: list[int]
+) -> None:
+    listed = dead_events(uow_factory())
+
+    assert [(e.id, e.attempts, e.last_error) for e in listed] == [
+        (event_id, 5, "RuntimeError: boom") for event_id in dead
+    ]
+
+
+def test_outbox_stats_count_events_by_state_and_age_the_oldest_unfinished(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+) -> None:
+    assert outbox_stats(uow_factory()) == OutboxStats(0, 0, 0, 0, None)
+    with uow_factory() as uow:
+        for n in range(3):
+            uow.outbox.append(FooCompleted(foo_id=n + 1, delta=n))
+        uow.commit()
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched([1], lease_seconds=30)
+        uow.outbox.record_processed(2)
+        uow.commit()
+    clock.advance(7.5)
+
+    stats = outbox_stats(uow_factory())
+
+    assert stats == OutboxStats(
+        pending=1, in_flight=1, processed=1, dead=0, oldest_pending_age_s=7.5
+    )
+    assert not stats.drained

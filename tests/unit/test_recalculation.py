@@ -1,0 +1,258 @@
+"""The recalculation handler: applied once, duplicates absorbed, failures kept in the outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from domain.errors import ConcurrentUpdateError, InvalidEventError
+from domain.outbox import EventState, RelayLimits, RetryPolicy
+from domain.ports import UnitOfWork
+from domain.recalculation import Outcome, recalculate_bars, record_failure
+from domain.relay import relay_once
+from domain.use_cases import complete_foos, create_bars, create_foos
+from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
+from tests.unit.support import append_raw_event, bar_values, event_rows, event_states
+
+POLICY = RetryPolicy(max_attempts=3, base_delay_s=1.0, max_delay_s=10.0)
+
+
+@pytest.fixture
+def bars(uow: FakeUnitOfWork) -> list[int]:
+    return create_bars(uow, weight=1) + create_bars(uow, weight=2) + create_bars(uow, weight=0)
+
+
+def completed(uow: UnitOfWork, *amounts: int) -> list[int]:
+    """Complete one foo per amount; return the ids of the events that wrote."""
+    foo_ids = [create_foos(uow, amount)[0] for amount in amounts]
+    complete_foos(uow, foo_ids)
+    with uow:
+        return [event.id for event in uow.outbox.claim_due(100)][-len(amounts) :]
+
+
+def dispatch_all(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
+    dispatcher = FakeDispatcher()
+    relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=100, lease_seconds=30))
+    return dispatcher.dispatched
+
+
+def test_an_event_is_applied_to_every_bar_and_recorded_as_processed(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+
+    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+
+    assert outcome is Outcome.APPLIED
+    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
+    assert event_states(database) == {event_id: EventState.PROCESSED}
+    assert database.data.processed == {event_id}
+    assert database.data.applied_total == 10
+
+
+def test_a_second_delivery_of_an_event_is_already_processed_and_changes_no_bar(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    recalculate_bars(uow_factory, event_id, POLICY)
+    before = (bar_values(database), database.data.applied_total, database.data.events_applied)
+
+    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+
+    assert outcome is Outcome.ALREADY_PROCESSED
+    after = (bar_values(database), database.data.applied_total, database.data.events_applied)
+    assert after == before
+
+
+def test_a_delivery_whose_processed_guard_already_holds_the_event_changes_no_bar(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    bars: list[int],
+) -> None:
+    # The unique key, not the state column, is the last word: a stale state changes nothing.
+    [event_id] = completed(uow, 10)
+    database.data.processed.add(event_id)
+
+    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.ALREADY_PROCESSED
+    assert bar_values(database) == dict.fromkeys(bars, 0)
+
+
+def test_an_unknown_event_id_is_reported_and_changes_nothing(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, bars: list[int]
+) -> None:
+    assert recalculate_bars(uow_factory, 12345, POLICY) is Outcome.UNKNOWN_EVENT
+    assert bar_values(database) == dict.fromkeys(bars, 0)
+    assert database.data.events == {}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "payload", "error"),
+    [
+        ("FooExploded", {"foo_id": 1, "delta": 5}, "UnknownEventTypeError: unknown event type"),
+        ("FooCompleted", {"foo_id": 1, "delta": "5"}, "InvalidEventError: event payload field"),
+        ("FooCompleted", [1, 5], "InvalidEventError: FooCompleted payload must be an object"),
+    ],
+    ids=["unknown-type", "bad-field", "not-an-object"],
+)
+def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    bars: list[int],
+    event_type: str,
+    payload: object,
+    error: str,
+) -> None:
+    [before] = completed(uow, 3)
+    poison = append_raw_event(database, event_type, payload)
+    [after] = completed(uow, 4)
+    dispatch_all(uow_factory)
+
+    outcomes = [recalculate_bars(uow_factory, i, POLICY) for i in (before, poison, after)]
+
+    assert outcomes == [Outcome.APPLIED, Outcome.DEAD, Outcome.APPLIED]
+    [dead] = [row for row in event_rows(database) if row.id == poison]
+    assert dead.state is EventState.DEAD
+    assert dead.last_error is not None
+    assert dead.last_error.startswith(error)
+    assert bar_values(database) == {bars[0]: 7, bars[1]: 14, bars[2]: 0}
+    assert poison not in database.data.processed
+
+
+def test_a_redelivered_poison_event_stays_dead_and_changes_nothing(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, bars: list[int]
+) -> None:
+    poison = append_raw_event(database, "FooCompleted", {"foo_id": 1})
+    recalculate_bars(uow_factory, poison, POLICY)
+
+    assert recalculate_bars(uow_factory, poison, POLICY) is Outcome.DEAD
+    assert event_states(database) == {poison: EventState.DEAD}
+    assert bar_values(database) == dict.fromkeys(bars, 0)
+
+
+def test_a_transient_failure_schedules_a_retry_and_keeps_the_attempts(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    dispatch_all(uow_factory)
+    database.apply_delta_errors.append(RuntimeError("connection reset"))
+
+    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+
+    assert outcome is Outcome.RETRY_SCHEDULED
+    [row] = event_rows(database)
+    assert (row.state, row.attempts) == (EventState.PENDING, 1)
+    assert row.last_error == "RuntimeError: connection reset"
+    assert clock() + 0.5 <= row.available_at <= clock() + 1.0  # backoff after one attempt
+    assert bar_values(database) == dict.fromkeys(bars, 0)
+    assert database.data.processed == set()
+    assert database.data.applied_total == 0
+
+
+def test_an_event_retried_after_a_transient_failure_is_applied_once(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    dispatch_all(uow_factory)
+    database.apply_delta_errors.append(RuntimeError("connection reset"))
+    recalculate_bars(uow_factory, event_id, POLICY)
+
+    assert dispatch_all(uow_factory) == []  # still backing off
+    clock.advance(1.0)
+    assert dispatch_all(uow_factory) == [event_id]
+    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.APPLIED
+
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.last_error) == (EventState.PROCESSED, 2, None)
+    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
+
+
+def test_an_event_that_keeps_failing_is_dead_after_max_attempts(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    [other] = completed(uow, 1)
+    outcomes = []
+    for attempt in range(1, POLICY.max_attempts + 1):
+        assert event_id in dispatch_all(uow_factory)
+        assert event_rows(database)[0].attempts == attempt
+        database.apply_delta_errors.append(RuntimeError(f"failure {attempt}"))
+        outcomes.append(recalculate_bars(uow_factory, event_id, POLICY))
+        clock.advance(POLICY.max_delay_s)
+
+    assert outcomes == [Outcome.RETRY_SCHEDULED] * (POLICY.max_attempts - 1) + [Outcome.DEAD]
+    row = event_rows(database)[0]
+    assert (row.state, row.attempts) == (EventState.DEAD, POLICY.max_attempts)
+    assert row.last_error == f"RuntimeError: failure {POLICY.max_attempts}"
+    assert event_id not in dispatch_all(uow_factory)  # the dead wait for an operator
+    assert recalculate_bars(uow_factory, other, POLICY) is Outcome.APPLIED
+    assert bar_values(database) == {bars[0]: 1, bars[1]: 2, bars[2]: 0}
+
+
+def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [event_id] = completed(uow, 10)
+    database.apply_delta_errors.append(InvalidEventError("cannot apply this"))
+
+    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.DEAD
+    assert event_rows(database)[0].attempts == 0
+
+
+def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [event_id] = completed(uow, 10)
+    dispatch_all(uow_factory)
+    database.apply_delta_errors.append(ConcurrentUpdateError())
+
+    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
+    assert event_rows(database)[0].state is EventState.PENDING
+
+
+def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [event_id] = completed(uow, 10)
+    recalculate_bars(uow_factory, event_id, POLICY)
+
+    outcome = record_failure(uow_factory(), event_id, RuntimeError("late"), POLICY)
+
+    assert outcome is Outcome.ALREADY_PROCESSED
+    [row] = event_rows(database)
+    assert (row.state, row.last_error) == (EventState.PROCESSED, None)
+
+
+def test_duplicate_deliveries_of_many_events_keep_the_invariant(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    bars: list[int],
+) -> None:
+    event_ids = completed(uow, 5, 6, 7)
+
+    for event_id in event_ids + event_ids[::-1] + event_ids:
+        recalculate_bars(uow_factory, event_id, POLICY)
+
+    assert bar_values(database) == {bars[0]: 18, bars[1]: 36, bars[2]: 0}
+    assert database.data.events_applied == 3

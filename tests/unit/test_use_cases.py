@@ -1,0 +1,362 @@
+"""The use cases on fake ports: each is one transaction, all or nothing, events at commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from domain import use_cases
+from domain.errors import (
+    ConcurrentUpdateError,
+    DomainError,
+    FooNotFoundError,
+    InvalidAmountError,
+    InvalidTransitionError,
+    InvalidWeightError,
+)
+from domain.foo import FooState
+from domain.outbox import RetryPolicy
+from domain.ports import UnitOfWork
+from domain.recalculation import recalculate_bars
+from domain.use_cases import (
+    cancel_foo,
+    cancel_foos,
+    complete_foo,
+    complete_foos,
+    create_bar,
+    create_bars,
+    create_foos,
+    revise_foo,
+)
+from tests.fakes import FakeDatabase, FakeUnitOfWork
+from tests.unit.support import event_rows
+
+INVALID_AMOUNTS = [-1, True, 1.5, "3"]
+INVALID_WEIGHTS = [-2, False, 0.5, "1"]
+
+
+def foo_row(database: FakeDatabase, foo_id: int) -> tuple[FooState, int]:
+    foo = database.data.foos[foo_id]
+    return foo.state, foo.amount
+
+
+def outbox(database: FakeDatabase) -> list[tuple[str, dict[str, int]]]:
+    return [(row.event_type, row.payload) for row in event_rows(database)]
+
+
+def test_creating_foos_stores_pending_foos_and_returns_their_ids(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    ids = create_foos(uow, amount=12, count=3)
+
+    assert ids == [1, 2, 3]
+    assert uow.committed
+    assert [foo_row(database, foo_id) for foo_id in ids] == [(FooState.PENDING, 12)] * 3
+    assert outbox(database) == []
+
+
+@pytest.mark.parametrize("amount", INVALID_AMOUNTS, ids=repr)
+def test_creating_a_foo_with_an_invalid_amount_is_refused_and_stores_nothing(
+    uow: FakeUnitOfWork, database: FakeDatabase, amount: object
+) -> None:
+    with pytest.raises(InvalidAmountError):
+        create_foos(uow, amount=amount)  # type: ignore[arg-type]
+
+    assert database.data.foos == {}
+
+
+@pytest.mark.parametrize("count", [0, -1, True, 2.0, "2"], ids=repr)
+def test_creating_foos_with_an_invalid_count_is_refused_and_stores_nothing(
+    uow: FakeUnitOfWork, database: FakeDatabase, count: object
+) -> None:
+    with pytest.raises(DomainError, match="count must be"):
+        create_foos(uow, amount=1, count=count)  # type: ignore[arg-type]
+
+    assert database.data.foos == {}
+
+
+def test_completing_a_foo_writes_foo_completed_with_its_amount_to_the_outbox(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+
+    complete_foo(uow, foo_id)
+
+    assert foo_row(database, foo_id) == (FooState.COMPLETED, 30)
+    assert outbox(database) == [("FooCompleted", {"foo_id": foo_id, "delta": 30})]
+
+
+def test_revising_a_completed_foo_writes_foo_revised_with_the_difference(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+    complete_foo(uow, foo_id)
+
+    revise_foo(uow, foo_id, 21)
+
+    assert foo_row(database, foo_id) == (FooState.COMPLETED, 21)
+    assert outbox(database)[1:] == [("FooRevised", {"foo_id": foo_id, "delta": -9})]
+
+
+def test_revising_a_pending_foo_changes_its_amount_and_writes_no_event(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+
+    revise_foo(uow, foo_id, 44)
+
+    assert foo_row(database, foo_id) == (FooState.PENDING, 44)
+    assert outbox(database) == []
+
+
+def test_cancelling_a_completed_foo_writes_foo_cancelled_with_minus_its_amount(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+    complete_foo(uow, foo_id)
+
+    cancel_foo(uow, foo_id)
+
+    assert foo_row(database, foo_id) == (FooState.CANCELLED, 30)
+    assert outbox(database)[1:] == [("FooCancelled", {"foo_id": foo_id, "delta": -30})]
+
+
+def test_cancelling_a_pending_foo_cancels_it_and_writes_no_event(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+
+    cancel_foo(uow, foo_id)
+
+    assert foo_row(database, foo_id) == (FooState.CANCELLED, 30)
+    assert outbox(database) == []
+
+
+def test_a_foos_version_moves_on_with_every_committed_change(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+    complete_foo(uow, foo_id)
+    revise_foo(uow, foo_id, 31)
+
+    assert database.data.foos[foo_id].version == 3
+
+
+def _complete(uow: UnitOfWork, foo_id: int) -> None:
+    complete_foo(uow, foo_id)
+
+
+def _cancel(uow: UnitOfWork, foo_id: int) -> None:
+    cancel_foo(uow, foo_id)
+
+
+def _revise(uow: UnitOfWork, foo_id: int) -> None:
+    revise_foo(uow, foo_id, 77)
+
+
+FORBIDDEN = [
+    pytest.param(["complete"], _complete, FooState.COMPLETED, id="complete-completed"),
+    pytest.param(["complete", "cancel"], _complete, FooState.CANCELLED, id="complete-cancelled"),
+    pytest.param(["cancel"], _cancel, FooState.CANCELLED, id="cancel-cancelled-from-pending"),
+    pytest.param(["complete", "cancel"], _cancel, FooState.CANCELLED, id="cancel-cancelled"),
+    pytest.param(["complete", "cancel"], _revise, FooState.CANCELLED, id="revise-cancelled"),
+    pytest.param(["cancel"], _revise, FooState.CANCELLED, id="revise-cancelled-from-pending"),
+]
+
+
+@pytest.mark.parametrize(("history", "change", "state"), FORBIDDEN)
+def test_a_forbidden_transition_is_refused_and_writes_nothing(
+    uow: FakeUnitOfWork,
+    database: FakeDatabase,
+    history: list[str],
+    change: Callable[[UnitOfWork, int], None],
+    state: FooState,
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+    for step in history:
+        {"complete": _complete, "cancel": _cancel}[step](uow, foo_id)
+    events_before = outbox(database)
+
+    with pytest.raises(InvalidTransitionError) as refused:
+        change(uow, foo_id)
+
+    assert f"foo {foo_id}" in str(refused.value)
+    assert state.value in str(refused.value)
+    assert not uow.committed
+    assert foo_row(database, foo_id) == (state, 30)
+    assert outbox(database) == events_before
+
+
+@pytest.mark.parametrize("amount", INVALID_AMOUNTS, ids=repr)
+def test_revising_to_an_invalid_amount_is_refused_and_writes_nothing(
+    uow: FakeUnitOfWork, database: FakeDatabase, amount: object
+) -> None:
+    [foo_id] = create_foos(uow, amount=30)
+    complete_foo(uow, foo_id)
+
+    with pytest.raises(InvalidAmountError):
+        revise_foo(uow, foo_id, amount)  # type: ignore[arg-type]
+
+    assert foo_row(database, foo_id) == (FooState.COMPLETED, 30)
+    assert len(outbox(database)) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda uow, foo_id: complete_foo(uow, foo_id),
+        lambda uow, foo_id: cancel_foo(uow, foo_id),
+        lambda uow, foo_id: revise_foo(uow, foo_id, 3),
+    ],
+    ids=["complete", "cancel", "revise"],
+)
+def test_changing_an_unknown_foo_raises_foo_not_found(
+    uow: FakeUnitOfWork, change: Callable[[UnitOfWork, int], None]
+) -> None:
+    with pytest.raises(FooNotFoundError, match="foo 404 does not exist") as missing:
+        change(uow, 404)
+
+    assert missing.value.foo_id == 404
+
+
+def test_completing_several_foos_with_one_unknown_id_changes_none_of_them(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    ids = create_foos(uow, amount=5, count=3)
+
+    with pytest.raises(FooNotFoundError):
+        complete_foos(uow, [ids[0], ids[1], 999, ids[2]])
+
+    assert [foo_row(database, foo_id) for foo_id in ids] == [(FooState.PENDING, 5)] * 3
+    assert outbox(database) == []
+
+
+def test_cancelling_several_foos_with_one_already_cancelled_changes_none_of_them(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    ids = create_foos(uow, amount=5, count=3)
+    complete_foos(uow, ids[:2])
+    cancel_foo(uow, ids[2])
+
+    with pytest.raises(InvalidTransitionError):
+        cancel_foos(uow, ids)
+
+    assert [database.data.foos[foo_id].state for foo_id in ids] == [
+        FooState.COMPLETED,
+        FooState.COMPLETED,
+        FooState.CANCELLED,
+    ]
+    assert [event_type for event_type, _ in outbox(database)] == ["FooCompleted"] * 2
+
+
+def test_completing_several_foos_writes_one_event_each_in_the_order_given(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    ids = create_foos(uow, amount=5, count=3)
+
+    complete_foos(uow, [ids[2], ids[0], ids[2], ids[1]])
+
+    assert [payload["foo_id"] for _, payload in outbox(database)] == [ids[2], ids[0], ids[1]]
+
+
+class ConflictingUnitOfWork(FakeUnitOfWork):
+    """Loses the optimistic-concurrency race on its first `conflicts` commits."""
+
+    def __init__(self, database: FakeDatabase, conflicts: int) -> None:
+        super().__init__(database)
+        self.conflicts = conflicts
+        self.attempts = 0
+
+    def _commit(self) -> None:
+        self.attempts += 1
+        if self.attempts <= self.conflicts:
+            raise ConcurrentUpdateError()
+        super()._commit()
+
+
+def test_a_change_that_loses_a_concurrency_race_is_retried_as_a_whole(
+    database: FakeDatabase,
+) -> None:
+    [foo_id] = create_foos(FakeUnitOfWork(database), amount=8)
+    uow = ConflictingUnitOfWork(database, conflicts=use_cases.CONFLICT_RETRIES - 1)
+
+    complete_foo(uow, foo_id)
+
+    assert uow.attempts == use_cases.CONFLICT_RETRIES
+    assert foo_row(database, foo_id) == (FooState.COMPLETED, 8)
+    assert outbox(database) == [("FooCompleted", {"foo_id": foo_id, "delta": 8})]
+
+
+def test_a_change_that_keeps_losing_the_race_gives_up_and_writes_nothing(
+    database: FakeDatabase,
+) -> None:
+    [foo_id] = create_foos(FakeUnitOfWork(database), amount=8)
+    uow = ConflictingUnitOfWork(database, conflicts=use_cases.CONFLICT_RETRIES)
+
+    with pytest.raises(ConcurrentUpdateError):
+        complete_foo(uow, foo_id)
+
+    assert uow.attempts == use_cases.CONFLICT_RETRIES
+    assert foo_row(database, foo_id) == (FooState.PENDING, 8)
+    assert outbox(database) == []
+
+
+def test_a_commit_on_a_foo_changed_meanwhile_raises_concurrent_update(
+    database: FakeDatabase,
+) -> None:
+    [foo_id] = create_foos(FakeUnitOfWork(database), amount=8)
+    slow = FakeUnitOfWork(database)
+
+    with slow:
+        slow.foos.get(foo_id).revise(9)
+        revise_foo(FakeUnitOfWork(database), foo_id, 10)
+        with pytest.raises(ConcurrentUpdateError):
+            slow.commit()
+
+    assert foo_row(database, foo_id) == (FooState.PENDING, 10)
+
+
+def test_creating_bars_without_applied_events_starts_them_at_zero(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    ids = create_bars(uow, weight=3, count=2)
+
+    assert ids == [1, 2]
+    assert [(bar.weight, bar.value) for bar in database.data.bars.values()] == [(3, 0)] * 2
+
+
+def test_a_new_bar_starts_at_its_weight_times_the_applied_total(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+) -> None:
+    ids = create_foos(uow, amount=7, count=3)
+    complete_foos(uow, ids)
+    applied = [row.id for row in event_rows(database)[:2]]
+    for event_id in applied:
+        recalculate_bars(uow_factory, event_id, RetryPolicy())
+
+    bar_id = create_bar(uow, weight=5)
+
+    assert database.data.bars[bar_id].value == 5 * 14
+    # The third event, still in flight, reaches the new bar like any other.
+    recalculate_bars(uow_factory, event_rows(database)[2].id, RetryPolicy())
+    assert database.data.bars[bar_id].value == 5 * 21
+
+
+@pytest.mark.parametrize("weight", INVALID_WEIGHTS, ids=repr)
+def test_creating_a_bar_with_an_invalid_weight_is_refused_and_stores_nothing(
+    uow: FakeUnitOfWork, database: FakeDatabase, weight: object
+) -> None:
+    with pytest.raises(InvalidWeightError):
+        create_bars(uow, weight=weight)  # type: ignore[arg-type]
+
+    assert database.data.bars == {}
+
+
+def test_creating_zero_bars_is_refused(uow: FakeUnitOfWork, database: FakeDatabase) -> None:
+    with pytest.raises(DomainError, match="count must be"):
+        create_bars(uow, weight=1, count=0)
+
+    assert database.data.bars == {}
