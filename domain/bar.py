@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from domain.errors import InvalidWeightError
 
+MAX_WEIGHT = 1_000_000
+
 
 def validate_weight(weight: object) -> int:
-    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
-        raise InvalidWeightError(f"weight must be a whole number >= 0, got {weight!r}")
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+        raise InvalidWeightError(
+            f"weight must be a whole number from 0 to {MAX_WEIGHT}, got {weight!r}"
+        )
     return weight
 
 

@@ -39,11 +39,11 @@ class EventNotFoundError(NotFoundError):
 
 
 class InvalidAmountError(DomainError):
-    """An amount must be a whole number >= 0."""
+    """An amount must be a whole number from 0 to the maximum."""
 
 
 class InvalidWeightError(DomainError):
-    """A weight must be a whole number >= 0."""
+    """A weight must be a whole number from 0 to the maximum."""
 
 
 class InvalidTransitionError(DomainError):

@@ -14,9 +14,15 @@ class FooState(StrEnum):
     CANCELLED = "cancelled"
 
 
+# Bounds keep `weight * sum(amounts)` far inside a 64-bit integer for millions of foos.
+MAX_AMOUNT = 1_000_000
+
+
 def validate_amount(amount: object) -> int:
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-        raise InvalidAmountError(f"amount must be a whole number >= 0, got {amount!r}")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_AMOUNT:
+        raise InvalidAmountError(
+            f"amount must be a whole number from 0 to {MAX_AMOUNT}, got {amount!r}"
+        )
     return amount
 
 

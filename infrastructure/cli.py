@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy.exc import SQLAlchemyError
+from alembic.util import CommandError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from domain import operations, projection, use_cases
 from domain.errors import DomainError
@@ -28,14 +30,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+BIGINT_MAX = 2**63 - 1
+
+
 def _positive_id(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= BIGINT_MAX:
         raise argparse.ArgumentTypeError(f"{raw!r} is not an id (a whole number >= 1)")
     return int(raw)
 
 
 def _non_negative(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit():
+    if not raw.isascii() or not raw.isdigit() or int(raw) > BIGINT_MAX:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number >= 0")
     return int(raw)
 
@@ -126,7 +131,8 @@ def _rebuild(c: Container, args: argparse.Namespace) -> int:
 
 def _dead_list(c: Container, args: argparse.Namespace) -> int:
     for event in operations.dead_events(c.uow()):
-        print(f"{event.id}\t{event.event_type}\tattempts={event.attempts}\t{event.last_error}")
+        error = " ".join((event.last_error or "").split())  # one line per event
+        print(f"{event.id}\t{event.event_type}\tattempts={event.attempts}\t{error}")
     return 0
 
 
@@ -217,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{error}; nothing was changed")
     except SQLAlchemyError as error:
         return _fail(_explain_database_error(error, container.settings.database_url))
+    except CommandError as error:
+        return _fail(f"migration failed: {error}")
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     finally:
@@ -234,9 +242,10 @@ def _explain_database_error(error: SQLAlchemyError, url: str) -> str:
 
 
 def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable url>"
 
 
 if __name__ == "__main__":

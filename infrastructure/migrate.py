@@ -1,4 +1,7 @@
-"""Run the Alembic migrations from code (the demo and the tests), with the same files as the CLI."""
+"""Run the Alembic migrations from code (`postsave migrate`, the demo, the tests).
+
+The migrations ship as the `migrations` package, so this works from an installed copy too;
+`alembic upgrade head` in a checkout reads the same scripts through alembic.ini."""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+import migrations
+
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     config.attributes["configure_logging"] = False
     return config

@@ -9,8 +9,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from infrastructure.migrate import PROJECT_ROOT
-
 
 def celery_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "tasks", *args]
@@ -51,7 +49,6 @@ def _start(command: list[str], env: Mapping[str, str], log_path: Path) -> subpro
     with log_path.open("ab") as log:
         return subprocess.Popen(
             command,
-            cwd=PROJECT_ROOT,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from domain.outbox import RelayLimits, RetryPolicy
 
@@ -29,9 +33,18 @@ def _number(env: Mapping[str, str], name: str, default: T, cast: Callable[[str],
         value = cast(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    if not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be a finite number greater than 0")
     return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    url = env.get(name) or default
+    try:
+        make_url(url.removeprefix("sqla+"))
+    except ArgumentError:
+        raise SettingsError(f"{name}={url!r} is not a SQLAlchemy URL") from None
+    return url
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
-            database_url=env.get("POSTSAVE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=_url(env, "POSTSAVE_DATABASE_URL", DEFAULT_DATABASE_URL),
             broker_url=env.get("POSTSAVE_BROKER_URL") or DEFAULT_BROKER_URL,
             poll_interval_s=_number(env, "POSTSAVE_POLL_INTERVAL", cls.poll_interval_s, float),
             batch_size=_number(env, "POSTSAVE_BATCH_SIZE", cls.batch_size, int),
