@@ -23,8 +23,9 @@ class StoredEvent:
     event_type: str
     payload: Any
     state: EventState
-    attempts: int = 0
+    attempts: int = 0  # dispatches: each lease counts one
     last_error: str | None = None
+    failures: int = 0  # recalculations that raised: what retries and dead letters count
 
     def event(self) -> FooEvent:
         return event_from_record(self.event_type, self.payload)
@@ -59,10 +60,10 @@ class RetryPolicy:
     max_delay_s: float = 300.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
-    def is_exhausted(self, attempts: int) -> bool:
-        return attempts >= self.max_attempts
+    def is_exhausted(self, failures: int) -> bool:
+        return failures >= self.max_attempts
 
-    def delay_s(self, attempts: int) -> float:
-        doublings = min(max(attempts - 1, 0), 62)  # past the cap already; keeps 2**n finite
+    def delay_s(self, failures: int) -> float:
+        doublings = min(max(failures - 1, 0), 62)  # past the cap already; keeps 2**n finite
         ceiling = min(self.max_delay_s, self.base_delay_s * 2.0**doublings)
         return self.rng.uniform(ceiling / 2, ceiling)

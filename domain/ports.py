@@ -98,7 +98,7 @@ class Outbox(ABC):
 
     @abstractmethod
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
-        """Make the event due again after `retry_in_s`, or dead when that is None."""
+        """Count a failure; make the event due again after `retry_in_s`, or dead if None."""
 
     # The relay.
     @abstractmethod
@@ -107,11 +107,15 @@ class Outbox(ABC):
 
     @abstractmethod
     def count_in_flight(self) -> int:
-        """Events dispatched whose lease has not expired."""
+        """Events dispatched and not yet processed, whether or not their lease has expired."""
 
     @abstractmethod
-    def claim_due(self, limit: int) -> list[StoredEvent]:
-        """Lock up to `limit` due events, oldest first, skipping those locked by others."""
+    def claim_expired(self, limit: int) -> list[StoredEvent]:
+        """Lock up to `limit` dispatched events whose lease has expired, skipping locked ones."""
+
+    @abstractmethod
+    def claim_pending(self, limit: int) -> list[StoredEvent]:
+        """Lock up to `limit` pending events that are due, oldest first, skipping locked ones."""
 
     @abstractmethod
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
@@ -137,8 +141,11 @@ class Dispatcher(ABC):
     """Publishes recalculation messages to the broker."""
 
     @abstractmethod
-    def dispatch(self, event_ids: Sequence[int]) -> None:
-        """Return only once the broker has taken a message for every id; else DispatchError."""
+    def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
+        """Return only once the broker has taken a message for every id; else DispatchError.
+
+        Each message expires after `expires_in_s`, before its event's lease does: a message
+        nobody took is gone from the broker when the event is dispatched again."""
 
 
 class UnitOfWork(ABC):

@@ -26,6 +26,8 @@ def apply_event(uow: UnitOfWork, event_id: int) -> Outcome:
         stored = uow.outbox.lock_for_processing(event_id)
         if stored.state is EventState.PROCESSED:
             return Outcome.ALREADY_PROCESSED
+        if stored.state is EventState.DEAD:
+            return Outcome.DEAD  # parked until `postsave dead retry`; a stale message waits too
         event = stored.event()
         if not uow.outbox.record_processed(event_id):
             return Outcome.ALREADY_PROCESSED
@@ -60,11 +62,12 @@ def record_failure(
             return Outcome.ALREADY_PROCESSED
         # An event this version cannot read will not become readable by retrying it.
         permanent = isinstance(error, InvalidEventError)
-        if permanent or retry.is_exhausted(stored.attempts):
+        failures = stored.failures + 1
+        if permanent or retry.is_exhausted(failures):
             uow.outbox.record_failure(event_id, describe(error), retry_in_s=None)
             outcome = Outcome.DEAD
         else:
-            delay = retry.delay_s(stored.attempts)
+            delay = retry.delay_s(failures)
             uow.outbox.record_failure(event_id, describe(error), retry_in_s=delay)
             outcome = Outcome.RETRY_SCHEDULED
         uow.commit()

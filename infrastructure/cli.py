@@ -132,7 +132,10 @@ def _rebuild(c: Container, args: argparse.Namespace) -> int:
 def _dead_list(c: Container, args: argparse.Namespace) -> int:
     for event in operations.dead_events(c.uow()):
         error = " ".join((event.last_error or "").split())  # one line per event
-        print(f"{event.id}\t{event.event_type}\tattempts={event.attempts}\t{error}")
+        print(
+            f"{event.id}\t{event.event_type}\tfailures={event.failures}\t"
+            f"dispatches={event.attempts}\t{error}"
+        )
     return 0
 
 

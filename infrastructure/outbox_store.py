@@ -29,6 +29,7 @@ _EVENT_COLUMNS = (
     outbox_events.c.state,
     outbox_events.c.attempts,
     outbox_events.c.last_error,
+    outbox_events.c.failures,
 )
 _UNFINISHED = outbox_events.c.state.in_([EventState.PENDING.value, EventState.DISPATCHED.value])
 
@@ -41,6 +42,7 @@ def _stored(row: Any) -> StoredEvent:
         state=EventState(row.state),
         attempts=row.attempts,
         last_error=row.last_error,
+        failures=row.failures,
     )
 
 
@@ -89,7 +91,7 @@ class SqlOutbox(Outbox):
         self.session.execute(
             update(outbox_events)
             .where(outbox_events.c.id == event_id, _UNFINISHED)
-            .values(last_error=error[:4000], **values)
+            .values(last_error=error[:4000], failures=outbox_events.c.failures + 1, **values)
         )
 
     def try_lock_relay(self) -> bool:
@@ -99,21 +101,29 @@ class SqlOutbox(Outbox):
         return bool(self.session.execute(query).scalar_one())
 
     def count_in_flight(self) -> int:
-        query = select(func.count()).where(
-            outbox_events.c.state == EventState.DISPATCHED.value,
-            outbox_events.c.available_at > db_now(),
-        )
+        query = select(func.count()).where(outbox_events.c.state == EventState.DISPATCHED.value)
         return int(self.session.execute(query).scalar_one())
 
-    def claim_due(self, limit: int) -> list[StoredEvent]:
+    def _claim(self, state: EventState, limit: int) -> list[StoredEvent]:
+        # Rows locked by a worker applying them, or by another claimer, are skipped.
         query = (
             select(*_EVENT_COLUMNS)
-            .where(_UNFINISHED, outbox_events.c.available_at <= db_now())
+            .where(
+                _UNFINISHED,
+                outbox_events.c.state == state.value,
+                outbox_events.c.available_at <= db_now(),
+            )
             .order_by(outbox_events.c.available_at, outbox_events.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         return [_stored(row) for row in self.session.execute(query)]
+
+    def claim_expired(self, limit: int) -> list[StoredEvent]:
+        return self._claim(EventState.DISPATCHED, limit)
+
+    def claim_pending(self, limit: int) -> list[StoredEvent]:
+        return self._claim(EventState.PENDING, limit)
 
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
         self.session.execute(
@@ -176,7 +186,7 @@ class SqlOutbox(Outbox):
             query = query.where(outbox_events.c.id.in_(event_ids))
         revived = self.session.execute(
             query.values(
-                state=EventState.PENDING.value, attempts=0, available_at=db_now()
+                state=EventState.PENDING.value, failures=0, available_at=db_now()
             ).returning(outbox_events.c.id)
         )
         return sorted(revived.scalars())

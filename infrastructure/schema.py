@@ -95,6 +95,7 @@ outbox_events = Table(
     Column("payload", Payload, nullable=False),
     Column("state", String(16), nullable=False, server_default="pending"),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
     Column("occurred_at", Timestamp, nullable=False, server_default=db_now()),
     # When the relay may claim the event: now for a new event, the lease's end once dispatched,
     # the backoff's end after a failure.
@@ -104,6 +105,7 @@ outbox_events = Table(
     Column("last_error", Text),
     CheckConstraint("state IN ('pending', 'dispatched', 'processed', 'dead')", name="state_known"),
     CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    CheckConstraint("failures >= 0", name="failures_not_negative"),
 )
 
 _unfinished = text("state IN ('pending', 'dispatched')")

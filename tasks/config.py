@@ -32,7 +32,9 @@ def task_queues() -> tuple[Queue, Queue]:
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith(("amqp", "pyamqp")):
         # Publisher confirms: a publish returns only once RabbitMQ has taken the message.
-        return {"confirm_publish": True}
+        # No reconnect loop inside a publish: the relay fails fast and backs off instead
+        # (workers reconnect by broker_connection_retry, which does not read this option).
+        return {"confirm_publish": True, "max_retries": 0}
     if settings.uses_embedded_broker:
         ensure_sqlite_directory(settings.broker_url)
         # Passed to create_engine by kombu's SQLAlchemy transport.
@@ -59,7 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             POLL_TASK: {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
             RECALC_TASK: {"queue": RECALC_QUEUE, "routing_key": RECALC_QUEUE},
         },
-        "worker_prefetch_multiplier": 4,
+        # One reserved message per pool process: a slow worker does not sit on events whose
+        # leases run out, and the broker's bound is not hidden in workers' buffers.
+        "worker_prefetch_multiplier": 1,
         "worker_send_task_events": False,
         "beat_schedule": {
             "poll-outbox": {

@@ -16,7 +16,7 @@ class CeleryDispatcher(Dispatcher):
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def dispatch(self, event_ids: Sequence[int]) -> None:
+    def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
         try:
             with self.app.producer_or_acquire() as producer:
                 for event_id in event_ids:
@@ -28,6 +28,8 @@ class CeleryDispatcher(Dispatcher):
                         routing_key=RECALC_QUEUE,
                         producer=producer,
                         retry=False,
+                        # Sets the AMQP per-message TTL, and a worker drops it if late.
+                        expires=expires_in_s,
                     )
         except (OperationalError, KombuError, ConnectionError, OSError) as error:
             raise DispatchError(f"broker refused the dispatch: {error}") from error

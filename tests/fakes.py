@@ -42,6 +42,7 @@ class OutboxRow:
     state: EventState = EventState.PENDING
     attempts: int = 0
     last_error: str | None = None
+    failures: int = 0
 
     def stored(self) -> StoredEvent:
         return StoredEvent(
@@ -51,6 +52,7 @@ class OutboxRow:
             self.state,
             self.attempts,
             self.last_error,
+            self.failures,
         )
 
 
@@ -169,6 +171,7 @@ class FakeOutbox(Outbox):
         if row.state not in _UNFINISHED:
             return
         row.last_error = error[:4000]
+        row.failures += 1
         if retry_in_s is None:
             row.state = EventState.DEAD
         else:
@@ -178,19 +181,19 @@ class FakeOutbox(Outbox):
         return True
 
     def count_in_flight(self) -> int:
-        now = self.clock()
-        return sum(
-            1
-            for row in self.data.events.values()
-            if row.state is EventState.DISPATCHED and row.available_at > now
-        )
+        return sum(1 for row in self.data.events.values() if row.state is EventState.DISPATCHED)
 
-    def claim_due(self, limit: int) -> list[StoredEvent]:
+    def _claim(self, state: EventState, limit: int) -> list[StoredEvent]:
         now = self.clock()
-        due = [r for r in self.data.events.values() if r.state in _UNFINISHED]
-        due = [r for r in due if r.available_at <= now]
+        due = [r for r in self.data.events.values() if r.state is state and r.available_at <= now]
         due.sort(key=lambda row: (row.available_at, row.id))
         return [row.stored() for row in due[: max(limit, 0)]]
+
+    def claim_expired(self, limit: int) -> list[StoredEvent]:
+        return self._claim(EventState.DISPATCHED, limit)
+
+    def claim_pending(self, limit: int) -> list[StoredEvent]:
+        return self._claim(EventState.PENDING, limit)
 
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
         for event_id in event_ids:
@@ -229,7 +232,7 @@ class FakeOutbox(Outbox):
         for event_id in sorted(wanted & set(self.data.events)):
             row = self.data.events[event_id]
             if row.state is EventState.DEAD:
-                row.state, row.attempts, row.available_at = EventState.PENDING, 0, self.clock()
+                row.state, row.failures, row.available_at = EventState.PENDING, 0, self.clock()
                 revived.append(event_id)
         return revived
 
@@ -279,9 +282,11 @@ class FakeDispatcher(Dispatcher):
         self.dispatched: list[int] = []
         self.batches: list[list[int]] = []
         self.fail_with: DispatchError | None = None
+        self.expiries: list[float] = []
 
-    def dispatch(self, event_ids: Sequence[int]) -> None:
+    def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
         if self.fail_with is not None:
             raise self.fail_with
+        self.expiries.append(expires_in_s)
         self.batches.append(list(event_ids))
         self.dispatched.extend(event_ids)

@@ -418,13 +418,13 @@ def test_status_json_counts_every_state(cli: Run, db: Engine, container: Contain
         1,
     )
 
-    process_all(container, db)  # the dead one too: apply_event does not look at the state
+    process_all(container, db)  # a dead event stays parked until `dead retry`
     status = _status(cli)
     assert (status["pending"], status["in_flight"], status["processed"], status["dead"]) == (
         0,
         0,
-        5,
-        0,
+        4,
+        1,
     )
     assert status["oldest_pending_age_s"] is None
 
@@ -567,10 +567,12 @@ def test_rebuild_is_idempotent(cli: Run, db: Engine, world: World, container: Co
 # --- dead letters -----------------------------------------------------------------------------
 
 
-def _kill(db: Engine, event_id: int, attempts: int = 10) -> None:
+def _kill(db: Engine, event_id: int, failures: int = 10, attempts: int = 12) -> None:
     execute(
         db,
-        "UPDATE outbox_events SET state='dead', last_error='boom', attempts=:a WHERE id = :id",
+        "UPDATE outbox_events SET state='dead', last_error='boom', failures=:f, attempts=:a "
+        "WHERE id = :id",
+        f=failures,
         a=attempts,
         id=event_id,
     )
@@ -580,13 +582,13 @@ def test_dead_list_and_retry(cli: Run, db: Engine, world: World) -> None:
     assert cli("dead", "list").out == ""
     first, second = world.events[2], world.events[4]
     _kill(db, first)
-    _kill(db, second, attempts=3)
+    _kill(db, second, failures=3, attempts=4)
 
     result = cli("dead", "list")
     assert (result.code, result.err) == (0, "")
     assert result.out_lines == [
-        f"{first}\tFooCancelled\tattempts=10\tboom",
-        f"{second}\tFooRevised\tattempts=3\tboom",
+        f"{first}\tFooCancelled\tfailures=10\tdispatches=12\tboom",
+        f"{second}\tFooRevised\tfailures=3\tdispatches=4\tboom",
     ]
     assert _status(cli)["dead"] == 2
 
@@ -594,10 +596,13 @@ def test_dead_list_and_retry(cli: Run, db: Engine, world: World) -> None:
     assert (result.code, result.err, result.out_lines) == (0, "", [str(second)])
     with db.connect() as connection:
         row = connection.exec_driver_sql(
-            f"SELECT state, attempts, last_error FROM outbox_events WHERE id = {second}"
+            f"SELECT state, failures, attempts, last_error FROM outbox_events WHERE id = {second}"
         ).one()
-    assert tuple(row) == ("pending", 0, "boom")  # the last error stays until it is processed
-    assert cli("dead", "list").out_lines == [f"{first}\tFooCancelled\tattempts=10\tboom"]
+    # Failures start again, dispatches are history; the last error stays until it is processed.
+    assert tuple(row) == ("pending", 0, 4, "boom")
+    assert cli("dead", "list").out_lines == [
+        f"{first}\tFooCancelled\tfailures=10\tdispatches=12\tboom"
+    ]
     assert _status(cli)["dead"] == 1
 
 

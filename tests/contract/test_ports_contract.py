@@ -56,7 +56,14 @@ def add_bars(uow_factory: UowFactory, *weights: int, value: int = 0) -> list[int
 
 def pending_events(uow_factory: UowFactory) -> list[StoredEvent]:
     with uow_factory() as uow:
-        return uow.outbox.claim_due(10_000)
+        return uow.outbox.claim_pending(10_000)
+
+
+def claimed_ids(uow: UnitOfWork, limit: int = 10) -> tuple[list[int], list[int]]:
+    """The ids the relay would claim now: (expired leases, due pending events)."""
+    expired = [event.id for event in uow.outbox.claim_expired(limit)]
+    pending = [event.id for event in uow.outbox.claim_pending(limit)]
+    return expired, pending
 
 
 def append(uow_factory: UowFactory, *events: FooEvent) -> list[int]:
@@ -175,7 +182,12 @@ def test_a_foos_events_reach_the_outbox_only_when_the_unit_of_work_commits(
 
     [event] = pending_events(uow_factory)
     assert (event.event_type, event.payload) == ("FooCompleted", {"foo_id": foo_id, "delta": 5})
-    assert (event.state, event.attempts, event.last_error) == (EventState.PENDING, 0, None)
+    assert (event.state, event.attempts, event.failures, event.last_error) == (
+        EventState.PENDING,
+        0,
+        0,
+        None,
+    )
     assert event.event() == completed(foo_id, 5)
 
 
@@ -348,13 +360,17 @@ def test_locking_an_unknown_event_for_processing_raises_event_not_found(
         uow.outbox.lock_for_processing(31337)
 
 
-def test_claims_return_due_events_oldest_first_up_to_the_limit(uow_factory: UowFactory) -> None:
+def test_pending_claims_return_due_events_oldest_first_up_to_the_limit(
+    uow_factory: UowFactory,
+) -> None:
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
 
     with uow_factory() as uow:
         assert uow.outbox.try_lock_relay() is True
-        assert [event.id for event in uow.outbox.claim_due(3)] == ids[:3]
-        assert [event.id for event in uow.outbox.claim_due(10)] == ids
+        assert [event.id for event in uow.outbox.claim_pending(3)] == ids[:3]
+        assert [event.id for event in uow.outbox.claim_pending(10)] == ids
+        assert uow.outbox.claim_expired(10) == []  # nothing was ever dispatched
+        assert uow.outbox.count_in_flight() == 0
 
 
 def test_dispatching_leases_events_and_counts_an_attempt(uow_factory: UowFactory) -> None:
@@ -366,16 +382,16 @@ def test_dispatching_leases_events_and_counts_an_attempt(uow_factory: UowFactory
 
     with uow_factory() as uow:
         assert uow.outbox.count_in_flight() == 2
-        assert [event.id for event in uow.outbox.claim_due(10)] == ids[2:]
+        assert claimed_ids(uow) == ([], ids[2:])  # leased events are claimed by nobody
     events = [stored(uow_factory, event_id) for event_id in ids]
-    assert [(event.state, event.attempts) for event in events] == [
-        (EventState.DISPATCHED, 1),
-        (EventState.DISPATCHED, 1),
-        (EventState.PENDING, 0),
+    assert [(event.state, event.attempts, event.failures) for event in events] == [
+        (EventState.DISPATCHED, 1, 0),
+        (EventState.DISPATCHED, 1, 0),
+        (EventState.PENDING, 0, 0),
     ]
 
 
-def test_an_event_whose_lease_expired_is_no_longer_in_flight_and_due_again(
+def test_an_event_whose_lease_expired_is_still_in_flight_and_claimed_as_expired(
     uow_factory: UowFactory,
 ) -> None:
     [expired, leased] = append(uow_factory, completed(1, 1), completed(2, 2))
@@ -386,15 +402,111 @@ def test_an_event_whose_lease_expired_is_no_longer_in_flight_and_due_again(
     time.sleep(0.005)
 
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 1
-        assert [event.id for event in uow.outbox.claim_due(10)] == [expired]
+        assert uow.outbox.count_in_flight() == 2  # an expired lease still holds its place
+        assert claimed_ids(uow) == ([expired], [])
         uow.outbox.mark_dispatched([expired], LONG_LEASE)
         uow.commit()
 
-    assert stored(uow_factory, expired).attempts == 2
+    event = stored(uow_factory, expired)
+    assert (event.state, event.attempts, event.failures) == (EventState.DISPATCHED, 2, 0)
     with uow_factory() as uow:
         assert uow.outbox.count_in_flight() == 2
-        assert uow.outbox.claim_due(10) == []
+        assert claimed_ids(uow) == ([], [])
+
+
+def test_claims_split_expired_leases_from_due_pending_events_and_in_flight_counts_both(
+    uow_factory: UowFactory,
+) -> None:
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 7)))
+    # Leases that run out in reverse id order: the oldest lease end is claimed first.
+    for event_id in (ids[3], ids[0]):
+        with uow_factory() as uow:
+            uow.outbox.mark_dispatched([event_id], 0.0)
+            uow.commit()
+        time.sleep(0.005)
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched([ids[1]], LONG_LEASE)
+        uow.outbox.record_processed(ids[5])
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert [event.id for event in uow.outbox.claim_expired(10)] == [ids[3], ids[0]]
+        assert [event.id for event in uow.outbox.claim_expired(1)] == [ids[3]]
+        assert [event.id for event in uow.outbox.claim_pending(10)] == [ids[2], ids[4]]
+        assert [event.id for event in uow.outbox.claim_pending(1)] == [ids[2]]
+        # Every dispatched event holds a place, its lease run out or not; others hold none.
+        assert uow.outbox.count_in_flight() == 3
+        [claimed] = uow.outbox.claim_expired(1)
+    assert (claimed.state, claimed.attempts, claimed.failures) == (EventState.DISPATCHED, 1, 0)
+
+
+def test_an_event_leaves_the_in_flight_count_once_processed_or_back_to_pending_or_dead(
+    uow_factory: UowFactory,
+) -> None:
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 5)))
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched(ids, 0.0)
+        uow.commit()
+    time.sleep(0.005)
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 4
+
+    with uow_factory() as uow:
+        uow.outbox.record_processed(ids[0])
+        uow.outbox.record_failure(ids[1], "RuntimeError: retry", retry_in_s=0.0)
+        uow.outbox.record_failure(ids[2], "RuntimeError: give up", retry_in_s=None)
+        uow.commit()
+    time.sleep(0.005)
+
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 1
+        assert claimed_ids(uow) == ([ids[3]], [ids[1]])
+
+
+def test_failures_are_counted_apart_from_dispatches(uow_factory: UowFactory) -> None:
+    [event_id] = append(uow_factory, completed(1, 1))
+
+    for _ in range(3):  # three dispatches whose leases simply run out
+        with uow_factory() as uow:
+            uow.outbox.mark_dispatched([event_id], 0.0)
+            uow.commit()
+    event = stored(uow_factory, event_id)
+    assert (event.state, event.attempts, event.failures) == (EventState.DISPATCHED, 3, 0)
+
+    for n in range(1, 3):
+        with uow_factory() as uow:
+            uow.outbox.record_failure(event_id, f"RuntimeError: {n}", retry_in_s=0.0)
+            uow.commit()
+        event = stored(uow_factory, event_id)
+        assert (event.state, event.attempts, event.failures) == (EventState.PENDING, 3, n)
+
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched([event_id], LONG_LEASE)
+        uow.outbox.record_failure(event_id, "RuntimeError: last", retry_in_s=None)
+        uow.commit()
+    event = stored(uow_factory, event_id)
+    assert (event.state, event.attempts, event.failures, event.last_error) == (
+        EventState.DEAD,
+        4,
+        3,
+        "RuntimeError: last",
+    )
+
+    with uow_factory() as uow:
+        assert uow.outbox.revive_dead([event_id]) == [event_id]
+        uow.commit()
+    event = stored(uow_factory, event_id)
+    assert (event.state, event.attempts, event.failures) == (EventState.PENDING, 4, 0)
+
+
+def test_a_failure_count_is_discarded_with_its_unit_of_work(uow_factory: UowFactory) -> None:
+    [event_id] = append(uow_factory, completed(1, 1))
+
+    with uow_factory() as uow:
+        uow.outbox.record_failure(event_id, "RuntimeError: boom", retry_in_s=0.0)
+
+    event = stored(uow_factory, event_id)
+    assert (event.state, event.failures, event.last_error) == (EventState.PENDING, 0, None)
 
 
 def test_a_dispatch_mark_is_discarded_with_its_unit_of_work(uow_factory: UowFactory) -> None:
@@ -404,10 +516,10 @@ def test_a_dispatch_mark_is_discarded_with_its_unit_of_work(uow_factory: UowFact
         uow.outbox.mark_dispatched([event_id], LONG_LEASE)
 
     event = stored(uow_factory, event_id)
-    assert (event.state, event.attempts) == (EventState.PENDING, 0)
+    assert (event.state, event.attempts, event.failures) == (EventState.PENDING, 0, 0)
 
 
-def test_a_failure_with_a_retry_delay_makes_the_event_pending_later_with_its_attempts(
+def test_a_failure_with_a_retry_delay_makes_the_event_pending_later_and_counts_a_failure(
     uow_factory: UowFactory,
 ) -> None:
     [later, now] = append(uow_factory, completed(1, 1), completed(2, 2))
@@ -419,13 +531,14 @@ def test_a_failure_with_a_retry_delay_makes_the_event_pending_later_with_its_att
     time.sleep(0.005)
 
     event = stored(uow_factory, later)
-    assert (event.state, event.attempts, event.last_error) == (
+    assert (event.state, event.attempts, event.failures, event.last_error) == (
         EventState.PENDING,
+        1,
         1,
         "RuntimeError: try later",
     )
     with uow_factory() as uow:
-        assert [event.id for event in uow.outbox.claim_due(10)] == [now]
+        assert claimed_ids(uow) == ([], [now])
         assert uow.outbox.count_in_flight() == 0
 
 
@@ -438,8 +551,14 @@ def test_a_failure_without_a_retry_makes_the_event_dead(uow_factory: UowFactory)
 
     with uow_factory() as uow:
         [dead] = uow.outbox.dead_events()
-        assert uow.outbox.claim_due(10) == []
-    assert (dead.id, dead.state) == (event_id, EventState.DEAD)
+        assert claimed_ids(uow) == ([], [])
+        assert uow.outbox.count_in_flight() == 0
+    assert (dead.id, dead.state, dead.attempts, dead.failures) == (
+        event_id,
+        EventState.DEAD,
+        0,
+        1,
+    )
     assert dead.last_error is not None
     assert dead.last_error.startswith("InvalidEventError: xxx")
     assert len(dead.last_error) == 4000
@@ -458,9 +577,9 @@ def test_a_failure_reported_for_a_finished_event_changes_nothing(uow_factory: Uo
         uow.commit()
 
     after = [stored(uow_factory, event_id) for event_id in (processed, dead)]
-    assert [(event.state, event.last_error) for event in after] == [
-        (EventState.PROCESSED, None),
-        (EventState.DEAD, "first"),
+    assert [(event.state, event.failures, event.last_error) for event in after] == [
+        (EventState.PROCESSED, 0, None),
+        (EventState.DEAD, 1, "first"),
     ]
 
 
@@ -514,7 +633,7 @@ def test_processed_events_are_the_log_in_id_order(uow_factory: UowFactory) -> No
     assert log == [(ids[0], 10), (ids[2], 30), (ids[3], 40)]
 
 
-def test_reviving_dead_events_by_id_makes_only_those_due_again_with_no_attempts(
+def test_reviving_dead_events_by_id_makes_only_those_due_again_with_no_failures(
     uow_factory: UowFactory,
 ) -> None:
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 5)))
@@ -528,15 +647,20 @@ def test_reviving_dead_events_by_id_makes_only_those_due_again_with_no_attempts(
         assert uow.outbox.revive_dead([ids[2], ids[0], ids[3], 999]) == [ids[0], ids[2]]
         uow.commit()
 
+    # Failures start over; the dispatch count is history and stays.
     revived = stored(uow_factory, ids[0])
-    assert (revived.state, revived.attempts, revived.last_error) == (
+    assert (revived.state, revived.attempts, revived.failures, revived.last_error) == (
         EventState.PENDING,
+        1,
         0,
         "boom",
     )
+    still_dead = stored(uow_factory, ids[1])
+    assert (still_dead.state, still_dead.attempts, still_dead.failures) == (EventState.DEAD, 1, 1)
     with uow_factory() as uow:
-        assert [event.id for event in uow.outbox.claim_due(10)] == [ids[0], ids[2]]
+        assert claimed_ids(uow) == ([], [ids[0], ids[2]])
         assert [event.id for event in uow.outbox.dead_events()] == [ids[1]]
+        assert uow.outbox.count_in_flight() == 1
     assert stored(uow_factory, ids[3]).state is EventState.DISPATCHED
 
 
@@ -555,3 +679,4 @@ def test_reviving_every_dead_event(uow_factory: UowFactory) -> None:
     with uow_factory() as uow:
         assert uow.outbox.dead_events() == []
         assert uow.outbox.stats().pending == 3
+    assert [stored(uow_factory, event_id).failures for event_id in ids] == [0, 0, 0]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from celery import Celery
+from sqlalchemy import text
 
 from domain import operations
 from domain.outbox import OutboxStats
@@ -24,6 +28,9 @@ class Pipeline:
     workdir: Path
     poll_interval_s: float = 0.2
     lease_seconds: float = 10.0
+    max_in_flight: int = 1000
+    batch_size: int = 100
+    max_attempts: int = 10
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -32,6 +39,9 @@ class Pipeline:
             broker_url=self.broker_url,
             poll_interval_s=self.poll_interval_s,
             lease_seconds=self.lease_seconds,
+            max_in_flight=self.max_in_flight,
+            batch_size=self.batch_size,
+            max_attempts=self.max_attempts,
         )
         self.container = Container(self.settings)
         self.app = Celery("postsave-test")
@@ -45,6 +55,9 @@ class Pipeline:
             "POSTSAVE_BROKER_URL": self.broker_url,
             "POSTSAVE_POLL_INTERVAL": str(self.poll_interval_s),
             "POSTSAVE_LEASE_SECONDS": str(self.lease_seconds),
+            "POSTSAVE_MAX_IN_FLIGHT": str(self.max_in_flight),
+            "POSTSAVE_BATCH_SIZE": str(self.batch_size),
+            "POSTSAVE_MAX_ATTEMPTS": str(self.max_attempts),
         }
 
     def start_worker(self, name: str = "w1", **options: object) -> subprocess.Popen[bytes]:
@@ -86,6 +99,62 @@ class Pipeline:
                 queue: channel.queue_declare(queue, passive=True).message_count
                 for queue in (POLL_QUEUE, RECALC_QUEUE)
             }
+
+    def broker_depths(self) -> dict[str, int]:
+        """Messages RabbitMQ holds per queue, ready plus delivered-but-unacknowledged."""
+        vhost = unquote(urlparse(self.broker_url).path[1:]) or "/"
+        ctl = shutil.which("rabbitmqctl")
+        assert ctl, "rabbitmqctl is needed to read unacknowledged counts"
+        done = subprocess.run(
+            [
+                ctl,
+                "-q",
+                "list_queues",
+                "-p",
+                vhost,
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "--formatter",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        rows = json.loads(done.stdout or "[]")
+        depths = {POLL_QUEUE: 0, RECALC_QUEUE: 0}
+        for row in rows:
+            if row["name"] in depths:
+                depths[row["name"]] = row["messages_ready"] + row["messages_unacknowledged"]
+        return depths
+
+    def counts(self) -> dict[str, int]:
+        """What the fault tests report: events lost, and events applied more than once."""
+        stats = self.stats()
+        with self.container.engine.connect() as connection:
+            applied = connection.execute(
+                text("SELECT events_applied FROM bar_projection")
+            ).scalar_one()
+            recorded = connection.execute(
+                text("SELECT count(*) FROM processed_events")
+            ).scalar_one()
+        return {
+            "events": stats.processed + stats.pending + stats.in_flight + stats.dead,
+            "processed": stats.processed,
+            "lost": stats.pending + stats.in_flight + stats.dead,
+            "applied_twice": int(applied) - int(recorded),
+        }
+
+    def wait_until_processed(self, at_least: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.assert_processes_alive()
+            if self.stats().processed >= at_least:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {at_least} processed after {timeout_s}s\n{self.logs()}")
 
     def wait_until_queues_empty(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -17,26 +17,35 @@ from tests.unit.support import append_raw_event, event_rows, event_states
 
 @pytest.fixture
 def dead(database: FakeDatabase) -> list[int]:
-    """Events 1, 3 and 4 are dead after 5 attempts; event 2 is pending."""
+    """Events 1, 3 and 4 are dead after 5 failures in 7 dispatches; event 2 is pending."""
     ids = [append_raw_event(database, "FooCompleted", {"foo_id": n, "delta": 1}) for n in (1, 2)]
     ids += [append_raw_event(database, "FooCompleted", {"foo_id": n, "delta": 1}) for n in (3, 4)]
     for row in event_rows(database):
         if row.id != ids[1]:
-            row.state, row.attempts, row.last_error = EventState.DEAD, 5, "RuntimeError: boom"
+            row.state, row.last_error = EventState.DEAD, "RuntimeError: boom"
+            row.failures, row.attempts = 5, 7
     return [ids[0], ids[2], ids[3]]
 
 
-def test_retrying_dead_events_by_id_makes_them_due_again_with_no_attempts(
+def test_retrying_dead_events_by_id_makes_them_due_again_with_no_failures(
     uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, dead: list[int]
 ) -> None:
     revived = retry_dead_events(uow_factory(), [dead[2], dead[0], dead[2]])
 
     assert revived == [dead[0], dead[2]]
     rows = {row.id: row for row in event_rows(database)}
-    assert (rows[dead[0]].state, rows[dead[0]].attempts) == (EventState.PENDING, 0)
-    assert rows[dead[1]].state is EventState.DEAD
+    # Failures start over, so the event gets its full retries again; dispatches stay counted.
+    for revived_id in (dead[0], dead[2]):
+        row = rows[revived_id]
+        assert (row.state, row.failures, row.attempts) == (EventState.PENDING, 0, 7)
+        assert row.last_error == "RuntimeError: boom"
+    assert (rows[dead[1]].state, rows[dead[1]].failures, rows[dead[1]].attempts) == (
+        EventState.DEAD,
+        5,
+        7,
+    )
     with uow_factory() as uow:
-        assert [event.id for event in uow.outbox.claim_due(10)] == [dead[0], 2, dead[2]]
+        assert [event.id for event in uow.outbox.claim_pending(10)] == [dead[0], 2, dead[2]]
 
 
 def test_retrying_all_dead_events_revives_every_one_of_them(
@@ -69,8 +78,8 @@ def test_dead_events_are_listed_in_id_order_with_their_last_error(
 ) -> None:
     listed = dead_events(uow_factory())
 
-    assert [(e.id, e.attempts, e.last_error) for e in listed] == [
-        (event_id, 5, "RuntimeError: boom") for event_id in dead
+    assert [(e.id, e.failures, e.attempts, e.last_error) for e in listed] == [
+        (event_id, 5, 7, "RuntimeError: boom") for event_id in dead
     ]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from domain.errors import ConcurrentUpdateError, InvalidEventError
+from domain.operations import retry_dead_events
 from domain.outbox import EventState, RelayLimits, RetryPolicy
 from domain.ports import UnitOfWork
 from domain.recalculation import Outcome, recalculate_bars, record_failure
@@ -28,7 +29,7 @@ def completed(uow: UnitOfWork, *amounts: int) -> list[int]:
     foo_ids = [create_foos(uow, amount)[0] for amount in amounts]
     complete_foos(uow, foo_ids)
     with uow:
-        return [event.id for event in uow.outbox.claim_due(100)][-len(amounts) :]
+        return [event.id for event in uow.outbox.claim_pending(100)][-len(amounts) :]
 
 
 def dispatch_all(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
@@ -120,7 +121,7 @@ def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
 
     assert outcomes == [Outcome.APPLIED, Outcome.DEAD, Outcome.APPLIED]
     [dead] = [row for row in event_rows(database) if row.id == poison]
-    assert dead.state is EventState.DEAD
+    assert (dead.state, dead.failures, dead.attempts) == (EventState.DEAD, 1, 1)
     assert dead.last_error is not None
     assert dead.last_error.startswith(error)
     assert bar_values(database) == {bars[0]: 7, bars[1]: 14, bars[2]: 0}
@@ -138,7 +139,7 @@ def test_a_redelivered_poison_event_stays_dead_and_changes_nothing(
     assert bar_values(database) == dict.fromkeys(bars, 0)
 
 
-def test_a_transient_failure_schedules_a_retry_and_keeps_the_attempts(
+def test_a_transient_failure_schedules_a_retry_and_counts_one_failure(
     uow: FakeUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: FakeDatabase,
@@ -153,9 +154,9 @@ def test_a_transient_failure_schedules_a_retry_and_keeps_the_attempts(
 
     assert outcome is Outcome.RETRY_SCHEDULED
     [row] = event_rows(database)
-    assert (row.state, row.attempts) == (EventState.PENDING, 1)
+    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 1, 1)
     assert row.last_error == "RuntimeError: connection reset"
-    assert clock() + 0.5 <= row.available_at <= clock() + 1.0  # backoff after one attempt
+    assert clock() + 0.5 <= row.available_at <= clock() + 1.0  # backoff after one failure
     assert bar_values(database) == dict.fromkeys(bars, 0)
     assert database.data.processed == set()
     assert database.data.applied_total == 0
@@ -179,11 +180,16 @@ def test_an_event_retried_after_a_transient_failure_is_applied_once(
     assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.APPLIED
 
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.last_error) == (EventState.PROCESSED, 2, None)
+    assert (row.state, row.attempts, row.failures, row.last_error) == (
+        EventState.PROCESSED,
+        2,
+        1,
+        None,
+    )
     assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
 
 
-def test_an_event_that_keeps_failing_is_dead_after_max_attempts(
+def test_an_event_that_keeps_failing_is_dead_after_max_attempts_failures(
     uow: FakeUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: FakeDatabase,
@@ -195,14 +201,19 @@ def test_an_event_that_keeps_failing_is_dead_after_max_attempts(
     outcomes = []
     for attempt in range(1, POLICY.max_attempts + 1):
         assert event_id in dispatch_all(uow_factory)
-        assert event_rows(database)[0].attempts == attempt
+        row = event_rows(database)[0]
+        assert (row.attempts, row.failures) == (attempt, attempt - 1)
         database.apply_delta_errors.append(RuntimeError(f"failure {attempt}"))
         outcomes.append(recalculate_bars(uow_factory, event_id, POLICY))
         clock.advance(POLICY.max_delay_s)
 
     assert outcomes == [Outcome.RETRY_SCHEDULED] * (POLICY.max_attempts - 1) + [Outcome.DEAD]
     row = event_rows(database)[0]
-    assert (row.state, row.attempts) == (EventState.DEAD, POLICY.max_attempts)
+    assert (row.state, row.attempts, row.failures) == (
+        EventState.DEAD,
+        POLICY.max_attempts,
+        POLICY.max_attempts,
+    )
     assert row.last_error == f"RuntimeError: failure {POLICY.max_attempts}"
     assert event_id not in dispatch_all(uow_factory)  # the dead wait for an operator
     assert recalculate_bars(uow_factory, other, POLICY) is Outcome.APPLIED
@@ -216,7 +227,9 @@ def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
     database.apply_delta_errors.append(InvalidEventError("cannot apply this"))
 
     assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.DEAD
-    assert event_rows(database)[0].attempts == 0
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures) == (EventState.DEAD, 0, 1)
+    assert row.last_error == "InvalidEventError: cannot apply this"
 
 
 def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
@@ -227,7 +240,8 @@ def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
     database.apply_delta_errors.append(ConcurrentUpdateError())
 
     assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
-    assert event_rows(database)[0].state is EventState.PENDING
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 1, 1)
 
 
 def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
@@ -240,7 +254,7 @@ def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
 
     assert outcome is Outcome.ALREADY_PROCESSED
     [row] = event_rows(database)
-    assert (row.state, row.last_error) == (EventState.PROCESSED, None)
+    assert (row.state, row.last_error, row.failures) == (EventState.PROCESSED, None, 0)
 
 
 def test_duplicate_deliveries_of_many_events_keep_the_invariant(
@@ -256,3 +270,126 @@ def test_duplicate_deliveries_of_many_events_keep_the_invariant(
 
     assert bar_values(database) == {bars[0]: 18, bars[1]: 36, bars[2]: 0}
     assert database.data.events_applied == 3
+
+
+# Dispatches (attempts) and failures are counted apart: only failures lead to a dead letter.
+
+LEASE = RelayLimits(batch_size=100, max_in_flight=100, lease_seconds=30)
+
+
+def test_lease_expiries_alone_never_make_an_event_dead(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    dispatcher = FakeDispatcher()
+    expiries = POLICY.max_attempts * 4
+    for _ in range(expiries):
+        assert relay_once(uow_factory(), dispatcher, LEASE).dispatched == 1
+        clock.advance(LEASE.lease_seconds)  # the message was lost; the lease runs out
+
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures) == (EventState.DISPATCHED, expiries, 0)
+    assert dispatcher.dispatched == [event_id] * expiries
+
+    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.APPLIED
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures) == (EventState.PROCESSED, expiries, 0)
+    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
+
+
+def test_a_failure_after_many_lease_expiries_counts_as_the_first_failure(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    for _ in range(POLICY.max_attempts + 2):
+        relay_once(uow_factory(), FakeDispatcher(), LEASE)
+        clock.advance(LEASE.lease_seconds)
+    relay_once(uow_factory(), FakeDispatcher(), LEASE)
+    database.apply_delta_errors.append(RuntimeError("connection reset"))
+
+    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+
+    assert outcome is Outcome.RETRY_SCHEDULED
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures) == (
+        EventState.PENDING,
+        POLICY.max_attempts + 3,
+        1,
+    )
+    # The backoff of a first failure (base 1 s, jittered to [0.5, 1]), whatever the dispatches.
+    assert clock() + 0.5 <= row.available_at <= clock() + 1.0
+
+
+def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_failures(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    seen = []
+    outcomes = []
+    for failure in range(1, POLICY.max_attempts + 1):
+        # Each round: dispatched, the lease runs out, dispatched again, then the apply fails.
+        relay_once(uow_factory(), FakeDispatcher(), LEASE)
+        clock.advance(LEASE.lease_seconds)
+        relay_once(uow_factory(), FakeDispatcher(), LEASE)
+        database.apply_delta_errors.append(RuntimeError(f"failure {failure}"))
+        outcomes.append(recalculate_bars(uow_factory, event_id, POLICY))
+        [row] = event_rows(database)
+        seen.append((row.attempts, row.failures))
+        clock.advance(POLICY.max_delay_s)
+
+    assert outcomes == [Outcome.RETRY_SCHEDULED] * (POLICY.max_attempts - 1) + [Outcome.DEAD]
+    assert seen == [(2 * n, n) for n in range(1, POLICY.max_attempts + 1)]
+    [row] = event_rows(database)
+    assert row.state is EventState.DEAD
+
+    assert retry_dead_events(uow_factory(), [event_id]) == [event_id]
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 6, 0)
+
+    # Revived, it has its full retries again: one more failure is not its death.
+    relay_once(uow_factory(), FakeDispatcher(), LEASE)
+    database.apply_delta_errors.append(RuntimeError("once more"))
+    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 7, 1)
+
+    clock.advance(POLICY.max_delay_s)
+    relay_once(uow_factory(), FakeDispatcher(), LEASE)
+    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.APPLIED
+    [row] = event_rows(database)
+    assert (row.state, row.attempts, row.failures, row.last_error) == (
+        EventState.PROCESSED,
+        8,
+        1,
+        None,
+    )
+    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
+
+
+def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    bars: list[int],
+) -> None:
+    [event_id] = completed(uow, 10)
+    database.data.events[event_id].state = EventState.DEAD
+
+    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+
+    assert outcome is Outcome.DEAD
+    assert bar_values(database) == {bars[0]: 0, bars[1]: 0, bars[2]: 0}
+    assert event_states(database) == {event_id: EventState.DEAD}
+    assert database.data.processed == set()

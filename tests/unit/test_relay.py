@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -11,7 +12,7 @@ from domain.events import FooCompleted
 from domain.outbox import EventState, RelayLimits, RetryPolicy
 from domain.ports import UnitOfWork
 from domain.recalculation import recalculate_bars
-from domain.relay import RelayReport, relay_once, relay_until_idle
+from domain.relay import DispatchBackoff, RelayReport, relay_once, relay_until_idle
 from tests.fakes import FakeDatabase, FakeDispatcher, ManualClock
 from tests.unit.support import event_rows, event_states
 
@@ -21,7 +22,7 @@ def append_events(uow: UnitOfWork, count: int) -> list[int]:
         for n in range(count):
             uow.outbox.append(FooCompleted(foo_id=n + 1, delta=1))
         uow.commit()
-        return [event.id for event in uow.outbox.claim_due(count + 1000)][-count:]
+        return [event.id for event in uow.outbox.claim_pending(count + 1000)][-count:]
 
 
 @pytest.fixture
@@ -40,10 +41,13 @@ def test_a_relay_pass_dispatches_due_events_oldest_first_and_leases_them(
 
     assert report == RelayReport(dispatched=4, in_flight=4)
     assert dispatcher.batches == [event_ids[:4]]
+    assert dispatcher.expiries == [pytest.approx(27.0)]  # 0.9 of the lease
     rows = event_rows(database)
-    assert [(r.state, r.attempts) for r in rows[:4]] == [(EventState.DISPATCHED, 1)] * 4
+    assert [(r.state, r.attempts, r.failures) for r in rows[:4]] == [
+        (EventState.DISPATCHED, 1, 0)
+    ] * 4
     assert {r.available_at for r in rows[:4]} == {clock() + 30}
-    assert [(r.state, r.attempts) for r in rows[4:]] == [(EventState.PENDING, 0)] * 6
+    assert [(r.state, r.attempts, r.failures) for r in rows[4:]] == [(EventState.PENDING, 0, 0)] * 6
 
 
 def test_a_relay_pass_never_takes_more_than_its_batch_size(
@@ -117,11 +121,13 @@ def test_an_event_whose_lease_expired_is_dispatched_again(
     clock.advance(29.9)
     assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(0, 1)
     clock.advance(0.1)
+    # Re-dispatched in its own place: the in-flight count does not grow.
     assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(1, 1)
 
     assert dispatcher.dispatched == [event_id, event_id]
     [row] = event_rows(database)
-    assert (row.state, row.attempts) == (EventState.DISPATCHED, 2)
+    assert (row.state, row.attempts, row.failures) == (EventState.DISPATCHED, 2, 0)
+    assert row.available_at == clock() + 30
 
 
 def test_processed_and_dead_events_are_never_dispatched(
@@ -163,14 +169,20 @@ def test_relaying_until_idle_stops_at_the_max_in_flight_bound(
 def test_relaying_until_idle_stops_when_its_time_budget_is_spent(
     uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
 ) -> None:
-    ticks = iter([0.0, 0.5, 1.0, 99.0])
+    ticks = iter([0.0, 0.5, 1.0])  # start, after the first batch, after the second
+    backoff = DispatchBackoff(clock=lambda: 0.0)  # reads its own clock, not the budget's
 
     report = relay_until_idle(
-        uow_factory, dispatcher, RelayLimits(batch_size=2), 1.0, clock=lambda: next(ticks)
+        uow_factory,
+        dispatcher,
+        RelayLimits(batch_size=2),
+        1.0,
+        backoff=backoff,
+        clock=lambda: next(ticks),
     )
 
-    assert report.dispatched == 4
-    assert len(dispatcher.batches) == 2
+    assert report == RelayReport(dispatched=4, in_flight=4)
+    assert dispatcher.batches == [event_ids[:2], event_ids[2:4]]
 
 
 def test_a_relay_pass_with_nothing_due_dispatches_nothing(
@@ -178,3 +190,407 @@ def test_a_relay_pass_with_nothing_due_dispatches_nothing(
 ) -> None:
     assert relay_once(uow_factory(), dispatcher, RelayLimits()) == RelayReport(0, 0)
     assert dispatcher.batches == []
+
+
+# The in-flight bound counts expired leases: an expired event is re-dispatched in its own place.
+
+
+def dispatched_ids(database: FakeDatabase) -> list[int]:
+    return [row.id for row in event_rows(database) if row.state is EventState.DISPATCHED]
+
+
+def test_with_every_lease_expired_the_relay_redispatches_them_and_adds_no_new_event(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    limits = RelayLimits(batch_size=10, max_in_flight=4, lease_seconds=30)
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(4, 4)
+    clock.advance(31)
+
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 4  # expired, and still counted
+    report = relay_once(uow_factory(), dispatcher, limits)
+
+    assert report == RelayReport(dispatched=4, in_flight=4)
+    assert dispatcher.batches == [event_ids[:4], event_ids[:4]]
+    rows = event_rows(database)
+    assert [(r.state, r.attempts) for r in rows[:4]] == [(EventState.DISPATCHED, 2)] * 4
+    assert {r.available_at for r in rows[:4]} == {clock() + 30}
+    assert [(r.state, r.attempts) for r in rows[4:]] == [(EventState.PENDING, 0)] * 6
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(0, 4)  # leased again
+
+
+def test_expired_leases_beyond_one_batch_are_redispatched_over_several_passes_without_new_events(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    limits = RelayLimits(batch_size=3, max_in_flight=4, lease_seconds=30)
+    first = [relay_once(uow_factory(), dispatcher, limits) for _ in range(3)]
+    assert first == [RelayReport(3, 3), RelayReport(1, 4), RelayReport(0, 4)]
+    clock.advance(30)
+
+    again = [relay_once(uow_factory(), dispatcher, limits) for _ in range(3)]
+
+    assert again == [RelayReport(3, 4), RelayReport(1, 4), RelayReport(0, 4)]
+    assert dispatcher.batches == [event_ids[:3], event_ids[3:4], event_ids[:3], event_ids[3:4]]
+    assert dispatched_ids(database) == event_ids[:4]
+
+
+def test_relaying_until_idle_redispatches_every_expired_lease_and_stops_at_the_bound(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    limits = RelayLimits(batch_size=3, max_in_flight=4, lease_seconds=30)
+    assert relay_until_idle(uow_factory, dispatcher, limits, 10.0) == RelayReport(4, 4)
+    clock.advance(30)
+
+    report = relay_until_idle(uow_factory, dispatcher, limits, 10.0)
+
+    assert report == RelayReport(dispatched=4, in_flight=4)
+    assert sorted(dispatcher.dispatched[4:]) == event_ids[:4]
+    assert dispatched_ids(database) == event_ids[:4]
+
+
+def test_expired_leases_go_first_and_new_events_only_fill_the_rest_of_the_batch(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=3, lease_seconds=30))
+    clock.advance(30)
+    limits = RelayLimits(batch_size=5, max_in_flight=100, lease_seconds=30)
+
+    report = relay_once(uow_factory(), dispatcher, limits)
+
+    assert report == RelayReport(dispatched=5, in_flight=5)
+    assert dispatcher.batches[1] == event_ids[:3] + event_ids[3:5]
+
+
+def test_a_batch_full_of_expired_leases_takes_no_new_event_even_with_room_to_spare(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=3, lease_seconds=30))
+    clock.advance(30)
+    limits = RelayLimits(batch_size=3, max_in_flight=100, lease_seconds=30)
+
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(3, 3)
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(3, 6)
+    assert dispatcher.batches == [event_ids[:3], event_ids[:3], event_ids[3:6]]
+
+
+def test_an_event_back_to_pending_after_a_failure_frees_its_place(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    limits = RelayLimits(batch_size=10, max_in_flight=2, lease_seconds=30)
+    relay_once(uow_factory(), dispatcher, limits)
+    database.apply_delta_errors.append(RuntimeError("connection reset"))
+    recalculate_bars(uow_factory, event_ids[0], RetryPolicy(base_delay_s=100.0))
+
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(1, 2)
+    assert dispatcher.batches == [event_ids[:2], event_ids[2:3]]
+
+
+class ExpiringBroker(FakeDispatcher):
+    """A queue whose messages are gone once their expiry has passed, as RabbitMQ's TTL does."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.queue: list[tuple[int, float]] = []  # (event id, when its message expires)
+
+    def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
+        super().dispatch(event_ids, expires_in_s)
+        self.queue += [(event_id, self.clock() + expires_in_s) for event_id in event_ids]
+
+    def live(self) -> list[int]:
+        now = self.clock()
+        self.queue = [(event_id, until) for event_id, until in self.queue if until > now]
+        return [event_id for event_id, _ in self.queue]
+
+    def take(self) -> int | None:
+        return self.queue.pop(0)[0] if self.live() else None
+
+
+def add_events(uow: UnitOfWork, count: int) -> None:
+    with uow:
+        for n in range(count):
+            uow.outbox.append(FooCompleted(foo_id=n + 1, delta=1))
+        uow.commit()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dispatched_and_unprocessed_events_never_exceed_max_in_flight_over_many_rounds(
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    seed: int,
+) -> None:
+    """A producer faster than the workers; workers that lose messages (their leases run out)
+    or fail; a clock that keeps passing leases. The bound holds in the outbox and in the
+    broker after every step, and each event is applied exactly once in the end."""
+    rng = random.Random(seed)
+    limits = RelayLimits(batch_size=4, max_in_flight=6, lease_seconds=10)
+    policy = RetryPolicy(max_attempts=1000, base_delay_s=1.0, max_delay_s=4.0, rng=rng)
+    broker = ExpiringBroker(clock)
+    produced = lost = failed = 0
+    peaks = [0]
+
+    def check_bound() -> None:
+        dispatched = dispatched_ids(database)
+        live = broker.live()
+        peaks.append(len(dispatched))
+        assert len(dispatched) <= limits.max_in_flight
+        assert len(live) <= limits.max_in_flight
+        # One live message per event at most, and only for an event still dispatched: an
+        # expired lease's old message is gone from the broker before the new one is sent.
+        assert len(set(live)) == len(live)
+        assert set(live) <= set(dispatched)
+
+    for step in range(150):
+        if step < 100:
+            count = rng.randint(0, 2)
+            add_events(uow_factory(), count)
+            produced += count
+        report = relay_once(uow_factory(), broker, limits)
+        assert report.in_flight == len(dispatched_ids(database))
+        check_bound()
+        for _ in range(rng.randint(0, 2)):
+            event_id = broker.take()
+            if event_id is None:
+                break
+            roll = rng.random()
+            if roll < 0.3:
+                lost += 1  # the worker died holding it: only the lease brings it back
+                continue
+            if roll < 0.4:
+                failed += 1
+                database.apply_delta_errors.append(RuntimeError("transient"))
+            recalculate_bars(uow_factory, event_id, policy)
+            check_bound()
+        clock.advance(rng.uniform(0.0, limits.lease_seconds / 2))
+        check_bound()
+
+    for _ in range(1000):  # drain: no more losses, no more failures
+        with uow_factory() as uow:
+            if uow.outbox.stats().drained:
+                break
+        relay_once(uow_factory(), broker, limits)
+        check_bound()
+        while (event_id := broker.take()) is not None:
+            recalculate_bars(uow_factory, event_id, policy)
+        clock.advance(limits.lease_seconds)
+    rows = event_rows(database)
+    assert len(rows) == produced
+    assert {row.state for row in rows} == {EventState.PROCESSED}
+    assert database.data.events_applied == database.data.applied_total == produced
+    assert sum(row.failures for row in rows) == failed
+    # The run did what it claims: it reached the bound, lost messages and failed some.
+    assert max(peaks) == limits.max_in_flight
+    assert lost > 0
+    assert failed > 0
+    assert sum(row.attempts for row in rows) >= produced + lost + failed
+
+
+# Message expiry: a message is gone from the broker before its event's lease ends.
+
+
+@pytest.mark.parametrize("lease", [0.5, 1.0, 30.0, 600.0])
+def test_each_message_expires_before_its_events_lease_ends(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+    lease: float,
+) -> None:
+    limits = RelayLimits(batch_size=3, max_in_flight=3, lease_seconds=lease)
+    sent_at = clock()
+    relay_once(uow_factory(), dispatcher, limits)
+    leased_until = {row.available_at for row in event_rows(database)[:3]}
+    clock.advance(lease)
+    relay_once(uow_factory(), dispatcher, limits)  # the expired leases, sent again
+
+    assert dispatcher.batches == [event_ids[:3], event_ids[:3]]
+    assert dispatcher.expiries == [pytest.approx(0.9 * lease)] * 2
+    for expiry in dispatcher.expiries:
+        assert 0 < expiry < lease
+    assert leased_until == {sent_at + lease}  # so each message was gone before its lease
+
+
+# Backing off while the broker refuses messages.
+
+
+def test_the_dispatch_backoff_doubles_from_its_base_up_to_its_cap(clock: ManualClock) -> None:
+    backoff = DispatchBackoff(base_s=1.0, max_s=10.0, clock=clock)
+    assert backoff.ready()
+
+    delays = [backoff.failed() for _ in range(7)]
+
+    assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+    assert backoff.failures == 7
+    assert backoff.resume_at == clock() + 10.0
+    assert not backoff.ready()
+    clock.now = backoff.resume_at - 0.001
+    assert not backoff.ready()
+    clock.now = backoff.resume_at
+    assert backoff.ready()
+
+
+def test_the_dispatch_backoff_stays_capped_after_very_many_failures(clock: ManualClock) -> None:
+    backoff = DispatchBackoff(base_s=0.5, max_s=30.0, clock=clock)
+
+    delays = [backoff.failed() for _ in range(500)]
+
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert set(delays[7:]) == {30.0}
+    assert backoff.resume_at == clock() + 30.0
+
+
+def test_the_dispatch_backoff_resets_on_success(clock: ManualClock) -> None:
+    backoff = DispatchBackoff(base_s=2.0, max_s=60.0, clock=clock)
+    backoff.failed()
+    backoff.failed()
+    assert not backoff.ready()
+
+    backoff.succeeded()
+
+    assert (backoff.failures, backoff.resume_at) == (0, 0.0)
+    assert backoff.ready()
+    assert backoff.failed() == 2.0  # from the base again, not from where it was
+
+
+class CountingFactory:
+    def __init__(self, uow_factory: Callable[[], UnitOfWork]) -> None:
+        self.uow_factory = uow_factory
+        self.calls = 0
+
+    def __call__(self) -> UnitOfWork:
+        self.calls += 1
+        return self.uow_factory()
+
+
+def test_relaying_until_idle_reraises_a_dispatch_error_and_backs_off(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    backoff = DispatchBackoff(base_s=1.0, max_s=30.0, clock=clock)
+    error = DispatchError("broker unreachable")
+    dispatcher.fail_with = error
+
+    with pytest.raises(DispatchError) as raised:
+        relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=4), 10.0, backoff)
+
+    assert raised.value is error
+    assert (backoff.failures, backoff.resume_at) == (1, clock() + 1.0)
+    assert [(r.state, r.attempts) for r in event_rows(database)] == [(EventState.PENDING, 0)] * 10
+    assert dispatcher.batches == []
+
+
+def test_relaying_until_idle_is_skipped_while_backed_off_and_resumes_after(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    backoff = DispatchBackoff(base_s=1.0, max_s=30.0, clock=clock)
+    limits = RelayLimits(batch_size=4)
+    factory = CountingFactory(uow_factory)
+    dispatcher.fail_with = DispatchError("broker unreachable")
+    with pytest.raises(DispatchError):
+        relay_until_idle(factory, dispatcher, limits, 10.0, backoff)
+    dispatcher.fail_with = None  # the broker is back, but the relay does not know yet
+    calls = factory.calls
+
+    clock.advance(0.999)
+    skipped = relay_until_idle(factory, dispatcher, limits, 10.0, backoff)
+
+    assert skipped == RelayReport(dispatched=0, in_flight=0, skipped=True)
+    assert factory.calls == calls  # not even a transaction was opened
+    assert dispatcher.batches == []
+    assert set(event_states(database).values()) == {EventState.PENDING}
+
+    clock.advance(0.001)
+    report = relay_until_idle(factory, dispatcher, limits, 10.0, backoff)
+
+    assert report == RelayReport(dispatched=10, in_flight=10)
+    assert dispatcher.dispatched == event_ids
+    assert (backoff.failures, backoff.resume_at) == (0, 0.0)
+
+
+def test_consecutive_dispatch_errors_back_off_longer_until_a_success_resets_the_wait(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    backoff = DispatchBackoff(base_s=1.0, max_s=30.0, clock=clock)
+    limits = RelayLimits(batch_size=2)
+    waits = []
+
+    def relay(fail: bool) -> None:
+        dispatcher.fail_with = DispatchError("refused") if fail else None
+        try:
+            relay_until_idle(uow_factory, dispatcher, limits, 0.0, backoff)
+        except DispatchError:
+            waits.append(backoff.resume_at - clock())
+            clock.now = backoff.resume_at
+
+    for fail in (True, True, True, False, True):
+        relay(fail)
+
+    assert waits == [1.0, 2.0, 4.0, 1.0]
+    assert dispatcher.batches == [event_ids[:2]]
+
+
+class FailingOnCall(FakeDispatcher):
+    """Takes messages until its `fail_on`-th call, which the broker refuses."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+        self.calls = 0
+
+    def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise DispatchError("connection lost mid-tick")
+        super().dispatch(event_ids, expires_in_s)
+
+
+def test_a_dispatch_error_mid_tick_keeps_the_batches_already_dispatched(
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    event_ids: list[int],
+) -> None:
+    backoff = DispatchBackoff(base_s=1.0, clock=clock)
+    dispatcher = FailingOnCall(fail_on=2)
+
+    with pytest.raises(DispatchError, match="mid-tick"):
+        relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=3), 10.0, backoff)
+
+    assert dispatcher.batches == [event_ids[:3]]
+    states = event_states(database)
+    assert [states[i] for i in event_ids] == [EventState.DISPATCHED] * 3 + [EventState.PENDING] * 7
+    assert (backoff.failures, backoff.resume_at) == (1, clock() + 1.0)

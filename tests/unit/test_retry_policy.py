@@ -24,7 +24,7 @@ class Extreme(random.Random):
 def test_retry_delays_grow_until_they_reach_the_cap(upper: bool) -> None:
     policy = RetryPolicy(base_delay_s=1.0, max_delay_s=20.0, rng=Extreme(upper))
 
-    delays = [policy.delay_s(attempts) for attempts in range(1, 9)]
+    delays = [policy.delay_s(failures) for failures in range(1, 9)]
 
     ceilings = [1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0, 20.0]
     assert delays == (ceilings if upper else [c / 2 for c in ceilings])
@@ -33,28 +33,28 @@ def test_retry_delays_grow_until_they_reach_the_cap(upper: bool) -> None:
 def test_a_retry_delay_is_jittered_between_half_and_all_of_its_ceiling() -> None:
     policy = RetryPolicy(base_delay_s=2.0, max_delay_s=300.0, rng=random.Random(7))
 
-    for attempts in range(0, 40):
-        ceiling = min(300.0, 2.0 * 2 ** max(attempts - 1, 0))
+    for failures in range(0, 40):
+        ceiling = min(300.0, 2.0 * 2 ** max(failures - 1, 0))
         for _ in range(20):
-            assert ceiling / 2 <= policy.delay_s(attempts) <= ceiling
+            assert ceiling / 2 <= policy.delay_s(failures) <= ceiling
 
 
 def test_a_later_retry_never_waits_less_than_an_earlier_one() -> None:
     policy = RetryPolicy(rng=random.Random(3))
 
-    for attempts in range(1, 30):
-        assert policy.delay_s(attempts + 1) >= policy.delay_s(attempts) / 2
-        assert max(policy.delay_s(attempts) for _ in range(5)) <= policy.max_delay_s
+    for failures in range(1, 30):
+        assert policy.delay_s(failures + 1) >= policy.delay_s(failures) / 2
+        assert max(policy.delay_s(failures) for _ in range(5)) <= policy.max_delay_s
 
 
-def test_a_retry_delay_after_very_many_attempts_is_still_capped() -> None:
+def test_a_retry_delay_after_very_many_failures_is_still_capped() -> None:
     policy = RetryPolicy(max_attempts=5000, max_delay_s=300.0, rng=Extreme(upper=True))
 
     assert not policy.is_exhausted(2000)
     assert policy.delay_s(2000) == 300.0
 
 
-def test_an_event_is_exhausted_once_it_reaches_max_attempts() -> None:
+def test_an_event_is_exhausted_once_it_reaches_max_failures() -> None:
     policy = RetryPolicy(max_attempts=3)
 
     assert [policy.is_exhausted(n) for n in range(5)] == [False, False, False, True, True]

@@ -1,0 +1,297 @@
+"""Faults with real processes: kill, crash, restart and flood; nothing lost, nothing twice.
+
+Each scenario prints its counts (`pytest -s` shows them) and ends with the outbox drained,
+no dead events, and every bar satisfying the invariant."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from domain import projection, use_cases
+from infrastructure import processes
+from tasks.config import POLL_QUEUE, RECALC_QUEUE
+from tests.e2e.pipeline import Pipeline
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
+
+
+@pytest.fixture
+def faulty(pg_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+    """Short leases, so that redelivery after a fault is quick to see."""
+    pipeline = Pipeline(
+        pg_url, amqp_url, tmp_path, poll_interval_s=0.2, lease_seconds=3.0, batch_size=50
+    )
+    yield pipeline
+    pipeline.stop()
+
+
+def produce(pipeline: Pipeline, foos: int, seed: int = 7) -> list[int]:
+    """Completed foos (one event each), with a few revisions and cancellations."""
+    rng = random.Random(seed)
+    uow = pipeline.container.uow
+    ids = use_cases.create_foos(uow(), 0, count=foos)
+    for foo_id in ids:
+        use_cases.revise_foo(uow(), foo_id, rng.randint(1, 90))  # pending: no event
+    for start in range(0, foos, 25):
+        use_cases.complete_foos(uow(), ids[start : start + 25])
+    for foo_id in rng.sample(ids, foos // 10):
+        use_cases.revise_foo(uow(), foo_id, rng.randint(0, 90))
+    use_cases.cancel_foos(uow(), rng.sample(ids, foos // 20))
+    return ids
+
+
+def finish(pipeline: Pipeline, scenario: str, **extra: object) -> None:
+    """Drain, then check and print what every scenario guarantees."""
+    stats = pipeline.wait_until_drained(timeout_s=180)
+    counts = pipeline.counts()
+    result = projection.verify(pipeline.container.uow())
+    print(f"\n[{scenario}] {counts} {extra}")
+    assert stats.dead == 0, pipeline.logs()
+    assert counts["lost"] == 0
+    assert counts["applied_twice"] == 0
+    assert result.mismatched == [], pipeline.logs()
+
+
+def test_a_worker_killed_while_holding_events_loses_none(faulty: Pipeline) -> None:
+    use_cases.create_bars(faulty.container.uow(), 3, count=3000)  # slow each task down a bit
+    produce(faulty, 300)
+    doomed = faulty.start_worker("doomed")
+    faulty.start_beat()
+    faulty.wait_until_processed(20)
+    held = faulty.stats().in_flight
+    processes.kill(doomed)  # SIGKILL the main process and its pool children
+    faulty.started.remove(doomed)
+    faulty.start_worker("survivor")
+    finish(faulty, "SIGKILL worker", in_flight_when_killed=held)
+
+
+def test_a_poller_crash_between_publish_and_commit_loses_nothing(
+    faulty: Pipeline, tmp_path: Path
+) -> None:
+    use_cases.create_bars(faulty.container.uow(), 2, count=100)
+    produce(faulty, 120)
+    # A real relay in its own process, killed in the crash window of every relay: after the
+    # broker confirmed the messages, before the transaction marking them dispatched commits.
+    script = textwrap.dedent(
+        """
+        import os
+        from domain.relay import relay_once
+        from tasks.app import app, container, settings
+        from tasks.dispatch import CeleryDispatcher
+
+        class CrashAfterPublish(CeleryDispatcher):
+            def dispatch(self, event_ids, expires_in_s):
+                super().dispatch(event_ids, expires_in_s)
+                print(len(event_ids), flush=True)
+                os._exit(9)
+
+        relay_once(container().uow(), CrashAfterPublish(app), settings.relay_limits)
+        """
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **faulty.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert crashed.returncode == 9, crashed.stderr
+    published = int(crashed.stdout)
+    assert published == faulty.batch_size
+    stats = faulty.stats()
+    assert (stats.in_flight, stats.processed) == (0, 0)  # nothing was marked dispatched
+    assert faulty.queue_depths()[RECALC_QUEUE] == published  # but the broker has them
+    faulty.start_worker()
+    faulty.start_beat()
+    finish(faulty, "poller crash after publish", published_before_crash=published)
+
+
+def test_a_rabbitmq_restart_with_events_in_flight_loses_nothing(faulty: Pipeline) -> None:
+    use_cases.create_bars(faulty.container.uow(), 2, count=2000)
+    produce(faulty, 300)
+    faulty.start_worker()
+    faulty.start_beat()
+    faulty.wait_until_processed(20)
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
+    try:
+        produce(faulty, 60, seed=8)  # the application keeps saving while the broker is down
+        time.sleep(2)
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
+    finish(faulty, "RabbitMQ restart")
+
+
+def test_terminated_database_connections_lose_nothing(faulty: Pipeline) -> None:
+    use_cases.create_bars(faulty.container.uow(), 2, count=2000)
+    produce(faulty, 300)
+    faulty.start_worker()
+    faulty.start_beat()
+    faulty.wait_until_processed(10)
+    admin = create_engine(faulty.database_url, isolation_level="AUTOCOMMIT")
+    terminated = 0
+    try:
+        with admin.connect() as connection:
+            for _ in range(3):
+                terminated += len(
+                    connection.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).all()
+                )
+                time.sleep(0.7)
+    finally:
+        admin.dispose()
+    assert terminated > 0
+    finish(faulty, "pg_terminate_backend", connections_terminated=terminated)
+
+
+def test_two_beats_and_three_workers_on_different_pools_apply_each_event_once(
+    faulty: Pipeline,
+) -> None:
+    use_cases.create_bars(faulty.container.uow(), 2, count=500)
+    faulty.start_beat("beat-a")
+    faulty.start_beat("beat-b")  # started by mistake
+    faulty.start_worker("prefork", pool="prefork", concurrency=2)
+    faulty.start_worker("threads", pool="threads", concurrency=4)
+    faulty.start_worker("solo", pool="solo", concurrency=1)
+    produce(faulty, 600)
+    finish(faulty, "2 beats, 3 workers")
+
+
+def test_a_sigterm_hands_back_or_finishes_the_work_in_hand(faulty: Pipeline) -> None:
+    use_cases.create_bars(faulty.container.uow(), 3, count=3000)
+    produce(faulty, 300)
+    worker = faulty.start_worker("leaving")
+    faulty.start_beat()
+    faulty.wait_until_processed(20)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0  # a warm shutdown
+    faulty.started.remove(worker)
+    faulty.start_worker("arriving")
+    finish(faulty, "SIGTERM worker")
+
+
+def test_processed_events_delivered_again_change_nothing(faulty: Pipeline) -> None:
+    use_cases.create_bars(faulty.container.uow(), 2, count=50)
+    produce(faulty, 100)
+    faulty.start_worker()
+    faulty.start_beat()
+    stats = faulty.wait_until_drained()
+    before = faulty.counts()
+    for event_id in range(1, stats.processed + 1):
+        faulty.deliver(event_id)
+        faulty.deliver(event_id)
+    faulty.wait_for_log("'already_processed'", count=2 * stats.processed)
+    assert faulty.counts() == before
+    finish(faulty, "redelivered processed events", redelivered=2 * stats.processed)
+
+
+def test_garbage_messages_are_dropped_and_the_worker_stays_up(faulty: Pipeline) -> None:
+    use_cases.create_bars(faulty.container.uow(), 2, count=20)
+    worker = faulty.start_worker()
+    for bad in ("abc", -1, 0, None, 1.5, True, [1], {"id": 1}, 10**12):
+        faulty.deliver(bad)
+    app = faulty.app
+    app.send_task("recalculate_bars", args=(), queue=RECALC_QUEUE)
+    app.send_task("recalculate_bars", args=(1, 2), queue=RECALC_QUEUE)
+    app.send_task("recalculate_bars", kwargs={"nope": 1}, queue=RECALC_QUEUE)
+    app.send_task("no_such_task", args=(1,), queue=RECALC_QUEUE)
+    with app.connection_for_write() as connection:
+        producer = connection.Producer()
+        producer.publish(
+            b"\x80\x04not json at all",
+            routing_key=RECALC_QUEUE,
+            exchange=RECALC_QUEUE,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": "recalculate_bars", "id": "garbage-1"},
+        )
+        producer.publish(
+            {"args": [1]},
+            routing_key=RECALC_QUEUE,
+            exchange=RECALC_QUEUE,
+            serializer="pickle",
+            headers={"task": "recalculate_bars", "id": "pickled-1"},
+        )
+    faulty.wait_for_log("dropped a m", count=12)
+    faulty.wait_until_queues_empty()
+    assert worker.poll() is None, faulty.logs()
+    faulty.start_beat()
+    produce(faulty, 30)  # real work still flows through the same worker
+    finish(faulty, "garbage messages")
+    assert worker.poll() is None
+
+
+@pytest.mark.slow
+def test_the_broker_stays_bounded_through_an_outage_and_slow_consumers(
+    pg_url: str, amqp_url: str, tmp_path: Path
+) -> None:
+    bound = 200
+    pipeline = Pipeline(
+        pg_url,
+        amqp_url,
+        tmp_path,
+        poll_interval_s=0.5,
+        lease_seconds=3.0,
+        max_in_flight=bound,
+        batch_size=100,
+    )
+    samples: list[dict[str, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # once a second, on the second, however long rabbitmqctl takes
+        tick = time.monotonic()
+        while not stop.is_set():
+            samples.append(pipeline.broker_depths())
+            tick += 1.0
+            stop.wait(max(tick - time.monotonic(), 0.0))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        use_cases.create_bars(pipeline.container.uow(), 2, count=100)
+        produce(pipeline, 3000)
+        pipeline.start_beat()  # ticks, but no worker at all for 30 s
+        sampler.start()
+        time.sleep(30)
+        outage = list(samples)
+        relay_only = pipeline.start_worker("relay", queues=[POLL_QUEUE], concurrency=1)
+        time.sleep(4 * pipeline.lease_seconds)  # several lease periods, nobody consuming recalc
+        relayed = samples[len(outage) :]
+        with pipeline.container.engine.connect() as connection:
+            redispatched = connection.execute(
+                text("SELECT count(*) FROM outbox_events WHERE attempts > 1")
+            ).scalar_one()
+        pipeline.start_worker("full")
+        finish(pipeline, "bounded broker", samples=len(samples))
+        stop.set()
+        sampler.join(10)
+        peak = {q: max(s[q] for s in samples) for q in (POLL_QUEUE, RECALC_QUEUE)}
+        print(
+            f"[bounded broker] peak depth {peak} (bound: {bound} + 2 ticks); "
+            f"outage peak {max(s[RECALC_QUEUE] for s in outage)}; "
+            f"relay-only peak {max(s[RECALC_QUEUE] for s in relayed)}; "
+            f"events leased again {redispatched}"
+        )
+        assert relay_only.poll() is None
+        assert len(outage) >= 25 and len(relayed) >= 10
+        assert all(s[POLL_QUEUE] <= 2 for s in samples), samples
+        assert all(s[RECALC_QUEUE] <= bound for s in samples), samples
+        assert max(s[RECALC_QUEUE] for s in relayed) > 0  # the relay did dispatch meanwhile
+        assert redispatched > 0  # leases expired and were dispatched again
+    finally:
+        stop.set()
+        pipeline.stop()

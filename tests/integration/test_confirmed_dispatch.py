@@ -1,0 +1,109 @@
+"""The relay against real RabbitMQ and PostgreSQL: events are leased only once the broker has
+confirmed their messages; a broker that is down leaves them due and backs the poller off."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import pytest
+from celery import Celery
+from sqlalchemy import text
+
+from domain import use_cases
+from domain.errors import DispatchError
+from domain.relay import DispatchBackoff, relay_once, relay_until_idle
+from infrastructure.bootstrap import Container
+from infrastructure.settings import Settings
+from tasks.config import RECALC_QUEUE, celery_config
+from tasks.dispatch import CeleryDispatcher
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+DOWN_BROKER = "amqp://guest:guest@127.0.0.1:1//"
+
+
+def celery_app(settings: Settings) -> Celery:
+    app = Celery("postsave-test")
+    app.config_from_object(celery_config(settings))
+    return app
+
+
+@pytest.fixture
+def container(pg_url: str, amqp_url: str) -> Iterator[Container]:
+    built = Container(Settings(database_url=pg_url, broker_url=amqp_url, batch_size=10))
+    use_cases.complete_foos(built.uow(), use_cases.create_foos(built.uow(), 5, count=25))
+    yield built
+    built.close()
+
+
+def rows(container: Container) -> list[tuple[str, int]]:
+    with container.engine.connect() as connection:
+        query = text("SELECT state, attempts FROM outbox_events ORDER BY id")
+        return [tuple(row) for row in connection.execute(query)]  # type: ignore[misc]
+
+
+def queue_depth(app: Celery) -> int:
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            queue(channel).declare()
+        return int(channel.queue_declare(RECALC_QUEUE, passive=True).message_count)
+
+
+def test_dispatched_events_are_leased_once_rabbitmq_confirmed_them(container: Container) -> None:
+    app = celery_app(container.settings)
+    assert app.conf.broker_transport_options["confirm_publish"] is True
+    with app.connection_for_write() as connection:
+        for queue in app.conf.task_queues:
+            queue(connection.default_channel).declare()
+            queue(connection.default_channel).purge()
+
+    report = relay_once(container.uow(), CeleryDispatcher(app), container.settings.relay_limits)
+
+    assert report.dispatched == 10
+    assert queue_depth(app) == 10
+    assert rows(container) == [("dispatched", 1)] * 10 + [("pending", 0)] * 15
+
+
+def test_a_broker_that_is_down_leaves_the_events_due_without_spending_an_attempt(
+    container: Container,
+) -> None:
+    down = Settings(database_url=container.settings.database_url, broker_url=DOWN_BROKER)
+    dispatcher = CeleryDispatcher(celery_app(down))
+
+    with pytest.raises(DispatchError, match="broker refused"):
+        relay_once(container.uow(), dispatcher, container.settings.relay_limits)
+
+    assert rows(container) == [("pending", 0)] * 25
+
+
+class CountingDispatcher(CeleryDispatcher):
+    calls = 0
+
+    def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
+        self.calls += 1
+        super().dispatch(event_ids, expires_in_s)
+
+
+def test_the_poller_backs_off_while_the_broker_is_down(container: Container) -> None:
+    down = Settings(database_url=container.settings.database_url, broker_url=DOWN_BROKER)
+    dispatcher = CountingDispatcher(celery_app(down))
+    now = [0.0]
+    backoff = DispatchBackoff(base_s=1.0, max_s=8.0, clock=lambda: now[0])
+    limits = container.settings.relay_limits
+
+    def tick() -> None:
+        with contextlib.suppress(DispatchError):
+            relay_until_idle(container.uow, dispatcher, limits, 1.0, backoff, lambda: now[0])
+
+    for _ in range(10):  # ten ticks within the first second: one try
+        tick()
+    assert dispatcher.calls == 1
+    now[0] = 1.0
+    tick()
+    tick()
+    assert dispatcher.calls == 2  # the second failure doubles the pause to 2 s
+    now[0] = 2.5
+    tick()
+    assert dispatcher.calls == 2
+    assert rows(container) == [("pending", 0)] * 25
