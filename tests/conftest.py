@@ -61,3 +61,12 @@ def amqp_url() -> Iterator[str]:
     yield services.amqp_url_for(vhost)
     if vhost:
         services.delete_vhost(vhost)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.e2e.pipeline import FAULT_REPORTS
+
+    if FAULT_REPORTS:
+        terminalreporter.section("postsave fault tests: events lost, applied twice, broker bound")
+        for line in FAULT_REPORTS:
+            terminalreporter.write_line(line)

@@ -20,6 +20,9 @@ from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 from tasks.config import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK, celery_config
 
+# What the fault tests measured, printed at the end of the run (tests/conftest.py).
+FAULT_REPORTS: list[str] = []
+
 
 @dataclass
 class Pipeline:

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from domain import projection, use_cases
 from infrastructure import processes
 from tasks.config import POLL_QUEUE, RECALC_QUEUE
-from tests.e2e.pipeline import Pipeline
+from tests.e2e.pipeline import FAULT_REPORTS, Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -57,7 +57,10 @@ def finish(pipeline: Pipeline, scenario: str, **extra: object) -> None:
     stats = pipeline.wait_until_drained(timeout_s=180)
     counts = pipeline.counts()
     result = projection.verify(pipeline.container.uow())
-    print(f"\n[{scenario}] {counts} {extra}")
+    FAULT_REPORTS.append(
+        f"{scenario}: lost {counts['lost']}, applied twice "
+        f"{counts['applied_twice']}, events {counts['events']} {extra or ''}"
+    )
     assert stats.dead == 0, pipeline.logs()
     assert counts["lost"] == 0
     assert counts["applied_twice"] == 0
@@ -280,8 +283,8 @@ def test_the_broker_stays_bounded_through_an_outage_and_slow_consumers(
         stop.set()
         sampler.join(10)
         peak = {q: max(s[q] for s in samples) for q in (POLL_QUEUE, RECALC_QUEUE)}
-        print(
-            f"[bounded broker] peak depth {peak} (bound: {bound} + 2 ticks); "
+        FAULT_REPORTS.append(
+            f"bounded broker: peak depth {peak} (bound {bound} recalc, 2 poll); "
             f"outage peak {max(s[RECALC_QUEUE] for s in outage)}; "
             f"relay-only peak {max(s[RECALC_QUEUE] for s in relayed)}; "
             f"events leased again {redispatched}"
