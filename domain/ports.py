@@ -63,10 +63,9 @@ class BarRepository(ABC):
         starts from exactly the deltas that the bars around it already carry."""
 
     @abstractmethod
-    def apply_delta(self, delta: int) -> int:
-        """The heavy step: add `delta * weight` to every bar and `delta` to the applied total.
-
-        Returns how many bars changed."""
+    def apply_delta(self, delta: int, events: int = 1) -> int:
+        """The heavy step: add `delta * weight` to every bar and `delta` to the applied total,
+        on behalf of `events` events (their deltas summed). Returns how many bars changed."""
 
     @abstractmethod
     def reset_all(self, total: int, events: int) -> int:
@@ -95,6 +94,14 @@ class Outbox(ABC):
     @abstractmethod
     def record_processed(self, event_id: int) -> bool:
         """Record the event as processed; False if it already was (a unique key decides)."""
+
+    def record_processed_batch(self, event_ids: Sequence[int]) -> list[int]:
+        """Record several events as processed; returns those that were not already."""
+        return [event_id for event_id in event_ids if self.record_processed(event_id)]
+
+    @abstractmethod
+    def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
+        """Lock up to `limit` unfinished events that never failed, skipping locked ones."""
 
     @abstractmethod
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
@@ -168,13 +175,20 @@ class UnitOfWork(ABC):
         self.rollback()
 
     def commit(self) -> None:
+        written = 0
         for foo in self.foos.seen:
             while foo.events:
                 self.outbox.append(foo.events.pop(0))
+                written += 1
         self._commit()
+        if written:
+            self.events_committed()
 
     @abstractmethod
     def _commit(self) -> None: ...
+
+    def events_committed(self) -> None:
+        """Called after a commit that wrote events: a chance to wake the relay at once."""
 
     @abstractmethod
     def rollback(self) -> None: ...

@@ -1,4 +1,4 @@
-"""The heavy post-save step, made idempotent: apply one event's delta to every bar, once."""
+"""The heavy post-save step, made idempotent: apply events' deltas to every bar, each once."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ class Outcome(StrEnum):
     UNKNOWN_EVENT = "unknown_event"
 
 
-def apply_event(uow: UnitOfWork, event_id: int) -> Outcome:
+def apply_event(uow: UnitOfWork, event_id: int, coalesce: int = 0) -> Outcome:
     """Apply the event and record it as processed in one transaction.
+
+    With `coalesce` > 0, up to that many other waiting events are applied in the same pass:
+    their deltas are summed into one set-based update, and each is recorded as processed, so
+    their own deliveries find nothing left to do. Events that ever failed are left out, so a
+    poison event only ever fails its own delivery.
 
     A second delivery of the same event finds it processed and changes nothing."""
     with uow:
@@ -28,25 +33,46 @@ def apply_event(uow: UnitOfWork, event_id: int) -> Outcome:
             return Outcome.ALREADY_PROCESSED
         if stored.state is EventState.DEAD:
             return Outcome.DEAD  # parked until `postsave dead retry`; a stale message waits too
-        event = stored.event()
-        if not uow.outbox.record_processed(event_id):
+        deltas = {event_id: stored.event().delta}
+        for other in (
+            uow.outbox.lock_for_coalescing(coalesce, exclude_id=event_id) if coalesce else []
+        ):
+            try:
+                deltas[other.id] = other.event().delta
+            except InvalidEventError:
+                continue  # its own delivery records why
+        recorded = uow.outbox.record_processed_batch(sorted(deltas))
+        if event_id not in recorded:
             return Outcome.ALREADY_PROCESSED
-        uow.bars.apply_delta(event.delta)
+        uow.bars.apply_delta(sum(deltas[i] for i in recorded), events=len(recorded))
         uow.commit()
         return Outcome.APPLIED
 
 
 def recalculate_bars(
-    uow_factory: Callable[[], UnitOfWork], event_id: int, retry: RetryPolicy
+    uow_factory: Callable[[], UnitOfWork], event_id: int, retry: RetryPolicy, coalesce: int = 0
 ) -> Outcome:
     """Handle one delivery. A failure is recorded on the event, never raised to the broker:
     the outbox, not the broker, holds retries, so a poison event cannot block the queue."""
     try:
-        return apply_event(uow_factory(), event_id)
+        return _apply_coalesced_or_alone(uow_factory, event_id, coalesce)
     except EventNotFoundError:
         return Outcome.UNKNOWN_EVENT
     except Exception as error:  # noqa: BLE001 - every failure is recorded on the event
         return record_failure(uow_factory(), event_id, error, retry)
+
+
+def _apply_coalesced_or_alone(
+    uow_factory: Callable[[], UnitOfWork], event_id: int, coalesce: int
+) -> Outcome:
+    if coalesce:
+        try:
+            return apply_event(uow_factory(), event_id, coalesce)
+        except EventNotFoundError:
+            raise
+        except Exception:  # noqa: BLE001 - another event of the pass may be at fault
+            pass  # so the event is tried alone, and only its own failure is recorded
+    return apply_event(uow_factory(), event_id)
 
 
 def describe(error: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -17,9 +18,13 @@ from infrastructure.unit_of_work import SqlUnitOfWork
 
 @dataclass
 class Container:
-    """Everything a process needs, built lazily from settings. One per process."""
+    """Everything a process needs, built lazily from settings. One per process.
+
+    With `nudge`, a commit that wrote events also asks the relay to poll at once (when the
+    settings allow it): what an application that saves foos wants. Workers and tests need not."""
 
     settings: Settings = field(default_factory=Settings.from_env)
+    nudge: bool = False
 
     @cached_property
     def engine(self) -> Engine:
@@ -32,9 +37,24 @@ class Container:
         # race becomes a ConcurrentUpdateError, never half-way through a use case.
         return sessionmaker(self.engine, autoflush=False, expire_on_commit=False)
 
+    @cached_property
+    def relay_nudge(self) -> Callable[[], None] | None:
+        if not (self.nudge and self.settings.nudge):
+            return None
+        from celery import Celery
+
+        from tasks.config import celery_config
+        from tasks.nudge import RelayNudge
+
+        app = Celery("postsave-nudge", config_source=celery_config(self.settings))
+        return RelayNudge(app, expires_s=max(self.settings.poll_interval_s * 2, 1.0))
+
     def uow(self) -> UnitOfWork:
-        return SqlUnitOfWork(self.session_factory)
+        return SqlUnitOfWork(self.session_factory, self.relay_nudge)
 
     def close(self) -> None:
+        nudge = self.__dict__.get("relay_nudge")
+        if nudge is not None:
+            nudge.close()
         if "engine" in self.__dict__:
             self.engine.dispose()

@@ -214,7 +214,7 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        container = Container(Settings.from_env())
+        container = Container(Settings.from_env(), nudge=True)
     except UsageError as error:
         return _fail(str(error), EXIT_USAGE)
     except SettingsError as error:

@@ -98,7 +98,7 @@ def run_demo(settings: Settings) -> int:
     rng = random.Random(2016)
     _say(f"postsave demo: database {settings.database_url}, broker {settings.broker_url}")
     upgrade(settings.database_url)
-    container = Container(settings)
+    container = Container(settings, nudge=True)
     env = {
         "POSTSAVE_DATABASE_URL": settings.database_url,
         "POSTSAVE_BROKER_URL": settings.broker_url,

@@ -80,6 +80,36 @@ class SqlOutbox(Outbox):
         )
         return True
 
+    def record_processed_batch(self, event_ids: Sequence[int]) -> list[int]:
+        if not event_ids:
+            return []
+        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        guard = (
+            dialect_insert(processed_events)
+            .values([{"event_id": event_id} for event_id in event_ids])
+            .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+            .returning(processed_events.c.event_id)
+        )
+        recorded = sorted(self.session.execute(guard).scalars())
+        if recorded:
+            self.session.execute(
+                update(outbox_events)
+                .where(outbox_events.c.id.in_(recorded))
+                .values(state=EventState.PROCESSED.value, processed_at=db_now(), last_error=None)
+            )
+        return recorded
+
+    def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
+        query = (
+            select(*_EVENT_COLUMNS)
+            .where(_UNFINISHED, outbox_events.c.failures == 0, outbox_events.c.id != exclude_id)
+            # The partial index's order: the read stays off the processed history.
+            .order_by(outbox_events.c.available_at, outbox_events.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [_stored(row) for row in self.session.execute(query)]
+
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
         if retry_in_s is None:
             values: dict[str, Any] = {"state": EventState.DEAD.value}

@@ -52,7 +52,7 @@ class SqlBarRepository(BarRepository):
         )
         return int(self.session.execute(query).scalar_one())
 
-    def apply_delta(self, delta: int) -> int:
+    def apply_delta(self, delta: int, events: int = 1) -> int:
         # Lock the projection row first: bar creation takes the same lock, and this UPDATE's
         # snapshot, taken after the lock is granted, sees every bar committed before it.
         self.session.execute(
@@ -60,7 +60,7 @@ class SqlBarRepository(BarRepository):
             .where(bar_projection.c.id == 1)
             .values(
                 applied_total=bar_projection.c.applied_total + delta,
-                events_applied=bar_projection.c.events_applied + 1,
+                events_applied=bar_projection.c.events_applied + events,
             )
         )
         if delta == 0:

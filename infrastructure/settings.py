@@ -38,6 +38,15 @@ def _number(env: Mapping[str, str], name: str, default: T, cast: Callable[[str],
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise SettingsError(f"{name}={raw!r} is not a flag (use 1 or 0)")
+    return raw in ("1", "true", "yes", "on")
+
+
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
     url = env.get(name) or default
     try:
@@ -56,6 +65,8 @@ class Settings:
     max_in_flight: int = 1000
     lease_seconds: float = 30.0
     max_attempts: int = 10
+    coalesce_limit: int = 500
+    nudge: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +79,8 @@ class Settings:
             max_in_flight=_number(env, "POSTSAVE_MAX_IN_FLIGHT", cls.max_in_flight, int),
             lease_seconds=_number(env, "POSTSAVE_LEASE_SECONDS", cls.lease_seconds, float),
             max_attempts=_number(env, "POSTSAVE_MAX_ATTEMPTS", cls.max_attempts, int),
+            coalesce_limit=_number(env, "POSTSAVE_COALESCE_LIMIT", cls.coalesce_limit, int),
+            nudge=_flag(env, "POSTSAVE_NUDGE", cls.nudge),
         )
 
     @property

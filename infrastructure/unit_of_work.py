@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -21,8 +22,13 @@ _RACE_SQLSTATES = {"40001", "40P01"}
 class SqlUnitOfWork(UnitOfWork):
     session: Session
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        after_events_committed: Callable[[], None] | None = None,
+    ) -> None:
         self.session_factory = session_factory
+        self.after_events_committed = after_events_committed
 
     def __enter__(self) -> Self:
         self.session = self.session_factory()
@@ -56,6 +62,10 @@ class SqlUnitOfWork(UnitOfWork):
 
     def _commit(self) -> None:
         self.session.commit()
+
+    def events_committed(self) -> None:
+        if self.after_events_committed is not None:
+            self.after_events_committed()
 
     def rollback(self) -> None:
         self.session.rollback()

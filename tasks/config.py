@@ -31,10 +31,10 @@ def task_queues() -> tuple[Queue, Queue]:
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith(("amqp", "pyamqp")):
-        # Publisher confirms: a publish returns only once RabbitMQ has taken the message.
         # No reconnect loop inside a publish: the relay fails fast and backs off instead
         # (workers reconnect by broker_connection_retry, which does not read this option).
-        return {"confirm_publish": True, "max_retries": 0}
+        # The relay's dispatches are confirmed by a channel transaction (tasks/dispatch.py).
+        return {"max_retries": 0}
     if settings.uses_embedded_broker:
         ensure_sqlite_directory(settings.broker_url)
         # Passed to create_engine by kombu's SQLAlchemy transport.

@@ -16,6 +16,7 @@ from tasks.dispatch import CeleryDispatcher
 
 logger = logging.getLogger(__name__)
 _backoff = DispatchBackoff()  # per worker process: the broker's health as this process saw it
+_dispatcher = CeleryDispatcher(app)  # per worker process: its connection opens on first use
 
 
 @app.task(name=POLL_TASK, acks_late=False)
@@ -24,7 +25,7 @@ def poll_outbox() -> int:
     try:
         report = relay_until_idle(
             container().uow,
-            CeleryDispatcher(app),
+            _dispatcher,
             settings.relay_limits,
             settings.poll_interval_s,
             _backoff,
@@ -63,7 +64,9 @@ def recalculate_bars(*args: Any, **kwargs: Any) -> str:
             "recalculate_bars: dropped a malformed message args=%r kwargs=%r", args, kwargs
         )
         return "malformed"
-    outcome = handle_delivery(container().uow, event_id, settings.retry_policy)
+    outcome = handle_delivery(
+        container().uow, event_id, settings.retry_policy, settings.coalesce_limit
+    )
     if outcome is Outcome.UNKNOWN_EVENT:
         logger.error("recalculate_bars: dropped a message for unknown event %s", event_id)
     return outcome.value

@@ -111,11 +111,11 @@ class FakeBarRepository(BarRepository):
     def lock_applied_total(self) -> int:
         return self.data.applied_total
 
-    def apply_delta(self, delta: int) -> int:
+    def apply_delta(self, delta: int, events: int = 1) -> int:
         if self.errors:
             raise self.errors.pop(0)
         self.data.applied_total += delta
-        self.data.events_applied += 1
+        self.data.events_applied += events
         if delta == 0:
             return 0
         for bar in self.data.bars.values():
@@ -165,6 +165,13 @@ class FakeOutbox(Outbox):
         self.data.processed.add(event_id)
         row.state, row.last_error = EventState.PROCESSED, None
         return True
+
+    def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
+        rows = sorted(self.data.events.values(), key=lambda row: row.id)
+        wanted = [
+            r for r in rows if r.state in _UNFINISHED and not r.failures and r.id != exclude_id
+        ]
+        return [row.stored() for row in wanted[: max(limit, 0)]]
 
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
         row = self._row(event_id)

@@ -680,3 +680,35 @@ def test_reviving_every_dead_event(uow_factory: UowFactory) -> None:
         assert uow.outbox.dead_events() == []
         assert uow.outbox.stats().pending == 3
     assert [stored(uow_factory, event_id).failures for event_id in ids] == [0, 0, 0]
+
+
+def test_a_batch_of_processed_marks_records_only_the_events_not_yet_processed(
+    uow_factory: UowFactory,
+) -> None:
+    ids = append(uow_factory, completed(1, 5), completed(2, 6), completed(3, 7))
+    with uow_factory() as uow:
+        assert uow.outbox.record_processed(ids[1]) is True
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.outbox.record_processed_batch(ids) == [ids[0], ids[2]]
+        assert uow.outbox.record_processed_batch(ids) == []
+        uow.commit()
+
+    assert {stored(uow_factory, i).state for i in ids} == {EventState.PROCESSED}
+
+
+def test_coalescing_locks_unfinished_events_that_never_failed_except_the_one_in_hand(
+    uow_factory: UowFactory,
+) -> None:
+    ids = append(uow_factory, *(completed(i, i) for i in range(1, 6)))
+    with uow_factory() as uow:
+        uow.outbox.record_processed(ids[0])
+        uow.outbox.record_failure(ids[1], "boom", retry_in_s=0.0)
+        uow.outbox.mark_dispatched([ids[2]], LONG_LEASE)
+        uow.commit()
+
+    with uow_factory() as uow:
+        locked = [event.id for event in uow.outbox.lock_for_coalescing(10, exclude_id=ids[3])]
+        assert sorted(locked) == [ids[2], ids[4]]
+        assert len(uow.outbox.lock_for_coalescing(1, exclude_id=ids[3])) == 1

@@ -46,7 +46,7 @@ class Pipeline:
             batch_size=self.batch_size,
             max_attempts=self.max_attempts,
         )
-        self.container = Container(self.settings)
+        self.container = Container(self.settings, nudge=True)  # as an application would
         self.app = Celery("postsave-test")
         self.app.config_from_object(celery_config(self.settings))
         self.purge()

@@ -1,5 +1,6 @@
 """The relay against real RabbitMQ and PostgreSQL: events are leased only once the broker has
-confirmed their messages; a broker that is down leaves them due and backs the poller off."""
+confirmed their messages (tx_commit of the batch); a broker that is down leaves them due and
+backs the poller off."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from domain.errors import DispatchError
 from domain.relay import DispatchBackoff, relay_once, relay_until_idle
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
-from tasks.config import RECALC_QUEUE, celery_config
+from tasks.config import POLL_QUEUE, RECALC_QUEUE, celery_config
 from tasks.dispatch import CeleryDispatcher
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -52,14 +53,16 @@ def queue_depth(app: Celery) -> int:
 
 def test_dispatched_events_are_leased_once_rabbitmq_confirmed_them(container: Container) -> None:
     app = celery_app(container.settings)
-    assert app.conf.broker_transport_options["confirm_publish"] is True
     with app.connection_for_write() as connection:
         for queue in app.conf.task_queues:
             queue(connection.default_channel).declare()
             queue(connection.default_channel).purge()
 
-    report = relay_once(container.uow(), CeleryDispatcher(app), container.settings.relay_limits)
+    dispatcher = CeleryDispatcher(app)
+    report = relay_once(container.uow(), dispatcher, container.settings.relay_limits)
+    dispatcher.close()
 
+    assert dispatcher._transactional  # the batch went out in one AMQP transaction
     assert report.dispatched == 10
     assert queue_depth(app) == 10
     assert rows(container) == [("dispatched", 1)] * 10 + [("pending", 0)] * 15
@@ -107,3 +110,45 @@ def test_the_poller_backs_off_while_the_broker_is_down(container: Container) -> 
     tick()
     assert dispatcher.calls == 2
     assert rows(container) == [("pending", 0)] * 25
+
+
+def test_a_transaction_never_committed_leaves_no_message_in_the_broker(
+    container: Container,
+) -> None:
+    app = celery_app(container.settings)
+    dispatcher = CeleryDispatcher(app)
+    dispatcher.dispatch([1], expires_in_s=30)  # opens the transactional channel
+    depth = queue_depth(app)
+    producer = dispatcher._producer
+    for event_id in (2, 3, 4):
+        app.send_task("recalculate_bars", args=(event_id,), queue=RECALC_QUEUE, producer=producer)
+    assert queue_depth(app) == depth  # published, not committed: RabbitMQ holds nothing yet
+    producer.channel.tx_rollback()
+    dispatcher.close()
+    assert queue_depth(app) == depth
+
+
+def test_a_commit_that_writes_events_nudges_the_relay_once_however_many_commits(
+    pg_url: str, amqp_url: str
+) -> None:
+    settings = Settings(database_url=pg_url, broker_url=amqp_url)
+    app = celery_app(settings)
+    with app.connection_for_write() as connection:
+        for queue in app.conf.task_queues:
+            queue(connection.default_channel).declare()
+            queue(connection.default_channel).purge()
+    application = Container(settings, nudge=True)
+    try:
+        foo_ids = use_cases.create_foos(application.uow(), 5, count=20)  # no events: no nudge
+        assert poll_depth(app) == 0
+        for foo_id in foo_ids:
+            use_cases.complete_foo(application.uow(), foo_id)
+        assert poll_depth(app) == 1  # postsave.poll keeps only the newest tick
+    finally:
+        application.close()
+
+
+def poll_depth(app: Celery) -> int:
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        return int(channel.queue_declare(POLL_QUEUE, passive=True).message_count)

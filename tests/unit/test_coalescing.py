@@ -1,0 +1,96 @@
+"""Coalescing: one delivery applies every waiting event in one pass, each recorded once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from domain.outbox import EventState, RetryPolicy
+from domain.ports import UnitOfWork
+from domain.recalculation import Outcome, apply_event, recalculate_bars
+from domain.use_cases import complete_foos, create_bars, create_foos
+from tests.fakes import FakeDatabase, FakeUnitOfWork
+from tests.unit.support import append_raw_event, bar_values, event_states
+
+POLICY = RetryPolicy(max_attempts=3)
+
+
+def completed_events(uow: UnitOfWork, database: FakeDatabase, *amounts: int) -> list[int]:
+    complete_foos(uow, [create_foos(uow, amount)[0] for amount in amounts])
+    return sorted(database.data.events)
+
+
+def test_one_delivery_applies_every_waiting_event_in_one_pass(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [bar] = create_bars(uow, weight=2)
+    events = completed_events(uow, database, 1, 2, 3, 4)
+
+    assert apply_event(uow_factory(), events[2], coalesce=10) is Outcome.APPLIED
+
+    assert bar_values(database) == {bar: 2 * (1 + 2 + 3 + 4)}
+    assert set(event_states(database).values()) == {EventState.PROCESSED}
+    assert database.data.events_applied == 4  # four events, recorded once each, one pass
+    for event_id in events:  # their own deliveries find nothing left to do
+        assert apply_event(uow_factory(), event_id, coalesce=10) is Outcome.ALREADY_PROCESSED
+    assert bar_values(database) == {bar: 20}
+
+
+def test_coalescing_takes_at_most_the_limit_of_other_events(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [bar] = create_bars(uow, weight=1)
+    events = completed_events(uow, database, 10, 20, 30, 40)
+
+    apply_event(uow_factory(), events[3], coalesce=2)
+
+    states = event_states(database)
+    assert [states[e] for e in events] == [
+        EventState.PROCESSED,
+        EventState.PROCESSED,
+        EventState.PENDING,
+        EventState.PROCESSED,
+    ]
+    assert bar_values(database) == {bar: 10 + 20 + 40}
+
+
+def test_an_unreadable_waiting_event_is_left_to_its_own_delivery(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [bar] = create_bars(uow, weight=1)
+    [good] = completed_events(uow, database, 5)
+    poison = append_raw_event(database, "FooExploded", {"foo_id": 1, "delta": 1})
+
+    assert recalculate_bars(uow_factory, good, POLICY, coalesce=10) is Outcome.APPLIED
+    assert event_states(database) == {good: EventState.PROCESSED, poison: EventState.PENDING}
+    assert recalculate_bars(uow_factory, poison, POLICY, coalesce=10) is Outcome.DEAD
+    assert bar_values(database) == {bar: 5}
+
+
+def test_a_failing_coalesced_pass_falls_back_to_the_event_alone(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [bar] = create_bars(uow, weight=1)
+    events = completed_events(uow, database, 1, 2)
+    database.apply_delta_errors.append(RuntimeError("the coalesced pass broke"))
+
+    assert recalculate_bars(uow_factory, events[0], POLICY, coalesce=10) is Outcome.APPLIED
+
+    assert event_states(database) == {
+        events[0]: EventState.PROCESSED,
+        events[1]: EventState.PENDING,
+    }
+    assert database.data.events[events[0]].failures == 0  # no failure recorded
+    assert bar_values(database) == {bar: 1}
+
+
+def test_events_that_failed_before_are_not_coalesced(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [bar] = create_bars(uow, weight=1)
+    events = completed_events(uow, database, 1, 2)
+    database.data.events[events[1]].failures = 1
+
+    apply_event(uow_factory(), events[0], coalesce=10)
+
+    assert event_states(database)[events[1]] is EventState.PENDING
+    assert bar_values(database) == {bar: 1}
