@@ -187,7 +187,7 @@ class UnitOfWork(ABC):
     @abstractmethod
     def _commit(self) -> None: ...
 
-    def events_committed(self) -> None:
+    def events_committed(self) -> None:  # noqa: B027 - optional hook, nothing by default
         """Called after a commit that wrote events: a chance to wake the relay at once."""
 
     @abstractmethod

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +14,16 @@ from infrastructure.database import make_engine
 from infrastructure.mapping import map_domain
 from infrastructure.settings import Settings
 from infrastructure.unit_of_work import SqlUnitOfWork
+
+
+class Nudge(Protocol):
+    """Wakes the relay after a commit that wrote events (tasks/nudge.py)."""
+
+    def __call__(self) -> None: ...
+
+    def flush(self, timeout_s: float = 2.0) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -38,7 +48,7 @@ class Container:
         return sessionmaker(self.engine, autoflush=False, expire_on_commit=False)
 
     @cached_property
-    def relay_nudge(self) -> Callable[[], None] | None:
+    def relay_nudge(self) -> Nudge | None:
         if not (self.nudge and self.settings.nudge):
             return None
         from celery import Celery

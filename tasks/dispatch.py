@@ -7,13 +7,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery
+from celery import Celery, uuid
 from kombu.exceptions import KombuError, OperationalError
 
 from domain.errors import DispatchError
 from domain.ports import Dispatcher
 from tasks.config import RECALC_QUEUE, RECALC_TASK
 
+PERSISTENT = 2  # survives a broker restart, like every Celery task message
 _BROKER_ERRORS = (OperationalError, KombuError, ConnectionError, OSError)
 
 
@@ -38,15 +39,23 @@ class CeleryDispatcher(Dispatcher):
             try:
                 producer = self._open()
                 for event_id in event_ids:
-                    self.app.send_task(
-                        RECALC_TASK,
-                        args=(event_id,),
-                        queue=RECALC_QUEUE,
+                    # Celery's own message (protocol 2), published without send_task's
+                    # routing and signals: the relay knows its queue.
+                    headers, properties, body, _ = self.app.amqp.create_task_message(
+                        uuid(), RECALC_TASK, (event_id,), {}, expires=expires_in_s
+                    )
+                    producer.publish(
+                        body,
+                        exchange=RECALC_QUEUE,
                         routing_key=RECALC_QUEUE,
-                        producer=producer,
+                        headers=headers,
+                        serializer="json",
+                        delivery_mode=PERSISTENT,
+                        # The AMQP per-message TTL; the `expires` header makes a worker drop
+                        # the message if it reaches it late.
+                        expiration=expires_in_s,
                         retry=False,
-                        # Sets the AMQP per-message TTL, and a worker drops it if late.
-                        expires=expires_in_s,
+                        **properties,
                     )
                 if self._transactional:
                     producer.channel.tx_commit()

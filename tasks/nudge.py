@@ -1,11 +1,15 @@
 """The post-commit nudge: a commit that wrote events asks for a poll now, not at the next tick.
 
-postsave.poll keeps only its newest message, so a burst of nudges costs the relay one or two
-polls. A nudge is best effort: if it is lost, beat's periodic tick is the safety net."""
+Nudges are deduplicated twice: here, a background thread publishes at most one at a time and
+always one after the latest commit (a trailing edge), so a burst of commits costs one or two
+publishes and the committing thread never waits for the broker; and in RabbitMQ, postsave.poll
+keeps only its newest message. A nudge is best effort: if it is lost, beat's periodic tick is
+the safety net."""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
@@ -19,11 +23,52 @@ class RelayNudge:
     def __init__(self, app: Celery, expires_s: float) -> None:
         self.app = app
         self.expires_s = expires_s
-
-    def close(self) -> None:
-        self.app.close()
+        self._wanted = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     def __call__(self) -> None:
+        """Ask for a nudge; returns at once."""
+        self._idle.clear()
+        self._wanted.set()
+        self._ensure_thread()
+
+    def flush(self, timeout_s: float = 2.0) -> bool:
+        """Wait until every nudge asked for has been published (or given up on)."""
+        return self._idle.wait(timeout_s)
+
+    def close(self) -> None:
+        self.flush()
+        self._closed = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        self.app.close()
+
+    def _ensure_thread(self) -> None:
+        # Started on first use, in the process that uses it (never inherited across a fork).
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="postsave-relay-nudge", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._closed:
+                self._idle.set()
+                return
+            self._wanted.clear()
+            self._publish()
+            if not self._wanted.is_set():
+                self._idle.set()
+
+    def _publish(self) -> None:
         try:
             with self.app.producer_or_acquire() as producer:
                 self.app.send_task(

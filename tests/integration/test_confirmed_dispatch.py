@@ -143,6 +143,8 @@ def test_a_commit_that_writes_events_nudges_the_relay_once_however_many_commits(
         assert poll_depth(app) == 0
         for foo_id in foo_ids:
             use_cases.complete_foo(application.uow(), foo_id)
+        nudge = application.relay_nudge
+        assert nudge is not None and nudge.flush()  # published off the committing thread
         assert poll_depth(app) == 1  # postsave.poll keeps only the newest tick
     finally:
         application.close()
