@@ -1,15 +1,16 @@
 """The post-commit nudge: a commit that wrote events asks for a poll now, not at the next tick.
 
-Nudges are deduplicated twice: here, a background thread publishes at most one at a time and
-always one after the latest commit (a trailing edge), so a burst of commits costs one or two
-publishes and the committing thread never waits for the broker; and in RabbitMQ, postsave.poll
-keeps only its newest message. A nudge is best effort: if it is lost, beat's periodic tick is
-the safety net."""
+Nudges are deduplicated twice: here, a background thread publishes at most one every
+MIN_INTERVAL_S and always one after the latest commit (a trailing edge), so a burst of commits
+costs a few publishes and the committing thread never waits for the broker; and in RabbitMQ,
+postsave.poll keeps only its newest message. A nudge is best effort: if it is lost, beat's
+periodic tick is the safety net."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
@@ -17,6 +18,9 @@ from kombu.exceptions import KombuError, OperationalError
 from tasks.config import POLL_QUEUE, POLL_TASK
 
 logger = logging.getLogger(__name__)
+# Commits closer together than this share a nudge: the relay claims whole batches anyway, and
+# each poll costs the relay a transaction. It bounds what a nudge adds to latency, too.
+MIN_INTERVAL_S = 0.01
 
 
 class RelayNudge:
@@ -65,6 +69,7 @@ class RelayNudge:
                 return
             self._wanted.clear()
             self._publish()
+            time.sleep(MIN_INTERVAL_S)
             if not self._wanted.is_set():
                 self._idle.set()
 
