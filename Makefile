@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 		{ echo "postsave needs Python 3.11 or newer; set PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 migrate: $(STAMP)
@@ -39,6 +39,12 @@ worker: $(STAMP)
 
 beat: $(STAMP)
 	$(BIN)/celery -A tasks beat --loglevel=INFO --schedule=var/celerybeat-schedule
+
+bench: $(STAMP)
+	$(BIN)/python -m bench --full
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

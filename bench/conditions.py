@@ -1,0 +1,67 @@
+"""The conditions printed under each figure's table: enough to reproduce or judge it."""
+
+from __future__ import annotations
+
+from bench.profile import Profile
+
+POLL_INTERVAL_S = 1.0  # the issue's condition for the latency target: a 1-second poll interval
+LEASE_S = 10.0  # short enough that the loss scenario sees expired leases come back
+
+
+def conditions(profile: Profile) -> dict[str, str]:
+    loads = ", ".join(f"{rate:.0f}/s for {seconds:.0f} s" for rate, seconds in profile.loads)
+    return {
+        "figure1": (
+            f"{profile.events} events (embedded default: {profile.embedded_events}), one foo "
+            f"completed per transaction by {profile.producer_threads} client threads as fast as "
+            f"they go, {profile.bars} bars; first commit to last apply, database clock; median of "
+            f"{profile.repetitions}; ceiling: first publish to empty queue; postsave poll "
+            f"interval {POLL_INTERVAL_S:.0f} s, batch 100, max in flight 1000, "
+            f"lease {LEASE_S:.0f} s"
+        ),
+        "figure2": (
+            f"open loop ({loads}; 4 client threads on a schedule, 1 on SQLite), {profile.bars} "
+            "bars; commit to applied from the database clock; one run per load"
+            + (
+                f"; embedded default only up to {profile.embedded_max_load:.0f}/s"
+                if "postsave-embedded" in profile.latency_contenders
+                else ""
+            )
+        ),
+        "figure3": (
+            f"in-process against the run's vhost: {profile.dispatch_ids} ids through "
+            "tasks.dispatch.CeleryDispatcher in batches of 100, against "
+            f"{profile.confirm_messages} Celery send_task calls; every message with a 27 s expiry"
+        ),
+        "figure4": (
+            f"{profile.flood} events committed in one transaction, {profile.bars} bars; drain = "
+            "last apply minus the flood's commit (database clock); rabbitmqctl list_queues once a "
+            "second (ready + unacked), AMQP passive declare every 0.2 s (ready); direct's wait is "
+            f"capped at {profile.flood_limit_s:.0f} s and its drain projected from its rate "
+            "(marked ~); postsave: outbox rows inserted in one statement"
+        ),
+        "figure5": (
+            f"bars {', '.join(f'{b:,}' for b in profile.heavy_bars)}; SqlBarRepository.apply_delta "
+            "in postsave's unit of work against loading every Bar, adding in Python, flush; commit "
+            f"included; median of {profile.heavy_repetitions}"
+        ),
+        "figure6": (
+            f"pg_test_fsync -s {profile.fsync_seconds} on the PostgreSQL data filesystem; loops "
+            f"of {profile.reference_seconds:.1f} s from one client"
+        ),
+        "claim": (
+            "SqlOutbox.claim_pending(100) in a transaction rolled back each time, median of "
+            f"{profile.claim_repetitions}, alternating between two databases; history rows "
+            "bulk-inserted with state='processed' and older timestamps, then VACUUM ANALYZE"
+        ),
+        "outage": (
+            f"open loop {profile.kill_rate:.0f} events/s for {profile.kill_seconds:.0f} s; for the "
+            "middle third the publishers' broker connections are cut and refused (a TCP proxy; "
+            "postsave: the producer, relay and beat go through it); lost = never applied"
+        ),
+        "loss": (
+            f"open loop {profile.kill_rate:.0f} events/s for {profile.kill_seconds:.0f} s; halfway "
+            "the consuming worker is SIGKILLed (process group) and a fresh one started; lost = "
+            "never applied after the run settles; stuck = left 'doing' (procrastinate)"
+        ),
+    }

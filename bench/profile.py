@@ -1,0 +1,83 @@
+"""Sizes of a run. Quick is a CI smoke test (under two minutes); full reproduces the figures."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    bars: int  # bars in every contender's database (figure 1 and 2)
+    events: int  # figure 1: events per throughput run, the same stream for every contender
+    embedded_events: int  # the embedded default is an order of magnitude slower
+    repetitions: int  # figure 1 runs per contender; tables show the median
+    loads: tuple[tuple[float, float], ...]  # figure 2: (offered events/s, seconds)
+    latency_contenders: tuple[str, ...]  # figure 2 covers these
+    embedded_max_load: float  # offered loads above this are skipped on the embedded default
+    kill_rate: float  # the loss scenario: events/s, seconds, kill after seconds
+    kill_seconds: float
+    dispatch_ids: int  # figure 3: ids through the relay's dispatcher
+    confirm_messages: int  # figure 3: messages through Celery's confirm_publish
+    flood: int  # figure 4
+    flood_limit_s: float  # direct drains a flood one full pass per event: its wait is capped
+    heavy_bars: tuple[int, ...]  # figure 5
+    heavy_repetitions: int
+    claim_history: int  # processed events in the log for the claim-time comparison
+    claim_repetitions: int
+    fsync_seconds: int  # pg_test_fsync -s
+    reference_seconds: float  # each reference loop's duration
+    producer_threads: int  # database clients committing events (PostgreSQL contenders)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK = Profile(
+    name="quick",
+    bars=100,
+    events=600,
+    embedded_events=200,
+    repetitions=1,
+    loads=((50.0, 2.0), (200.0, 2.0), (1000.0, 1.0)),
+    latency_contenders=("direct", "postsave-pg"),
+    embedded_max_load=0.0,
+    kill_rate=200.0,
+    kill_seconds=2.0,
+    dispatch_ids=2000,
+    confirm_messages=500,
+    flood=5000,
+    flood_limit_s=10.0,
+    heavy_bars=(2000, 10_000),
+    heavy_repetitions=1,
+    claim_history=100_000,
+    claim_repetitions=10,
+    fsync_seconds=1,
+    reference_seconds=0.5,
+    producer_threads=2,
+)
+
+FULL = Profile(
+    name="full",
+    bars=100,
+    events=2000,
+    embedded_events=500,
+    repetitions=3,
+    loads=((50.0, 8.0), (200.0, 6.0), (1000.0, 4.0)),
+    latency_contenders=("naive", "direct", "procrastinate", "postsave-pg", "postsave-embedded"),
+    embedded_max_load=50.0,
+    kill_rate=300.0,
+    kill_seconds=4.0,
+    dispatch_ids=10_000,
+    confirm_messages=2000,
+    flood=50_000,
+    flood_limit_s=60.0,
+    heavy_bars=(10_000, 100_000),
+    heavy_repetitions=3,
+    claim_history=1_000_000,
+    claim_repetitions=30,
+    fsync_seconds=2,
+    reference_seconds=2.0,
+    producer_threads=2,
+)

@@ -1,0 +1,74 @@
+"""What every contender's database holds besides postsave's own schema.
+
+`bench_events` records, for the contenders that have no outbox, when an event was committed
+and when its delta reached the bars, both from the database clock (clock_timestamp()), so their
+latencies are measured exactly like postsave's outbox_events.occurred_at / processed_at."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+
+BENCH_TABLES = """
+CREATE TABLE bench_events (
+    id bigserial PRIMARY KEY,
+    foo_id bigint NOT NULL,
+    delta bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    applied_at timestamptz
+);
+CREATE TABLE bench_ticks (
+    id bigserial PRIMARY KEY,
+    ticked_at timestamptz NOT NULL,
+    foos_scanned bigint NOT NULL,
+    bars_updated bigint NOT NULL,
+    events_covered bigint NOT NULL
+)
+"""
+
+# The event stream: foo i (ids start at 1) completes with this amount, in every contender.
+AMOUNT_SQL = "1 + (g * 7919) %% 100"  # %% is a literal % for psycopg
+
+
+def amount_of(foo_id: int) -> int:
+    return 1 + (foo_id * 7919) % 100
+
+
+def weight_of(bar_index: int) -> int:
+    return 1 + bar_index % 10
+
+
+def seed_postgres(conninfo: str, bars: int, foos: int) -> None:
+    """Bench tables, `bars` bars at value 0 and `foos` pending foos, on a migrated database."""
+    with psycopg.connect(conninfo) as connection:
+        for statement in BENCH_TABLES.split(";"):
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO bars (weight, value) SELECT 1 + g %% 10, 0 FROM generate_series(1, %s) g",
+            (bars,),
+        )
+        connection.execute(
+            "INSERT INTO foos (amount, state, version) "
+            f"SELECT {AMOUNT_SQL}, 'pending', 1 FROM generate_series(1, %s) g",
+            (foos,),
+        )
+
+
+def seed_sqlite(path: str, bars: int, foos: int) -> None:
+    with sqlite3.connect(path, timeout=30) as connection:
+        connection.executemany(
+            "INSERT INTO bars (weight, value) VALUES (?, 0)",
+            [(weight_of(g),) for g in range(1, bars + 1)],
+        )
+        connection.executemany(
+            "INSERT INTO foos (id, amount, state, version) VALUES (?, ?, 'pending', 1)",
+            [(g, amount_of(g)) for g in range(1, foos + 1)],
+        )
+    connection.close()
+
+
+INVARIANT_SQL = """
+SELECT count(*) FROM bars
+WHERE value <> weight * (SELECT coalesce(sum(amount), 0) FROM foos WHERE state = 'completed')
+"""
