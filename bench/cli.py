@@ -177,7 +177,7 @@ class Run:
             # The fault scenarios last: a contender that loses events breaks its invariant.
             if name in self.loss_contenders():
                 rate, seconds = self.profile.kill_rate, self.profile.kill_seconds
-                step(f"loss: {name}: {rate:.0f} events/s for {seconds:.0f} s")
+                step(f"loss: {name}: {rate:.0f} events/s for {seconds:g} s")
                 self.results["loss"][name] = scenarios.loss_run(contender, rate, seconds)
             if name in self.outage_contenders():
                 self.results["outage"][name] = self.outage(contender)
@@ -190,6 +190,7 @@ class Run:
         name = contender.name
         events = profile.embedded_events if name == "postsave-embedded" else profile.events
         runs = []
+        before = contender.drift()
         for repetition in range(profile.repetitions):
             step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
             runs.append(scenarios.throughput_run(contender, events))
@@ -201,7 +202,7 @@ class Run:
             "min_per_s": min(rates),
             "max_per_s": max(rates),
             "runs": runs,
-            "invariant_holds": contender.invariant_holds(),
+            **contenders.invariant(contender, before),
             "description": contender.description,
         }
 
@@ -215,7 +216,7 @@ class Run:
             for rate, seconds in self.profile.loads:
                 if embedded and rate > self.profile.embedded_max_load:
                     continue
-                step(f"fig2: {name}: {rate:.0f} events/s offered for {seconds:.0f} s")
+                step(f"fig2: {name}: {rate:.0f} events/s offered for {seconds:g} s")
                 runs.append(scenarios.latency_run(contender, rate, seconds))
         finally:
             contender.threads = threads
@@ -225,7 +226,7 @@ class Run:
         """Publishers through the proxy; postsave's relay worker and beat are restarted so.
         The last scenario of a contender: its workers are stopped right after."""
         rate, seconds = self.profile.kill_rate, self.profile.kill_seconds
-        step(f"outage: {contender.name}: {rate:.0f} events/s for {seconds:.0f} s")
+        step(f"outage: {contender.name}: {rate:.0f} events/s for {seconds:g} s")
         contender.outage_url = self.proxy.url(self.services.amqp_url)
         if isinstance(contender, contenders.Postsave):
             contender.stop()

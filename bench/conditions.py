@@ -9,7 +9,7 @@ LEASE_S = 10.0  # short enough that the loss scenario sees expired leases come b
 
 
 def conditions(profile: Profile) -> dict[str, str]:
-    loads = ", ".join(f"{rate:.0f}/s for {seconds:.0f} s" for rate, seconds in profile.loads)
+    loads = ", ".join(f"{rate:.0f}/s for {seconds:g} s" for rate, seconds in profile.loads)
     return {
         "figure1": (
             f"{profile.events} events (embedded default: {profile.embedded_events}), one foo "
@@ -55,13 +55,15 @@ def conditions(profile: Profile) -> dict[str, str]:
             "bulk-inserted with state='processed' and older timestamps, then VACUUM ANALYZE"
         ),
         "outage": (
-            f"open loop {profile.kill_rate:.0f} events/s for {profile.kill_seconds:.0f} s; for the "
+            f"open loop {profile.kill_rate:.0f} events/s for {profile.kill_seconds:g} s; for the "
             "middle third the publishers' broker connections are cut and refused (a TCP proxy; "
             "postsave: the producer, relay and beat go through it); lost = never applied"
         ),
         "loss": (
-            f"open loop {profile.kill_rate:.0f} events/s for {profile.kill_seconds:.0f} s; halfway "
+            f"open loop {profile.kill_rate:.0f} events/s for {profile.kill_seconds:g} s; halfway "
             "the consuming worker is SIGKILLed (process group) and a fresh one started; lost = "
-            "never applied after the run settles; stuck = left 'doing' (procrastinate)"
+            "never applied after the run settles and nothing will retry it; stuck = left 'doing' "
+            "until an operator retries it (procrastinate); stuck, applied = left 'doing' although "
+            "applied: a retry applies it twice"
         ),
     }

@@ -18,10 +18,25 @@ from typing import Any
 import psycopg
 
 from bench import procs
-from bench.eventlog import EventLog, SqliteOutboxLog, bench_log, postsave_log
-from bench.schema import INVARIANT_SQL
+from bench.eventlog import EventLog, SqliteOutboxLog, Window, bench_log, postsave_log
+from bench.schema import DRIFT_SQL
 
 STOP_GRACE_S = 1.0
+
+
+def _drift(row: Any) -> float | None:
+    if row is None or row[0] is None or row[0] != row[1]:
+        return None  # no bars, or bars that disagree: a pass reached some bars only
+    return float(row[0]) - float(row[2])
+
+
+def invariant(contender: Contender, before: float | None) -> dict[str, Any]:
+    """Did the bars move by exactly the completed amounts since `before` (a drift())?"""
+    after = contender.drift()
+    if before is None or after is None:
+        return {"invariant_holds": None if contender.drift_unknown else False, "drift": None}
+    off = after - before
+    return {"invariant_holds": abs(off) < 1e-6, "drift": off}
 
 
 @dataclass
@@ -38,6 +53,7 @@ class Contender:
     description: str = ""
     settle_quiet_s: float = 3.0  # after a kill: how long without progress means "done"
     outage_url: str | None = None  # publishers reach the broker through this (bench/outage.py)
+    drift_unknown: bool = False  # no bars to check (the ceiling)
 
     def take_foos(self, count: int) -> int:
         first = self.next_foo
@@ -59,19 +75,22 @@ class Contender:
         """SIGKILL the consuming workers (pool children too) and start fresh ones."""
         raise NotImplementedError
 
-    def stuck(self) -> int:
-        """Events that will not be applied without an operator (0 unless the contender says)."""
-        return 0
+    def stuck(self, window: Window) -> dict[str, int]:
+        """Events of the window parked until an operator acts: `unapplied` ones, and
+        `applied_but_pending` ones that acting on would apply a second time."""
+        return {"unapplied": 0, "applied_but_pending": 0}
 
     def applied_twice(self) -> int | None:
         return None
 
-    def invariant_holds(self) -> bool | None:
+    def drift(self) -> float | None:
+        """How far the bars are off the invariant (bench/schema.py), None if the bars disagree
+        with each other or there is no database to ask."""
         if not self.dsn:
             return None
         with psycopg.connect(self.dsn, autocommit=True) as connection:
-            row = connection.execute(INVARIANT_SQL).fetchone()
-        return row is not None and int(row[0]) == 0
+            row = connection.execute(DRIFT_SQL).fetchone()
+        return _drift(row)
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return list(self.started)
@@ -129,6 +148,7 @@ class CeleryContender(Contender):
 
 def ceiling(workdir: Path, amqp_url: str) -> CeleryContender:
     return CeleryContender(
+        drift_unknown=True,
         name="ceiling",
         kind="ceiling",
         workdir=workdir,
@@ -268,13 +288,21 @@ class Procrastinate(Contender):
         self.started.remove(self.worker)
         self.start()
 
-    def stuck(self) -> int:
-        # A killed worker's jobs stay 'doing' until someone calls retry_stalled_jobs.
+    def stuck(self, window: Window) -> dict[str, int]:
+        # A killed worker's jobs stay 'doing' until someone calls retry_stalled_jobs; a job
+        # killed after its transaction committed has applied already, and a retry applies
+        # it again (job state and effect commit separately).
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             row = connection.execute(
-                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'"
+                "SELECT count(*) FILTER (WHERE e.applied_at IS NULL),"
+                " count(*) FILTER (WHERE e.applied_at IS NOT NULL)"
+                " FROM procrastinate_jobs j"
+                " JOIN bench_events e ON e.id = (j.args->>'event_id')::bigint"
+                " WHERE j.status = 'doing' AND e.id > %s",
+                (window.after,),
             ).fetchone()
-        return int(row[0]) if row else 0
+        assert row is not None
+        return {"unapplied": int(row[0]), "applied_but_pending": int(row[1])}
 
 
 def procrastinate(workdir: Path, dsn: str) -> Procrastinate:
@@ -311,13 +339,12 @@ class Postsave(Contender):
             **self.settings_env,
         }
 
-    def invariant_holds(self) -> bool | None:
+    def drift(self) -> float | None:
         if self.dsn:
-            return super().invariant_holds()
+            return super().drift()
         database = self.database_url.removeprefix("sqlite:///")
         with closing(sqlite3.connect(database, timeout=30)) as connection:
-            (mismatched,) = connection.execute(INVARIANT_SQL).fetchone()
-        return int(mismatched) == 0
+            return _drift(connection.execute(DRIFT_SQL).fetchone())
 
     def _start_recalc(self) -> None:
         from infrastructure import processes

@@ -1,4 +1,4 @@
-"""Figures 1 and 2 and the loss scenario: drive a contender's producer, read its events back."""
+"""Figures 1 and 2, the kill and the outage: drive a contender's producer, read its events back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench import procs
-from bench.contenders import CeleryContender, Contender, NaiveTimer, Postsave
+from bench.contenders import CeleryContender, Contender, NaiveTimer, Postsave, invariant
 from bench.eventlog import Window, postsave_breakdown
 from bench.outage import BrokerProxy
 from bench.progress import step
@@ -176,7 +176,7 @@ def latency_run(contender: Contender, rate: float, seconds: float) -> dict[str, 
         "achieved_per_s": produced.rate,
         "events": len(times),
         **summary_ms(latencies),
-        "latencies_ms": [round(x * 1000.0, 3) for x in latencies],
+        "latencies_ms": [round(x * 1000.0, 1) for x in latencies],
     }
 
 
@@ -186,22 +186,24 @@ def loss_run(contender: Contender, rate: float, seconds: float) -> dict[str, Any
     assert contender.log is not None
     count = max(1, round(rate * seconds))
     window = contender.log.watermark()
+    before = contender.drift()
     process = start_producer(contender, count, rate)
     time.sleep(seconds / 2)
     step(f"loss: SIGKILL {contender.name}'s workers mid-run, then start fresh ones")
     contender.kill_workers()
     produced = finish_producer(process, 60.0 + seconds)
     settled = _settle(contender, window, quiet_s=contender.settle_quiet_s)
-    stuck = contender.stuck()
+    stuck = contender.stuck(window)
     unfinished = contender.log.unfinished(window)
     return {
         "events": len(contender.log.times(window)),
         "producer_failed": produced.failed,
-        "lost": unfinished - stuck,
-        "stuck": stuck,
+        "lost": unfinished - stuck["unapplied"],
+        "stuck": stuck["unapplied"],
+        "stuck_applied": stuck["applied_but_pending"],
         "applied_twice": contender.applied_twice(),
         "settled_s": settled,
-        "invariant_holds": contender.invariant_holds(),
+        **invariant(contender, before),
     }
 
 
@@ -213,6 +215,7 @@ def outage_run(
     assert contender.log is not None
     count = max(1, round(rate * seconds))
     window = contender.log.watermark()
+    before = contender.drift()
     # Each client blocks in the publish's own retries while the broker is away, so the number
     # of clients (concurrent requests of an application) bounds what direct can lose.
     process = start_producer(contender, count, rate, threads=OUTAGE_CLIENTS)
@@ -223,17 +226,19 @@ def outage_run(
     proxy.up()
     produced = finish_producer(process, 60.0 + seconds)
     settled = _settle(contender, window, quiet_s=contender.settle_quiet_s)
-    stuck = contender.stuck()
+    stuck = contender.stuck(window)
     unfinished = contender.log.unfinished(window)
     return {
         "events": len(contender.log.times(window)),  # committed, whatever the publish did
         "publish_failed": produced.failed,
-        "lost": unfinished - stuck,
-        "stuck": stuck,
+        "publish_error": produced.error,  # the last one, for the record
+        "lost": unfinished - stuck["unapplied"],
+        "stuck": stuck["unapplied"],
+        "stuck_applied": stuck["applied_but_pending"],
         "applied_twice": contender.applied_twice(),
         "settled_s": settled,
         "outage_s": seconds / 3,
-        "invariant_holds": contender.invariant_holds(),
+        **invariant(contender, before),
     }
 
 
