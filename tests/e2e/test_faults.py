@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from sqlalchemy import create_engine, text
 from domain import projection, use_cases
 from infrastructure import processes
 from tasks.config import POLL_QUEUE, RECALC_QUEUE
-from tests.e2e.pipeline import FAULT_REPORTS, Pipeline
+from tests.e2e.pipeline import FAULT_REPORTS, DepthSampler, Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -253,48 +252,39 @@ def test_the_broker_stays_bounded_through_an_outage_and_slow_consumers(
         max_in_flight=bound,
         batch_size=100,
     )
-    samples: list[dict[str, int]] = []
-    stop = threading.Event()
-
-    def sample() -> None:  # once a second, on the second, however long rabbitmqctl takes
-        tick = time.monotonic()
-        while not stop.is_set():
-            samples.append(pipeline.broker_depths())
-            tick += 1.0
-            stop.wait(max(tick - time.monotonic(), 0.0))
-
-    sampler = threading.Thread(target=sample, daemon=True)
+    sampler = DepthSampler(pipeline)
     try:
         use_cases.create_bars(pipeline.container.uow(), 2, count=100)
         produce(pipeline, 3000)
         pipeline.start_beat()  # ticks, but no worker at all for 30 s
         sampler.start()
         time.sleep(30)
-        outage = list(samples)
+        relay_started = time.monotonic()
         relay_only = pipeline.start_worker("relay", queues=[POLL_QUEUE], concurrency=1)
         time.sleep(4 * pipeline.lease_seconds)  # several lease periods, nobody consuming recalc
-        relayed = samples[len(outage) :]
+        full_started = time.monotonic()
         with pipeline.container.engine.connect() as connection:
             redispatched = connection.execute(
                 text("SELECT count(*) FROM outbox_events WHERE attempts > 1")
             ).scalar_one()
         pipeline.start_worker("full")
-        finish(pipeline, "bounded broker", samples=len(samples))
-        stop.set()
-        sampler.join(10)
+        finish(pipeline, "bounded broker")
+        outage = sampler.between(sampler.started_at, relay_started)
+        relayed = sampler.between(relay_started, full_started)
+        samples = sampler.stop()
         peak = {q: max(s[q] for s in samples) for q in (POLL_QUEUE, RECALC_QUEUE)}
         FAULT_REPORTS.append(
-            f"bounded broker: peak depth {peak} (bound {bound} recalc, 2 poll); "
-            f"outage peak {max(s[RECALC_QUEUE] for s in outage)}; "
-            f"relay-only peak {max(s[RECALC_QUEUE] for s in relayed)}; "
-            f"events leased again {redispatched}"
+            f"bounded broker: {len(samples)} samples, peak depth {peak} "
+            f"(bound {bound} recalc, 2 poll); outage peak "
+            f"{max(s[RECALC_QUEUE] for s in outage)}; relay-only peak "
+            f"{max(s[RECALC_QUEUE] for s in relayed)}; events leased again {redispatched}"
         )
         assert relay_only.poll() is None
-        assert len(outage) >= 25 and len(relayed) >= 10
+        assert len(outage) >= 29 and len(relayed) >= 11  # once a second throughout
         assert all(s[POLL_QUEUE] <= 2 for s in samples), samples
         assert all(s[RECALC_QUEUE] <= bound for s in samples), samples
         assert max(s[RECALC_QUEUE] for s in relayed) > 0  # the relay did dispatch meanwhile
         assert redispatched > 0  # leases expired and were dispatched again
     finally:
-        stop.set()
+        sampler.stop()
         pipeline.stop()
