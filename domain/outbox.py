@@ -12,8 +12,11 @@ from domain.events import FooEvent, event_from_record
 
 class EventState(StrEnum):
     PENDING = "pending"  # due for dispatch once its available time has come
-    DISPATCHED = "dispatched"  # a message is out; leased until its available time
-    PROCESSED = "processed"  # applied to the bars, exactly once
+    # A message is out, leased until its available time. The event may already be applied by
+    # another delivery's pass (`applied`): it stays here until its own message comes back, so
+    # that the events in this state always count the messages the broker holds.
+    DISPATCHED = "dispatched"
+    PROCESSED = "processed"  # applied to the bars, exactly once, and no message is out
     DEAD = "dead"  # failed too often; waits for `postsave dead retry`
 
 
@@ -26,6 +29,7 @@ class StoredEvent:
     attempts: int = 0  # dispatches: each lease counts one
     last_error: str | None = None
     failures: int = 0  # recalculations that raised: what retries and dead letters count
+    applied: bool = False  # its delta is on the bars (always so once processed)
 
     def event(self) -> FooEvent:
         return event_from_record(self.event_type, self.payload)

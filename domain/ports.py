@@ -95,13 +95,21 @@ class Outbox(ABC):
     def record_processed(self, event_id: int) -> bool:
         """Record the event as processed; False if it already was (a unique key decides)."""
 
-    def record_processed_batch(self, event_ids: Sequence[int]) -> list[int]:
-        """Record several events as processed; returns those that were not already."""
-        return [event_id for event_id in event_ids if self.record_processed(event_id)]
+    @abstractmethod
+    def record_applied(self, event_ids: Sequence[int], delivered_id: int) -> list[int]:
+        """Record events applied by the pass of `delivered_id`'s message; returns those that
+        were not already (a unique key decides). Each becomes processed, except a dispatched
+        event other than `delivered_id`: its message is still out, so it stays dispatched,
+        marked applied, until that message comes back (`settle`) and finds nothing to do."""
+
+    @abstractmethod
+    def settle(self, event_id: int) -> None:
+        """The message of an applied, dispatched event came back: the event is processed."""
 
     @abstractmethod
     def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
-        """Lock up to `limit` unfinished events that never failed, skipping locked ones."""
+        """Lock up to `limit` unfinished events that never failed and are not applied yet,
+        oldest due first, skipping locked ones."""
 
     @abstractmethod
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
@@ -114,7 +122,8 @@ class Outbox(ABC):
 
     @abstractmethod
     def count_in_flight(self) -> int:
-        """Events dispatched and not yet processed, whether or not their lease has expired."""
+        """Dispatched events whose message has not come back, applied or not, lease expired or
+        not: what bounds the messages the broker holds."""
 
     @abstractmethod
     def claim_expired(self, limit: int) -> list[StoredEvent]:
@@ -134,7 +143,7 @@ class Outbox(ABC):
 
     @abstractmethod
     def processed_events(self) -> Iterator[StoredEvent]:
-        """Every processed event, in id order: the log that the bars are a projection of."""
+        """Every applied event, in id order: the log that the bars are a projection of."""
 
     @abstractmethod
     def dead_events(self) -> list[StoredEvent]: ...

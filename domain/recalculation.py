@@ -22,18 +22,21 @@ def apply_event(uow: UnitOfWork, event_id: int, coalesce: int = 0) -> Outcome:
     """Apply the event and record it as processed in one transaction.
 
     With `coalesce` > 0, up to that many other waiting events are applied in the same pass:
-    their deltas are summed into one set-based update, and each is recorded as processed, so
-    their own deliveries find nothing left to do. Events that ever failed are left out, so a
-    poison event only ever fails its own delivery.
+    their deltas are summed into one set-based update, and each is recorded once, so their
+    own deliveries find nothing left to do. A delivery whose event is already applied still
+    takes on whatever waits: an event never queues behind messages that have nothing to do.
+    Events that ever failed are left out, so a poison event only ever fails its own delivery.
 
-    A second delivery of the same event finds it processed and changes nothing."""
+    A second delivery of the same event changes nothing."""
     with uow:
         stored = uow.outbox.lock_for_processing(event_id)
-        if stored.state is EventState.PROCESSED:
-            return Outcome.ALREADY_PROCESSED
         if stored.state is EventState.DEAD:
             return Outcome.DEAD  # parked until `postsave dead retry`; a stale message waits too
-        deltas = {event_id: stored.event().delta}
+        deltas: dict[int, int] = {}
+        if not stored.applied:
+            deltas[event_id] = stored.event().delta
+        elif stored.state is EventState.DISPATCHED:
+            uow.outbox.settle(event_id)  # applied by another pass; its message is back now
         for other in (
             uow.outbox.lock_for_coalescing(coalesce, exclude_id=event_id) if coalesce else []
         ):
@@ -41,12 +44,11 @@ def apply_event(uow: UnitOfWork, event_id: int, coalesce: int = 0) -> Outcome:
                 deltas[other.id] = other.event().delta
             except InvalidEventError:
                 continue  # its own delivery records why
-        recorded = uow.outbox.record_processed_batch(sorted(deltas))
-        if event_id not in recorded:
-            return Outcome.ALREADY_PROCESSED
-        uow.bars.apply_delta(sum(deltas[i] for i in recorded), events=len(recorded))
+        recorded = uow.outbox.record_applied(sorted(deltas), delivered_id=event_id)
+        if recorded:
+            uow.bars.apply_delta(sum(deltas[i] for i in recorded), events=len(recorded))
         uow.commit()
-        return Outcome.APPLIED
+        return Outcome.APPLIED if event_id in recorded else Outcome.ALREADY_PROCESSED
 
 
 def recalculate_bars(
@@ -84,7 +86,10 @@ def record_failure(
 ) -> Outcome:
     with uow:
         stored = uow.outbox.lock_for_processing(event_id)
-        if stored.state is EventState.PROCESSED:
+        if stored.applied:  # another pass applied it meanwhile: nothing failed for it
+            if stored.state is EventState.DISPATCHED:
+                uow.outbox.settle(event_id)
+                uow.commit()
             return Outcome.ALREADY_PROCESSED
         # An event this version cannot read will not become readable by retrying it.
         permanent = isinstance(error, InvalidEventError)

@@ -30,6 +30,7 @@ _EVENT_COLUMNS = (
     outbox_events.c.attempts,
     outbox_events.c.last_error,
     outbox_events.c.failures,
+    outbox_events.c.processed_at.is_not(None).label("applied"),
 )
 _UNFINISHED = outbox_events.c.state.in_([EventState.PENDING.value, EventState.DISPATCHED.value])
 
@@ -43,6 +44,7 @@ def _stored(row: Any) -> StoredEvent:
         attempts=row.attempts,
         last_error=row.last_error,
         failures=row.failures,
+        applied=bool(row.applied),
     )
 
 
@@ -80,7 +82,7 @@ class SqlOutbox(Outbox):
         )
         return True
 
-    def record_processed_batch(self, event_ids: Sequence[int]) -> list[int]:
+    def record_applied(self, event_ids: Sequence[int], delivered_id: int) -> list[int]:
         if not event_ids:
             return []
         dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
@@ -92,17 +94,42 @@ class SqlOutbox(Outbox):
         )
         recorded = sorted(self.session.execute(guard).scalars())
         if recorded:
+            message_out = (outbox_events.c.state == EventState.DISPATCHED.value) & (
+                outbox_events.c.id != delivered_id
+            )
             self.session.execute(
                 update(outbox_events)
                 .where(outbox_events.c.id.in_(recorded))
-                .values(state=EventState.PROCESSED.value, processed_at=db_now(), last_error=None)
+                .values(
+                    state=case(
+                        (message_out, outbox_events.c.state), else_=EventState.PROCESSED.value
+                    ),
+                    processed_at=db_now(),
+                    last_error=None,
+                )
             )
         return recorded
+
+    def settle(self, event_id: int) -> None:
+        self.session.execute(
+            update(outbox_events)
+            .where(
+                outbox_events.c.id == event_id,
+                outbox_events.c.state == EventState.DISPATCHED.value,
+                outbox_events.c.processed_at.is_not(None),
+            )
+            .values(state=EventState.PROCESSED.value)
+        )
 
     def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
         query = (
             select(*_EVENT_COLUMNS)
-            .where(_UNFINISHED, outbox_events.c.failures == 0, outbox_events.c.id != exclude_id)
+            .where(
+                _UNFINISHED,
+                outbox_events.c.failures == 0,
+                outbox_events.c.processed_at.is_(None),
+                outbox_events.c.id != exclude_id,
+            )
             # The partial index's order: the read stays off the processed history.
             .order_by(outbox_events.c.available_at, outbox_events.c.id)
             .limit(limit)
@@ -195,7 +222,7 @@ class SqlOutbox(Outbox):
     def processed_events(self) -> Iterator[StoredEvent]:
         query = (
             select(*_EVENT_COLUMNS)
-            .where(outbox_events.c.state == EventState.PROCESSED.value)
+            .where(outbox_events.c.processed_at.is_not(None))
             .order_by(outbox_events.c.id)
             .execution_options(yield_per=10_000)
         )

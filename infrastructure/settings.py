@@ -25,7 +25,13 @@ class SettingsError(ValueError):
     """A POSTSAVE_* environment variable has a value postsave cannot use."""
 
 
-def _number(env: Mapping[str, str], name: str, default: T, cast: Callable[[str], T]) -> T:
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: T,
+    cast: Callable[[str], T],
+    zero_means: str | None = None,
+) -> T:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -33,8 +39,11 @@ def _number(env: Mapping[str, str], name: str, default: T, cast: Callable[[str],
         value = cast(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value == 0 and zero_means is not None:
+        return value
     if not math.isfinite(value) or value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be a finite number greater than 0")
+        also = "" if zero_means is None else f", or 0 for {zero_means}"
+        raise SettingsError(f"{name}={raw!r} must be a finite number greater than 0{also}")
     return value
 
 
@@ -79,7 +88,13 @@ class Settings:
             max_in_flight=_number(env, "POSTSAVE_MAX_IN_FLIGHT", cls.max_in_flight, int),
             lease_seconds=_number(env, "POSTSAVE_LEASE_SECONDS", cls.lease_seconds, float),
             max_attempts=_number(env, "POSTSAVE_MAX_ATTEMPTS", cls.max_attempts, int),
-            coalesce_limit=_number(env, "POSTSAVE_COALESCE_LIMIT", cls.coalesce_limit, int),
+            coalesce_limit=_number(
+                env,
+                "POSTSAVE_COALESCE_LIMIT",
+                cls.coalesce_limit,
+                int,
+                zero_means="one pass per event",
+            ),
             nudge=_flag(env, "POSTSAVE_NUDGE", cls.nudge),
         )
 

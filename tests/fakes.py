@@ -43,6 +43,7 @@ class OutboxRow:
     attempts: int = 0
     last_error: str | None = None
     failures: int = 0
+    applied: bool = False
 
     def stored(self) -> StoredEvent:
         return StoredEvent(
@@ -53,6 +54,7 @@ class OutboxRow:
             self.attempts,
             self.last_error,
             self.failures,
+            self.applied,
         )
 
 
@@ -163,13 +165,33 @@ class FakeOutbox(Outbox):
             return False
         row = self._row(event_id)
         self.data.processed.add(event_id)
-        row.state, row.last_error = EventState.PROCESSED, None
+        row.state, row.last_error, row.applied = EventState.PROCESSED, None, True
         return True
 
+    def record_applied(self, event_ids: Sequence[int], delivered_id: int) -> list[int]:
+        recorded = []
+        for event_id in event_ids:
+            row = self._row(event_id)
+            if event_id in self.data.processed:
+                continue
+            self.data.processed.add(event_id)
+            row.last_error, row.applied = None, True
+            if row.state is not EventState.DISPATCHED or event_id == delivered_id:
+                row.state = EventState.PROCESSED
+            recorded.append(event_id)
+        return sorted(recorded)
+
+    def settle(self, event_id: int) -> None:
+        row = self._row(event_id)
+        if row.state is EventState.DISPATCHED and row.applied:
+            row.state = EventState.PROCESSED
+
     def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
-        rows = sorted(self.data.events.values(), key=lambda row: row.id)
+        rows = sorted(self.data.events.values(), key=lambda row: (row.available_at, row.id))
         wanted = [
-            r for r in rows if r.state in _UNFINISHED and not r.failures and r.id != exclude_id
+            r
+            for r in rows
+            if r.state in _UNFINISHED and not r.failures and not r.applied and r.id != exclude_id
         ]
         return [row.stored() for row in wanted[: max(limit, 0)]]
 
@@ -226,7 +248,7 @@ class FakeOutbox(Outbox):
 
     def processed_events(self) -> Iterator[StoredEvent]:
         for event_id in sorted(self.data.events):
-            if self.data.events[event_id].state is EventState.PROCESSED:
+            if self.data.events[event_id].applied:
                 yield self.data.events[event_id].stored()
 
     def dead_events(self) -> list[StoredEvent]:

@@ -250,6 +250,7 @@ def test_migrate_then_the_same_database_works(
         ("POSTSAVE_MAX_ATTEMPTS", "ten"),
         ("POSTSAVE_POLL_INTERVAL", "soon"),
         ("POSTSAVE_LEASE_SECONDS", "0"),
+        ("POSTSAVE_COALESCE_LIMIT", "-1"),
     ],
 )
 @pytest.mark.parametrize(

@@ -682,20 +682,56 @@ def test_reviving_every_dead_event(uow_factory: UowFactory) -> None:
     assert [stored(uow_factory, event_id).failures for event_id in ids] == [0, 0, 0]
 
 
-def test_a_batch_of_processed_marks_records_only_the_events_not_yet_processed(
-    uow_factory: UowFactory,
-) -> None:
+def test_a_pass_records_only_the_events_not_yet_applied(uow_factory: UowFactory) -> None:
     ids = append(uow_factory, completed(1, 5), completed(2, 6), completed(3, 7))
     with uow_factory() as uow:
         assert uow.outbox.record_processed(ids[1]) is True
         uow.commit()
 
     with uow_factory() as uow:
-        assert uow.outbox.record_processed_batch(ids) == [ids[0], ids[2]]
-        assert uow.outbox.record_processed_batch(ids) == []
+        assert uow.outbox.record_applied(ids, delivered_id=ids[0]) == [ids[0], ids[2]]
+        assert uow.outbox.record_applied(ids, delivered_id=ids[0]) == []
         uow.commit()
 
     assert {stored(uow_factory, i).state for i in ids} == {EventState.PROCESSED}
+    assert all(stored(uow_factory, i).applied for i in ids)
+
+
+def test_an_event_applied_while_its_message_is_out_stays_in_flight_until_it_comes_back(
+    uow_factory: UowFactory,
+) -> None:
+    delivered, out, waiting = append(uow_factory, *(completed(i, i) for i in range(1, 4)))
+    with uow_factory() as uow:
+        uow.outbox.mark_dispatched([delivered, out], LONG_LEASE)
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.outbox.record_applied([delivered, out, waiting], delivered) == [
+            delivered,
+            out,
+            waiting,
+        ]
+        uow.commit()
+
+    after = {i: stored(uow_factory, i) for i in (delivered, out, waiting)}
+    assert [after[i].state for i in (delivered, out, waiting)] == [
+        EventState.PROCESSED,
+        EventState.DISPATCHED,  # the broker still holds its message
+        EventState.PROCESSED,  # never dispatched: no message to wait for
+    ]
+    assert all(event.applied for event in after.values())
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 1
+        assert uow.outbox.lock_for_coalescing(10, exclude_id=delivered) == []
+        assert [e.id for e in uow.outbox.processed_events()] == [delivered, out, waiting]
+        uow.outbox.settle(out)
+        uow.commit()
+
+    assert stored(uow_factory, out).state is EventState.PROCESSED
+    with uow_factory() as uow:
+        assert uow.outbox.count_in_flight() == 0
+        uow.outbox.settle(waiting)  # settling what is not in flight changes nothing
+        assert uow.outbox.stats().processed == 3
 
 
 def test_coalescing_locks_unfinished_events_that_never_failed_except_the_one_in_hand(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from domain.outbox import EventState, RetryPolicy
 from domain.ports import UnitOfWork
-from domain.recalculation import Outcome, apply_event, recalculate_bars
+from domain.recalculation import Outcome, apply_event, recalculate_bars, record_failure
 from domain.use_cases import complete_foos, create_bars, create_foos
 from tests.fakes import FakeDatabase, FakeUnitOfWork
 from tests.unit.support import append_raw_event, bar_values, event_states
@@ -94,3 +94,59 @@ def test_events_that_failed_before_are_not_coalesced(
 
     assert event_states(database)[events[1]] is EventState.PENDING
     assert bar_values(database) == {bar: 1}
+
+
+def test_a_dispatched_event_applied_by_another_pass_stays_in_flight_until_its_message_is_back(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [bar] = create_bars(uow, weight=1)
+    delivered, out = completed_events(uow, database, 3, 4)
+    with uow_factory() as relay:
+        relay.outbox.mark_dispatched([delivered, out], lease_seconds=60)
+        relay.commit()
+
+    assert apply_event(uow_factory(), delivered, coalesce=10) is Outcome.APPLIED
+
+    # Its message is still in the broker: it still counts against the in-flight bound.
+    assert event_states(database) == {delivered: EventState.PROCESSED, out: EventState.DISPATCHED}
+    assert database.data.events[out].applied
+    with uow_factory() as check:
+        assert check.outbox.count_in_flight() == 1
+    assert apply_event(uow_factory(), out, coalesce=10) is Outcome.ALREADY_PROCESSED
+    assert event_states(database)[out] is EventState.PROCESSED
+    assert bar_values(database) == {bar: 7}
+    assert database.data.events_applied == 2
+
+
+def test_a_delivery_with_nothing_left_to_do_still_applies_what_waits(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    [bar] = create_bars(uow, weight=1)
+    [first] = completed_events(uow, database, 5)
+    apply_event(uow_factory(), first, coalesce=10)
+    later = completed_events(uow, database, 6)[-1]
+
+    # A duplicate of the first message runs before the later event's own message arrives.
+    assert apply_event(uow_factory(), first, coalesce=10) is Outcome.ALREADY_PROCESSED
+
+    assert event_states(database)[later] is EventState.PROCESSED
+    assert bar_values(database) == {bar: 11}
+    assert apply_event(uow_factory(), later, coalesce=10) is Outcome.ALREADY_PROCESSED
+    assert bar_values(database) == {bar: 11}
+
+
+def test_a_failure_of_an_event_another_pass_applied_meanwhile_is_not_counted(
+    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+) -> None:
+    create_bars(uow, weight=1)
+    delivered, out = completed_events(uow, database, 3, 4)
+    with uow_factory() as relay:
+        relay.outbox.mark_dispatched([delivered, out], lease_seconds=60)
+        relay.commit()
+    apply_event(uow_factory(), delivered, coalesce=10)
+
+    outcome = record_failure(uow_factory(), out, RuntimeError("late"), POLICY)
+
+    assert outcome is Outcome.ALREADY_PROCESSED
+    assert event_states(database)[out] is EventState.PROCESSED
+    assert database.data.events[out].failures == 0
