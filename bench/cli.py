@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import contenders, dispatch, flood, heavy, reference, report, scenarios
+from bench import coalescing, contenders, dispatch, flood, heavy, reference, report, scenarios
 from bench.conditions import LEASE_S, POLL_INTERVAL_S, conditions
 from bench.contenders import Contender
 from bench.machine import machine
@@ -41,7 +41,9 @@ def foos_needed(profile: Profile) -> int:
     """Every foo a contender may complete in one run: each one gets its own, never twice."""
     latency = sum(round(rate * seconds) for rate, seconds in profile.loads)
     faults = 2 * round(profile.kill_rate * profile.kill_seconds)  # the kill and the outage
-    return profile.repetitions * profile.events + latency + faults + profile.flood + 1000
+    throughput = 2 * profile.repetitions * profile.events  # postsave: two producers
+    coalescing = 2 * profile.coalesce_events
+    return throughput + latency + faults + profile.flood + coalescing + 1000
 
 
 class Run:
@@ -164,6 +166,8 @@ class Run:
         contender.start()
         try:
             self.throughput(contender)
+            if isinstance(contender, contenders.Postsave) and contender.kind == "postsave":
+                self.throughput(contender, kind="postsave-use-cases", label="use cases")
             if name in self.profile.latency_contenders:
                 self.latency(contender)
             if isinstance(contender, contenders.Postsave) and name == "postsave-pg":
@@ -181,19 +185,35 @@ class Run:
                 self.results["loss"][name] = scenarios.loss_run(contender, rate, seconds)
             if name in self.outage_contenders():
                 self.results["outage"][name] = self.outage(contender)
+            if isinstance(contender, contenders.Postsave) and name == "postsave-pg":
+                # Last: it leaves this contender's database with many more bars.
+                self.results["figure7"] = coalescing.figure7(
+                    contender, self.profile.coalesce_bars, self.profile.coalesce_events
+                )
         finally:
             step(f"{name}: stopping its workers")
             contender.stop()
 
-    def throughput(self, contender: Contender) -> None:
+    def throughput(
+        self, contender: Contender, kind: str | None = None, label: str | None = None
+    ) -> None:
+        """Figure 1. `kind` feeds the same pipeline through another producer: a row of its own,
+        `label` in brackets after the contender's name."""
         profile = self.profile
-        name = contender.name
-        events = profile.embedded_events if name == "postsave-embedded" else profile.events
+        events = (
+            profile.embedded_events if contender.name == "postsave-embedded" else profile.events
+        )
+        own_kind = contender.kind
+        name = contender.name if label is None else f"{contender.name} ({label})"
+        contender.kind = kind or own_kind
         runs = []
         before = contender.drift()
-        for repetition in range(profile.repetitions):
-            step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
-            runs.append(scenarios.throughput_run(contender, events))
+        try:
+            for repetition in range(profile.repetitions):
+                step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
+                runs.append(scenarios.throughput_run(contender, events))
+        finally:
+            contender.kind = own_kind
         rates = [run["events_per_s"] for run in runs]
         middle = sorted(runs, key=lambda run: run["events_per_s"])[len(runs) // 2]
         self.results["figure1"][name] = {
@@ -203,7 +223,8 @@ class Run:
             "max_per_s": max(rates),
             "runs": runs,
             **contenders.invariant(contender, before),
-            "description": contender.description,
+            "description": contender.description
+            + ("" if kind is None else f"; fed by the producer {kind!r} (bench/producer.py)"),
         }
 
     def latency(self, contender: Contender) -> None:

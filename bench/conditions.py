@@ -14,14 +14,19 @@ def conditions(profile: Profile) -> dict[str, str]:
         "figure1": (
             f"{profile.events} events (embedded default: {profile.embedded_events}), one foo "
             f"completed per transaction by {profile.producer_threads} client threads as fast as "
-            f"they go, {profile.bars} bars; first commit to last apply, database clock; median of "
+            f"they go, {profile.bars} bars; every producer runs the same SQL (complete the foo, "
+            "insert its event row: postsave's is the outbox row, then the relay is nudged after "
+            "the commit); 'postsave-pg (use cases)' feeds the same pipeline through "
+            "domain.use_cases.complete_foo instead (ORM, version check), the embedded default "
+            "likewise; first commit to last apply, database clock; median of "
             f"{profile.repetitions}; ceiling: first publish to empty queue; postsave poll "
             f"interval {POLL_INTERVAL_S:.0f} s, batch 100, max in flight 1000, "
             f"lease {LEASE_S:.0f} s"
         ),
         "figure2": (
-            f"open loop ({loads}; 4 client threads on a schedule, 1 on SQLite), {profile.bars} "
-            "bars; commit to applied from the database clock; one run per load"
+            f"open loop ({loads}; 4 client threads on a schedule, 1 on SQLite, connected before "
+            f"it starts; figure 1's producers), {profile.bars} bars; commit to applied from the "
+            "database clock; one run per load"
             + (
                 f"; embedded default only up to {profile.embedded_max_load:.0f}/s"
                 if "postsave-embedded" in profile.latency_contenders
@@ -44,6 +49,15 @@ def conditions(profile: Profile) -> dict[str, str]:
             f"bars {', '.join(f'{b:,}' for b in profile.heavy_bars)}; SqlBarRepository.apply_delta "
             "in postsave's unit of work against loading every Bar, adding in Python, flush; commit "
             f"included; median of {profile.heavy_repetitions}"
+        ),
+        "figure7": (
+            f"{profile.coalesce_events} events committed in one transaction over "
+            f"{profile.coalesce_bars:,} bars, the relay nudged after the commit; drain = first "
+            "commit to last apply (database clock); postsave-pg's workers (recalc prefork 2) with "
+            "coalescing on (POSTSAVE_COALESCE_LIMIT 500), then restarted with "
+            "POSTSAVE_COALESCE_LIMIT=0: one full pass per event; passes = transactions that "
+            "recorded these events (distinct xmin of their processed_events rows); one run "
+            "each, after every other postsave-pg figure"
         ),
         "figure6": (
             f"pg_test_fsync -s {profile.fsync_seconds} on the PostgreSQL data filesystem; loops "

@@ -377,6 +377,16 @@ class Postsave(Contender):
         )
         self.started.append(beat)
 
+    def restart_recalc(self, settings_env: dict[str, str]) -> None:
+        """Stop the recalculation worker gracefully; start it again with these settings."""
+        from infrastructure import processes
+
+        assert self.recalc is not None
+        processes.stop(self.recalc)
+        self.started.remove(self.recalc)
+        self.settings_env = settings_env
+        self._start_recalc()
+
     def kill_workers(self) -> None:
         assert self.recalc is not None
         procs.kill(self.recalc)
@@ -415,7 +425,7 @@ def postsave_embedded(workdir: Path, settings_env: dict[str, str]) -> Postsave:
     database = workdir / "embedded" / "postsave.db"
     contender = Postsave(
         name="postsave-embedded",
-        kind="postsave",
+        kind="postsave-use-cases",  # SQLite: no libpq connection for the SQL producer
         workdir=workdir,
         threads=1,  # SQLite has one writer at a time
         database_url=f"sqlite:///{database}",

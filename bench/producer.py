@@ -1,7 +1,9 @@
 """The event producer, run as a subprocess: `python -m bench.producer '<json spec>'`.
 
 Every contender's events come from here: the same foos completed in the same order, one foo per
-transaction, by the same number of client threads. Closed loop (rate null: as fast as the
+transaction, by the same number of client threads, through the same SQL (postsave's event row
+goes to outbox_events instead of bench_events; `postsave-use-cases` goes through the domain's
+use cases instead, as an application does). Closed loop (rate null: as fast as the
 clients go) or open loop (a schedule: event i is due at start + i / rate and is committed then,
 or at once when the clients are behind; nobody waits for processing). Its own process keeps
 the producer's CPU and imports (and postsave's settings, read from the environment) apart from
@@ -22,7 +24,7 @@ Commit = Callable[[int], None]
 
 @dataclass
 class Spec:
-    kind: str  # postsave | direct | procrastinate | naive | ceiling
+    kind: str  # postsave | postsave-use-cases | direct | procrastinate | naive | ceiling
     first_foo: int
     count: int
     rate: float | None = None
@@ -31,14 +33,30 @@ class Spec:
     deadline_s: float | None = None  # open loop: events not started by then are not produced
 
 
-def _raw_commit(dsn: str, after: Callable[[Any, int, int], None] | None, hook: str) -> Commit:
-    """Complete a foo and record a bench event in one transaction, as the legacy save does.
+BENCH_EVENT = "INSERT INTO bench_events (foo_id, delta) VALUES (%s, %s) RETURNING id"
+
+
+def _raw_commit(
+    dsn: str,
+    after: Callable[[Any, int, int], None] | None,
+    hook: str,
+    record: Callable[[Any, int, int], int] | None = None,
+) -> Commit:
+    """Complete a foo and record its event in one transaction, as the legacy save does.
 
     `hook` is 'inside' (call `after` in the transaction, procrastinate's defer) or 'after'
-    (call it once committed, direct's apply_async)."""
+    (call it once committed, direct's apply_async). `record` writes the event row (a
+    bench_events row unless given)."""
     import psycopg
 
     connection = psycopg.connect(dsn, autocommit=True)
+
+    def bench_event(connection: Any, foo_id: int, delta: int) -> int:
+        inserted = connection.execute(BENCH_EVENT, (foo_id, delta)).fetchone()
+        assert inserted is not None
+        return int(inserted[0])
+
+    write_event = record or bench_event
 
     def commit(foo_id: int) -> None:
         with connection.transaction():
@@ -49,12 +67,7 @@ def _raw_commit(dsn: str, after: Callable[[Any, int, int], None] | None, hook: s
             ).fetchone()
             assert row is not None, f"foo {foo_id} is not pending"
             (delta,) = row
-            inserted = connection.execute(
-                "INSERT INTO bench_events (foo_id, delta) VALUES (%s, %s) RETURNING id",
-                (foo_id, delta),
-            ).fetchone()
-            assert inserted is not None
-            event_id = inserted[0]
+            event_id = write_event(connection, foo_id, delta)
             if after is not None and hook == "inside":
                 after(connection, event_id, delta)
         if after is not None and hook == "after":
@@ -66,6 +79,8 @@ def _raw_commit(dsn: str, after: Callable[[Any, int, int], None] | None, hook: s
 def _commit_factory(spec: Spec) -> Callable[[], Commit]:
     """One commit function per client thread (each with its own connection)."""
     if spec.kind == "postsave":
+        return _postsave_sql(spec.dsn)
+    if spec.kind == "postsave-use-cases":
         from domain import use_cases
         from infrastructure.bootstrap import Container
 
@@ -74,6 +89,9 @@ def _commit_factory(spec: Spec) -> Callable[[], Commit]:
         container = Container(nudge=True)
 
         def postsave() -> Commit:
+            with container.engine.connect():
+                pass  # connected before the schedule starts, like the SQL clients
+            _warm_up(container.relay_nudge)
             return lambda foo_id: use_cases.complete_foo(container.uow(), foo_id)
 
         return postsave
@@ -98,6 +116,44 @@ def _commit_factory(spec: Spec) -> Callable[[], Commit]:
 
         return lambda: lambda _foo_id: noop.apply_async()
     raise ValueError(f"unknown producer kind {spec.kind!r}")
+
+
+def _warm_up(nudge: Any) -> None:
+    if nudge is not None:
+        nudge()
+        nudge.flush()
+
+
+def _postsave_sql(dsn: str) -> Callable[[], Commit]:
+    """The same SQL as every contender; the event row is the outbox row that postsave's unit of
+    work writes (FooCompleted, from the domain's own event type), and after the commit the
+    relay is nudged, as the unit of work does."""
+    from domain.events import FooCompleted
+    from infrastructure.bootstrap import Container
+
+    container = Container(nudge=True)  # only for the nudge: settings from POSTSAVE_*
+    nudge = container.relay_nudge
+
+    def outbox_event(connection: Any, foo_id: int, delta: int) -> int:
+        from psycopg.types.json import Jsonb
+
+        event = FooCompleted(foo_id=foo_id, delta=delta)
+        inserted = connection.execute(
+            "INSERT INTO outbox_events (event_type, payload) VALUES (%s, %s) RETURNING id",
+            (event.type_name, Jsonb(event.payload())),
+        ).fetchone()
+        assert inserted is not None
+        return int(inserted[0])
+
+    def after(_connection: Any, _event_id: int, _delta: int) -> None:
+        if nudge is not None:
+            nudge()
+
+    def client() -> Commit:
+        _warm_up(nudge)
+        return _raw_commit(dsn, after, "after", record=outbox_event)
+
+    return client
 
 
 @dataclass

@@ -22,6 +22,8 @@ class Profile:
     confirm_messages: int  # figure 3: messages through Celery's confirm_publish
     flood: int  # figure 4
     flood_limit_s: float  # direct drains a flood one full pass per event: its wait is capped
+    coalesce_bars: int  # figure 7: bars, and events arriving at once
+    coalesce_events: int
     heavy_bars: tuple[int, ...]  # figure 5
     heavy_repetitions: int
     claim_history: int  # processed events in the log for the claim-time comparison
@@ -49,6 +51,8 @@ QUICK = Profile(
     confirm_messages=500,
     flood=5000,
     flood_limit_s=5.0,
+    coalesce_bars=5000,
+    coalesce_events=60,
     heavy_bars=(2000, 10_000),
     heavy_repetitions=1,
     claim_history=100_000,
@@ -73,6 +77,8 @@ FULL = Profile(
     confirm_messages=2000,
     flood=50_000,
     flood_limit_s=60.0,
+    coalesce_bars=50_000,
+    coalesce_events=300,
     heavy_bars=(10_000, 100_000),
     heavy_repetitions=3,
     claim_history=1_000_000,

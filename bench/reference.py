@@ -100,6 +100,8 @@ def use_case_rate(database_url: str, amqp_url: str, seconds: float) -> dict[str,
         container = Container(settings, nudge=nudge)
         try:
             use_cases.complete_foo(container.uow(), foo_id)  # connections: not timed
+            if container.relay_nudge is not None:
+                container.relay_nudge.flush()  # the broker connection too
             foo_id += 1
             count = 0
             started = time.perf_counter()

@@ -246,6 +246,28 @@ def tables(results: dict[str, Any]) -> str:
                 rows,
             )
         )
+    fig7 = results.get("figure7")
+    if fig7:
+        rows = [
+            [
+                label,
+                fig7[key]["events"],
+                fig7[key]["passes"],
+                fig7[key]["drain_s"],
+                fig7[key]["drain_s"] / fig7["separate"]["drain_s"],
+            ]
+            for label, key in (("coalescing on", "coalesced"), ("one pass per event", "separate"))
+        ]
+        rows[0].append(fig7.get("invariant_holds"))
+        rows[1].append(None)
+        parts.append(
+            table(
+                f"7. Coalescing the heavy step ({fig7['bars']:,} bars)",
+                results["conditions"]["figure7"],
+                ["postsave-pg", "events", "passes", "drain s", "x one pass per event", "invariant"],
+                rows,
+            )
+        )
     fig6 = results.get("figure6")
     if fig6:
         fsync = fig6["pg_test_fsync"]

@@ -1,0 +1,107 @@
+"""Figure 7: coalescing the heavy step. Many events arrive at once over many bars; postsave
+drains them with coalescing on, against the same pipeline making one full pass per event
+(POSTSAVE_COALESCE_LIMIT=0, the workers restarted so). Both bursts are outbox rows committed
+in one transaction, the relay nudged right after, as the unit of work does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from bench import procs
+from bench.contenders import Postsave, invariant
+from bench.progress import step
+
+
+def _grow_bars(dsn: str, total: int) -> None:
+    """Bars up to `total`, each starting from the deltas already applied (as create_bars)."""
+    with psycopg.connect(dsn) as connection:
+        row = connection.execute(
+            "UPDATE bar_projection SET applied_total = applied_total WHERE id = 1"
+            " RETURNING applied_total"
+        ).fetchone()
+        assert row is not None
+        count = connection.execute("SELECT count(*) FROM bars").fetchone()
+        assert count is not None
+        connection.execute(
+            "INSERT INTO bars (weight, value)"
+            " SELECT 1 + g %% 10, (1 + g %% 10) * %s FROM generate_series(1, %s) g",
+            (row[0], max(total - count[0], 0)),
+        )
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE bars")
+
+
+def _nudge(contender: Postsave) -> None:
+    from celery import Celery
+
+    from infrastructure.settings import Settings
+    from tasks.config import POLL_QUEUE, POLL_TASK, celery_config
+
+    settings = Settings(database_url=contender.database_url, broker_url=contender.broker_url)
+    app = Celery("bench-nudge", config_source=celery_config(settings))
+    try:
+        app.send_task(POLL_TASK, queue=POLL_QUEUE, routing_key=POLL_QUEUE, expires=10)
+    finally:
+        app.close()
+
+
+def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
+    assert contender.log is not None
+    log = contender.log
+    first = contender.take_foos(count)
+    window = log.watermark()
+    step(f"fig7: {contender.name}: {count} events at once, {label}")
+    with psycopg.connect(contender.dsn) as connection:
+        connection.execute(
+            "WITH done AS (UPDATE foos SET state = 'completed', version = version + 1"
+            " WHERE id BETWEEN %s AND %s AND state = 'pending' RETURNING id, amount)"
+            " INSERT INTO outbox_events (event_type, payload)"
+            " SELECT 'FooCompleted', jsonb_build_object('foo_id', id, 'delta', amount)"
+            " FROM done ORDER BY id",
+            (first, first + count - 1),
+        )
+    _nudge(contender)
+    procs.wait_until(
+        lambda: log.unfinished(window) == 0,
+        f"{contender.name}: {label}: every event applied",
+        timeout_s=60.0 + count * 2.0,
+        alive=contender.alive(),
+        interval_s=0.05,
+    )
+    times = log.times(window)
+    applied = [a for _, a in times if a is not None]
+    with psycopg.connect(contender.dsn, autocommit=True) as connection:
+        row = connection.execute(
+            # processed_events is insert-only: a row's xmin is the pass that recorded it.
+            "SELECT count(DISTINCT xmin::text) FROM processed_events WHERE event_id > %s",
+            (window.after,),
+        ).fetchone()
+    assert row is not None
+    return {
+        "events": len(times),
+        "drain_s": max(applied) - min(c for c, _ in times),
+        "passes": int(row[0]),
+    }
+
+
+def figure7(contender: Postsave, bars: int, events: int) -> dict[str, Any]:
+    before = contender.drift()
+    step(f"fig7: {contender.name}: growing to {bars:,} bars")
+    _grow_bars(contender.dsn, bars)
+    default_env = dict(contender.settings_env)
+    coalesced = _burst(contender, events, "coalescing on")
+    contender.restart_recalc({**default_env, "POSTSAVE_COALESCE_LIMIT": "0"})
+    try:
+        separate = _burst(contender, events, "one pass per event")
+    finally:
+        contender.restart_recalc(default_env)
+    return {
+        "bars": bars,
+        "events": events,
+        "coalesced": coalesced,
+        "separate": separate,
+        "ratio": coalesced["drain_s"] / separate["drain_s"],
+        **invariant(contender, before),
+    }
