@@ -96,11 +96,16 @@ class Outbox(ABC):
         """Record the event as processed; False if it already was (a unique key decides)."""
 
     @abstractmethod
-    def record_applied(self, event_ids: Sequence[int], delivered_id: int) -> list[int]:
-        """Record events applied by the pass of `delivered_id`'s message; returns those that
-        were not already (a unique key decides). Each becomes processed, except a dispatched
-        event other than `delivered_id`: its message is still out, so it stays dispatched,
-        marked applied, until that message comes back (`settle`) and finds nothing to do."""
+    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
+        """Record that this transaction applies these events; returns those that were not
+        recorded already (a unique key decides): only their deltas may be applied."""
+
+    @abstractmethod
+    def mark_applied(self, event_ids: Sequence[int], delivered_id: int) -> None:
+        """Once their deltas are on the bars: the events applied by the pass of
+        `delivered_id`'s message become processed, except a dispatched event other than
+        `delivered_id`. Its message is still out, so it stays dispatched, marked applied, until
+        that message comes back (`settle`) and finds nothing to do."""
 
     @abstractmethod
     def settle(self, event_id: int) -> None:

@@ -44,9 +44,10 @@ def apply_event(uow: UnitOfWork, event_id: int, coalesce: int = 0) -> Outcome:
                 deltas[other.id] = other.event().delta
             except InvalidEventError:
                 continue  # its own delivery records why
-        recorded = uow.outbox.record_applied(sorted(deltas), delivered_id=event_id)
+        recorded = uow.outbox.record_applied(sorted(deltas))
         if recorded:
             uow.bars.apply_delta(sum(deltas[i] for i in recorded), events=len(recorded))
+            uow.outbox.mark_applied(recorded, delivered_id=event_id)  # stamped after the pass
         uow.commit()
         return Outcome.APPLIED if event_id in recorded else Outcome.ALREADY_PROCESSED
 

@@ -82,7 +82,7 @@ class SqlOutbox(Outbox):
         )
         return True
 
-    def record_applied(self, event_ids: Sequence[int], delivered_id: int) -> list[int]:
+    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
         if not event_ids:
             return []
         dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
@@ -92,23 +92,23 @@ class SqlOutbox(Outbox):
             .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
             .returning(processed_events.c.event_id)
         )
-        recorded = sorted(self.session.execute(guard).scalars())
-        if recorded:
-            message_out = (outbox_events.c.state == EventState.DISPATCHED.value) & (
-                outbox_events.c.id != delivered_id
+        return sorted(self.session.execute(guard).scalars())
+
+    def mark_applied(self, event_ids: Sequence[int], delivered_id: int) -> None:
+        if not event_ids:
+            return
+        message_out = (outbox_events.c.state == EventState.DISPATCHED.value) & (
+            outbox_events.c.id != delivered_id
+        )
+        self.session.execute(
+            update(outbox_events)
+            .where(outbox_events.c.id.in_(event_ids))
+            .values(
+                state=case((message_out, outbox_events.c.state), else_=EventState.PROCESSED.value),
+                processed_at=db_now(),
+                last_error=None,
             )
-            self.session.execute(
-                update(outbox_events)
-                .where(outbox_events.c.id.in_(recorded))
-                .values(
-                    state=case(
-                        (message_out, outbox_events.c.state), else_=EventState.PROCESSED.value
-                    ),
-                    processed_at=db_now(),
-                    last_error=None,
-                )
-            )
-        return recorded
+        )
 
     def settle(self, event_id: int) -> None:
         self.session.execute(

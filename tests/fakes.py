@@ -168,18 +168,21 @@ class FakeOutbox(Outbox):
         row.state, row.last_error, row.applied = EventState.PROCESSED, None, True
         return True
 
-    def record_applied(self, event_ids: Sequence[int], delivered_id: int) -> list[int]:
+    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
         recorded = []
+        for event_id in sorted(set(event_ids)):
+            self._row(event_id)
+            if event_id not in self.data.processed:
+                self.data.processed.add(event_id)
+                recorded.append(event_id)
+        return recorded
+
+    def mark_applied(self, event_ids: Sequence[int], delivered_id: int) -> None:
         for event_id in event_ids:
             row = self._row(event_id)
-            if event_id in self.data.processed:
-                continue
-            self.data.processed.add(event_id)
             row.last_error, row.applied = None, True
             if row.state is not EventState.DISPATCHED or event_id == delivered_id:
                 row.state = EventState.PROCESSED
-            recorded.append(event_id)
-        return sorted(recorded)
 
     def settle(self, event_id: int) -> None:
         row = self._row(event_id)
