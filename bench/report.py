@@ -373,6 +373,7 @@ COLOURS = {
     "direct": "#ff7f0e",
     "procrastinate": "#2ca02c",
     "postsave-pg": "#1f77b4",
+    "postsave-pg (use cases)": "#9ecae1",
     "postsave-embedded": "#17becf",
 }
 
@@ -451,7 +452,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     load_ax.grid(True, which="both", alpha=0.3)
     if fig2:
         load_ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
-    figure.suptitle(results["conditions"]["figure1"], fontsize=8)
+    machine = results.get("machine", {})
+    figure.suptitle(
+        f"postsave benchmark ({results['profile']['name']}), {results['started_at']}, "
+        f"{machine.get('cpus', '?')} CPUs; conditions under each table in the README / "
+        "`python -m bench` output",
+        fontsize=8,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
