@@ -28,6 +28,8 @@ pytestmark = pytest.mark.postgres
 
 LIMITS = RelayLimits(batch_size=4, max_in_flight=6, lease_seconds=60.0)
 RETRY = RetryPolicy(max_attempts=10)
+# Deliveries apply their own event alone, a few other waiting ones too, or everything waiting.
+COALESCE = st.sampled_from([0, 2, 500])
 
 
 class InMemoryBroker(Dispatcher):
@@ -96,11 +98,11 @@ class PipelineMachine(RuleBasedStateMachine):
     def relay(self) -> None:
         relay_once(self.uow(), self.broker, LIMITS)
 
-    @rule()
-    def deliver(self) -> None:
+    @rule(coalesce=COALESCE)
+    def deliver(self, coalesce: int = 0) -> None:
         if self.broker.messages:
             event_id = self.broker.messages.pop(0)
-            assert recalculate_bars(self.uow, event_id, RETRY) in (
+            assert recalculate_bars(self.uow, event_id, RETRY, coalesce) in (
                 Outcome.APPLIED,
                 Outcome.ALREADY_PROCESSED,
             )
@@ -120,12 +122,13 @@ class PipelineMachine(RuleBasedStateMachine):
     def reorder(self, data: st.DataObject) -> None:
         self.broker.messages = data.draw(st.permutations(self.broker.messages))
 
-    @rule(redelivered=st.booleans())
-    def crash_before_commit(self, redelivered: bool) -> None:
+    @rule(redelivered=st.booleans(), coalesce=COALESCE)
+    def crash_before_commit(self, redelivered: bool, coalesce: int) -> None:
         if self.broker.messages:
             event_id = self.broker.messages.pop(0)
+            crashing = CrashingUnitOfWork(self.container.session_factory)
             try:
-                outcome = apply_event(CrashingUnitOfWork(self.container.session_factory), event_id)
+                outcome = apply_event(crashing, event_id, coalesce)
             except RuntimeError:
                 pass  # crashed with the work done and nothing committed
             else:
