@@ -11,6 +11,7 @@ import psycopg
 
 from bench import procs
 from bench.contenders import Postsave, invariant
+from bench.flood import complete_in_one_transaction
 from bench.progress import step
 
 
@@ -50,18 +51,9 @@ def _nudge(contender: Postsave) -> None:
 def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
     assert contender.log is not None
     log = contender.log
-    first = contender.take_foos(count)
     window = log.watermark()
     step(f"fig7: {contender.name}: {count} events at once, {label}")
-    with psycopg.connect(contender.dsn) as connection:
-        connection.execute(
-            "WITH done AS (UPDATE foos SET state = 'completed', version = version + 1"
-            " WHERE id BETWEEN %s AND %s AND state = 'pending' RETURNING id, amount)"
-            " INSERT INTO outbox_events (event_type, payload)"
-            " SELECT 'FooCompleted', jsonb_build_object('foo_id', id, 'delta', amount)"
-            " FROM done ORDER BY id",
-            (first, first + count - 1),
-        )
+    complete_in_one_transaction(contender, count)
     _nudge(contender)
     procs.wait_until(
         lambda: log.unfinished(window) == 0,

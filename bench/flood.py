@@ -148,12 +148,9 @@ def _purge(amqp_url: str, queue: str) -> None:
         connection.default_channel.queue_purge(queue)
 
 
-def flood_postsave(contender: Postsave, services: RunServices, count: int) -> dict[str, Any]:
-    assert contender.log is not None
+def complete_in_one_transaction(contender: Postsave, count: int) -> None:
+    """Complete `count` fresh foos and write their outbox rows, in one statement."""
     first = contender.take_foos(count)
-    window = contender.log.watermark()
-    before = contender.drift()
-    step(f"fig4: {contender.name}: committing {count} events in one transaction")
     with psycopg.connect(contender.dsn) as connection:
         # The outbox rows exactly as the unit of work writes them (event_type, payload).
         connection.execute(
@@ -164,6 +161,14 @@ def flood_postsave(contender: Postsave, services: RunServices, count: int) -> di
             " FROM done ORDER BY id",
             (first, first + count - 1),
         )
+
+
+def flood_postsave(contender: Postsave, services: RunServices, count: int) -> dict[str, Any]:
+    assert contender.log is not None
+    window = contender.log.watermark()
+    before = contender.drift()
+    step(f"fig4: {contender.name}: committing {count} events in one transaction")
+    complete_in_one_transaction(contender, count)
     committed = _db_now(contender.dsn)
     sampler = DepthSampler(services, services.amqp_url, "postsave.recalc").start()
     try:

@@ -92,10 +92,6 @@ class Outbox(ABC):
         """Load and lock one event; raise EventNotFoundError if it does not exist."""
 
     @abstractmethod
-    def record_processed(self, event_id: int) -> bool:
-        """Record the event as processed; False if it already was (a unique key decides)."""
-
-    @abstractmethod
     def record_applied(self, event_ids: Sequence[int]) -> list[int]:
         """Record that this transaction applies these events; returns those that were not
         recorded already (a unique key decides): only their deltas may be applied."""

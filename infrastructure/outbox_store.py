@@ -65,23 +65,6 @@ class SqlOutbox(Outbox):
             raise EventNotFoundError(event_id)
         return _stored(row)
 
-    def record_processed(self, event_id: int) -> bool:
-        dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        guard = (
-            dialect_insert(processed_events)
-            .values(event_id=event_id)
-            .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
-            .returning(processed_events.c.event_id)
-        )
-        if self.session.execute(guard).first() is None:
-            return False
-        self.session.execute(
-            update(outbox_events)
-            .where(outbox_events.c.id == event_id)
-            .values(state=EventState.PROCESSED.value, processed_at=db_now(), last_error=None)
-        )
-        return True
-
     def record_applied(self, event_ids: Sequence[int]) -> list[int]:
         if not event_ids:
             return []

@@ -160,14 +160,6 @@ class FakeOutbox(Outbox):
     def lock_for_processing(self, event_id: int) -> StoredEvent:
         return self._row(event_id).stored()
 
-    def record_processed(self, event_id: int) -> bool:
-        if event_id in self.data.processed:
-            return False
-        row = self._row(event_id)
-        self.data.processed.add(event_id)
-        row.state, row.last_error, row.applied = EventState.PROCESSED, None, True
-        return True
-
     def record_applied(self, event_ids: Sequence[int]) -> list[int]:
         recorded = []
         for event_id in sorted(set(event_ids)):

@@ -75,6 +75,13 @@ def append(uow_factory: UowFactory, *events: FooEvent) -> list[int]:
     return [event.id for event in pending_events(uow_factory)][-len(events) :]
 
 
+def process(uow: UnitOfWork, event_id: int) -> bool:
+    """What a delivery's pass does for its own event; False if it was applied already."""
+    recorded = uow.outbox.record_applied([event_id])
+    uow.outbox.mark_applied(recorded, delivered_id=event_id)
+    return recorded == [event_id]
+
+
 def stored(uow_factory: UowFactory, event_id: int) -> StoredEvent:
     with uow_factory() as uow:
         return uow.outbox.lock_for_processing(event_id)
@@ -332,11 +339,11 @@ def test_recording_an_event_as_processed_succeeds_once(uow_factory: UowFactory) 
     [event_id] = append(uow_factory, completed(1, 5))
 
     with uow_factory() as uow:
-        assert uow.outbox.record_processed(event_id) is True
-        assert uow.outbox.record_processed(event_id) is False
+        assert process(uow, event_id) is True
+        assert process(uow, event_id) is False
         uow.commit()
     with uow_factory() as uow:
-        assert uow.outbox.record_processed(event_id) is False
+        assert process(uow, event_id) is False
 
     event = stored(uow_factory, event_id)
     assert (event.state, event.last_error) == (EventState.PROCESSED, None)
@@ -346,10 +353,10 @@ def test_a_processed_mark_is_discarded_with_its_unit_of_work(uow_factory: UowFac
     [event_id] = append(uow_factory, completed(1, 5))
 
     with uow_factory() as uow:
-        assert uow.outbox.record_processed(event_id) is True
+        assert process(uow, event_id) is True
 
     with uow_factory() as uow:
-        assert uow.outbox.record_processed(event_id) is True
+        assert process(uow, event_id) is True
     assert stored(uow_factory, event_id).state is EventState.PENDING
 
 
@@ -426,7 +433,7 @@ def test_claims_split_expired_leases_from_due_pending_events_and_in_flight_count
         time.sleep(0.005)
     with uow_factory() as uow:
         uow.outbox.mark_dispatched([ids[1]], LONG_LEASE)
-        uow.outbox.record_processed(ids[5])
+        process(uow, ids[5])
         uow.commit()
 
     with uow_factory() as uow:
@@ -452,7 +459,7 @@ def test_an_event_leaves_the_in_flight_count_once_processed_or_back_to_pending_o
         assert uow.outbox.count_in_flight() == 4
 
     with uow_factory() as uow:
-        uow.outbox.record_processed(ids[0])
+        process(uow, ids[0])
         uow.outbox.record_failure(ids[1], "RuntimeError: retry", retry_in_s=0.0)
         uow.outbox.record_failure(ids[2], "RuntimeError: give up", retry_in_s=None)
         uow.commit()
@@ -567,7 +574,7 @@ def test_a_failure_without_a_retry_makes_the_event_dead(uow_factory: UowFactory)
 def test_a_failure_reported_for_a_finished_event_changes_nothing(uow_factory: UowFactory) -> None:
     [processed, dead] = append(uow_factory, completed(1, 1), completed(2, 2))
     with uow_factory() as uow:
-        uow.outbox.record_processed(processed)
+        process(uow, processed)
         uow.outbox.record_failure(dead, "first", retry_in_s=None)
         uow.commit()
 
@@ -593,7 +600,7 @@ def test_stats_count_events_by_state(uow_factory: UowFactory) -> None:
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
     with uow_factory() as uow:
         uow.outbox.mark_dispatched(ids[:2], LONG_LEASE)
-        uow.outbox.record_processed(ids[2])
+        process(uow, ids[2])
         uow.outbox.record_failure(ids[3], "dead", retry_in_s=None)
         uow.commit()
 
@@ -610,7 +617,7 @@ def test_the_oldest_pending_age_is_gone_once_every_event_is_finished(
 ) -> None:
     [processed, dead] = append(uow_factory, completed(1, 1), completed(2, 2))
     with uow_factory() as uow:
-        uow.outbox.record_processed(processed)
+        process(uow, processed)
         uow.outbox.record_failure(dead, "dead", retry_in_s=None)
         uow.commit()
 
@@ -624,7 +631,7 @@ def test_processed_events_are_the_log_in_id_order(uow_factory: UowFactory) -> No
     ids = append(uow_factory, *(completed(n, 10 * n) for n in range(1, 5)))
     with uow_factory() as uow:
         for event_id in (ids[3], ids[0], ids[2]):
-            uow.outbox.record_processed(event_id)
+            process(uow, event_id)
         uow.commit()
 
     with uow_factory() as uow:
@@ -685,7 +692,7 @@ def test_reviving_every_dead_event(uow_factory: UowFactory) -> None:
 def test_a_pass_records_only_the_events_not_yet_applied(uow_factory: UowFactory) -> None:
     ids = append(uow_factory, completed(1, 5), completed(2, 6), completed(3, 7))
     with uow_factory() as uow:
-        assert uow.outbox.record_processed(ids[1]) is True
+        assert process(uow, ids[1]) is True
         uow.commit()
 
     with uow_factory() as uow:
@@ -737,7 +744,7 @@ def test_coalescing_locks_unfinished_events_that_never_failed_except_the_one_in_
 ) -> None:
     ids = append(uow_factory, *(completed(i, i) for i in range(1, 6)))
     with uow_factory() as uow:
-        uow.outbox.record_processed(ids[0])
+        process(uow, ids[0])
         uow.outbox.record_failure(ids[1], "boom", retry_in_s=0.0)
         uow.outbox.mark_dispatched([ids[2]], LONG_LEASE)
         uow.commit()

@@ -93,7 +93,8 @@ def test_outbox_stats_count_events_by_state_and_age_the_oldest_unfinished(
         uow.commit()
     with uow_factory() as uow:
         uow.outbox.mark_dispatched([1], lease_seconds=30)
-        uow.outbox.record_processed(2)
+        uow.outbox.record_applied([2])
+        uow.outbox.mark_applied([2], delivered_id=2)
         uow.commit()
     clock.advance(7.5)
 
