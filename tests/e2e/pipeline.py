@@ -238,6 +238,7 @@ class DepthSampler:
 
     def stop(self) -> list[dict[str, int]]:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():  # never started (setup failed) or already stopped
+            self._thread.join(10)
         self._pool.shutdown(wait=True)
         return [f.result(0) for _, f in self._readings]
