@@ -35,17 +35,18 @@ def _grow_bars(dsn: str, total: int) -> None:
 
 
 def _nudge(contender: Postsave) -> None:
-    from celery import Celery
-
+    from infrastructure.bootstrap import Container
+    from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
     from infrastructure.settings import Settings
-    from tasks.config import POLL_QUEUE, POLL_TASK, celery_config
 
     settings = Settings(database_url=contender.database_url, broker_url=contender.broker_url)
-    app = Celery("bench-nudge", config_source=celery_config(settings))
+    container = Container(settings)
     try:
-        app.send_task(POLL_TASK, queue=POLL_QUEUE, routing_key=POLL_QUEUE, expires=10)
+        container.celery_app.send_task(
+            POLL_TASK, queue=POLL_QUEUE, routing_key=POLL_QUEUE, expires=10
+        )
     finally:
-        app.close()
+        container.close()
 
 
 def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
@@ -66,8 +67,8 @@ def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
     applied = [a for _, a in times if a is not None]
     with psycopg.connect(contender.dsn, autocommit=True) as connection:
         row = connection.execute(
-            # processed_events is insert-only: a row's xmin is the pass that recorded it.
-            "SELECT count(DISTINCT xmin::text) FROM processed_events WHERE event_id > %s",
+            # applied_events is insert-only: a row's xmin is the pass that recorded it.
+            "SELECT count(DISTINCT xmin::text) FROM applied_events WHERE event_id > %s",
             (window.after,),
         ).fetchone()
     assert row is not None

@@ -35,7 +35,7 @@ def conditions(profile: Profile) -> dict[str, str]:
         ),
         "figure3": (
             f"in-process against the run's vhost: {profile.dispatch_ids} ids through "
-            "tasks.dispatch.CeleryDispatcher in batches of 100, against "
+            "infrastructure.broker.dispatcher.CeleryDispatcher in batches of 100, against "
             f"{profile.confirm_messages} Celery send_task calls; every message with a 27 s expiry"
         ),
         "figure4": (
@@ -56,7 +56,7 @@ def conditions(profile: Profile) -> dict[str, str]:
             "commit to last apply (database clock); postsave-pg's workers (recalc prefork 2) with "
             "coalescing on (POSTSAVE_COALESCE_LIMIT 500), then restarted with "
             "POSTSAVE_COALESCE_LIMIT=0: one full pass per event; passes = transactions that "
-            "recorded these events (distinct xmin of their processed_events rows); one run "
+            "recorded these events (distinct xmin of their applied_events rows); one run "
             "each, after every other postsave-pg figure"
         ),
         "figure6": (

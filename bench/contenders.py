@@ -399,7 +399,7 @@ class Postsave(Contender):
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             row = connection.execute(
                 "SELECT (SELECT events_applied FROM bar_projection)"
-                " - (SELECT count(*) FROM processed_events)"
+                " - (SELECT count(*) FROM applied_events)"
             ).fetchone()
         return int(row[0]) if row else None
 

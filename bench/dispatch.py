@@ -1,7 +1,7 @@
 """Figure 3: the relay's confirmed dispatch rate against Celery's own confirm_publish.
 
 Both run in this process against the run's vhost. The relay's dispatcher is postsave's own
-tasks.dispatch.CeleryDispatcher with postsave's Celery configuration, fed batches as the relay
+(the composition root's CeleryDispatcher on postsave's Celery app), fed batches as the relay
 claims them; Celery's rate is apply_async (send_task) with confirm_publish=True, one message
 at a time, which is what the relay did before batching. Both messages carry the same expiry."""
 
@@ -34,14 +34,14 @@ def _purge(app: Celery) -> None:
 
 
 def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str, Any]:
+    from infrastructure.bootstrap import Container
+    from infrastructure.broker.names import RECALC_QUEUE
     from infrastructure.settings import Settings
-    from tasks.config import RECALC_QUEUE, celery_config
-    from tasks.dispatch import CeleryDispatcher
 
-    app = Celery("bench-dispatch")
-    app.config_from_object(celery_config(Settings(database_url=database_url, broker_url=amqp_url)))
+    container = Container(Settings(database_url=database_url, broker_url=amqp_url))
+    app = container.celery_app
     _purge(app)
-    dispatcher = CeleryDispatcher(app)
+    dispatcher = container.dispatcher  # the relay's own
     dispatcher.dispatch([1], expires_in_s=EXPIRES_S)  # opens its connection: not timed
     _purge(app)
     started = time.perf_counter()
@@ -50,9 +50,7 @@ def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str,
     seconds = time.perf_counter() - started
     in_queue = _depth(amqp_url, RECALC_QUEUE)
     _purge(app)  # nobody must ever run these made-up ids
-    close = getattr(dispatcher, "close", None)
-    if callable(close):
-        close()
+    container.close()
     return {
         "messages": ids,
         "batch": BATCH,

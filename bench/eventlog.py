@@ -1,7 +1,7 @@
 """Reading a contender's events back: which are done, and their commit and apply times.
 
 Both times come from the database clock: postsave's outbox_events.occurred_at and
-processed_at, and bench_events.created_at and applied_at for the others (clock_timestamp()
+applied_at, and bench_events.created_at and applied_at for the others (clock_timestamp()
 in the committing and in the applying transaction)."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def postsave_breakdown(conninfo: str, window: Window) -> dict[str, float | int]:
 
     query = (
         "SELECT extract(epoch FROM dispatched_at - occurred_at)::float8,"
-        " extract(epoch FROM processed_at - dispatched_at)::float8"
+        " extract(epoch FROM applied_at - dispatched_at)::float8"
         " FROM outbox_events WHERE id > %s"
     )
     with psycopg.connect(conninfo, autocommit=True) as connection:
@@ -89,7 +89,7 @@ def postsave_breakdown(conninfo: str, window: Window) -> dict[str, float | int]:
 
 
 def postsave_log(conninfo: str) -> PostgresLog:
-    return PostgresLog(conninfo, "outbox_events", "occurred_at", "processed_at")
+    return PostgresLog(conninfo, "outbox_events", "occurred_at", "applied_at")
 
 
 def bench_log(conninfo: str) -> PostgresLog:
@@ -116,14 +116,14 @@ class SqliteOutboxLog(EventLog):
     def unfinished(self, window: Window) -> int:
         with self._connect() as connection:
             (value,) = connection.execute(
-                "SELECT count(*) FROM outbox_events WHERE id > ? AND processed_at IS NULL",
+                "SELECT count(*) FROM outbox_events WHERE id > ? AND applied_at IS NULL",
                 (window.after,),
             ).fetchone()
         return int(value)
 
     def times(self, window: Window) -> list[tuple[float, float | None]]:
         query = (
-            f"SELECT {_SQLITE_EPOCH.format('occurred_at')}, {_SQLITE_EPOCH.format('processed_at')}"
+            f"SELECT {_SQLITE_EPOCH.format('occurred_at')}, {_SQLITE_EPOCH.format('applied_at')}"
             " FROM outbox_events WHERE id > ? ORDER BY id"
         )
         with self._connect() as connection:

@@ -149,8 +149,8 @@ def claim_time(
     step(f"claim: bulk-inserting {history} processed events (older than the pending ones)")
     with psycopg.connect(full[0]) as connection:
         connection.execute(
-            "INSERT INTO outbox_events (event_type, payload, state, attempts, occurred_at,"
-            " available_at, dispatched_at, processed_at)"
+            "INSERT INTO outbox_events (event_type, payload, state, dispatches, occurred_at,"
+            " available_at, dispatched_at, applied_at)"
             " SELECT 'FooCompleted', jsonb_build_object('foo_id', 1, 'delta', 1), 'processed',"
             " 1, t, t, t, t FROM generate_series(1, %s) g,"
             " LATERAL (SELECT now() - interval '1 day' + g * interval '1 ms') AS s(t)",

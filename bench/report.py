@@ -156,7 +156,7 @@ def tables(results: dict[str, Any]) -> str:
         parts.append(
             table(
                 "2b. Where postsave's latency goes",
-                "from outbox_events: relay = dispatched_at - occurred_at, worker = processed_at - "
+                "from outbox_events: relay = dispatched_at - occurred_at, worker = applied_at - "
                 "dispatched_at; coalesced = applied by another event's pass before any dispatch",
                 ["contender", "offered/s", "events", "coalesced", *BREAKDOWN_HEADER],
                 breakdown,

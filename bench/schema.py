@@ -2,7 +2,7 @@
 
 `bench_events` records, for the contenders that have no outbox, when an event was committed
 and when its delta reached the bars, both from the database clock (clock_timestamp()), so their
-latencies are measured exactly like postsave's outbox_events.occurred_at / processed_at."""
+latencies are measured exactly like postsave's outbox_events.occurred_at / applied_at."""
 
 from __future__ import annotations
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from domain.errors import InvalidWeightError
+from domain.numbers import is_whole_number_between
 
 MAX_WEIGHT = 1_000_000
 
 
 def validate_weight(weight: object) -> int:
-    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+    if not is_whole_number_between(weight, 0, MAX_WEIGHT):
         raise InvalidWeightError(
             f"weight must be a whole number from 0 to {MAX_WEIGHT}, got {weight!r}"
         )

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from domain.errors import InvalidAmountError, InvalidTransitionError
 from domain.events import FooCancelled, FooCompleted, FooEvent, FooRevised
+from domain.numbers import is_whole_number_between
 
 
 class FooState(StrEnum):
@@ -19,7 +20,7 @@ MAX_AMOUNT = 1_000_000
 
 
 def validate_amount(amount: object) -> int:
-    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_AMOUNT:
+    if not is_whole_number_between(amount, 0, MAX_AMOUNT):
         raise InvalidAmountError(
             f"amount must be a whole number from 0 to {MAX_AMOUNT}, got {amount!r}"
         )

@@ -11,19 +11,19 @@ from domain.ports import UnitOfWork
 
 def outbox_stats(uow: UnitOfWork) -> OutboxStats:
     with uow:
-        return uow.outbox.stats()
+        return uow.admin.stats()
 
 
 def dead_events(uow: UnitOfWork) -> list[StoredEvent]:
     with uow:
-        return uow.outbox.dead_events()
+        return uow.admin.dead_events()
 
 
 def retry_dead_events(uow: UnitOfWork, event_ids: Sequence[int] | None = None) -> list[int]:
     """Make dead events due again: the given ones, all of them or none, or every dead one."""
     with uow:
         wanted = None if event_ids is None else list(dict.fromkeys(event_ids))
-        revived = uow.outbox.revive_dead(wanted)
+        revived = uow.admin.revive_dead(wanted)
         if wanted is not None and len(revived) != len(wanted):
             missing = sorted(set(wanted) - set(revived))
             raise DomainError(

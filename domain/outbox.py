@@ -1,9 +1,15 @@
-"""The outbox as the domain sees it: stored events, their lifecycle, and the relay's limits."""
+"""The outbox as the domain sees it: stored events, their lifecycle, and the relay's limits.
+
+The words, used the same way in code, tables, command line and docs:
+- *dispatched*: a recalculation message for the event is out, leased until `available_at`;
+  `dispatches` counts how many were ever sent.
+- *applied*: its delta is on the bars (`applied_at`; the `applied_events` guard holds its id).
+- *processed*: applied and no message of it is out any more: finished.
+- *failures*: passes that raised while applying it; enough of them make it *dead*."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -13,11 +19,14 @@ from domain.events import FooEvent, event_from_record
 class EventState(StrEnum):
     PENDING = "pending"  # due for dispatch once its available time has come
     # A message is out, leased until its available time. The event may already be applied by
-    # another delivery's pass (`applied`): it stays here until its own message comes back, so
-    # that the events in this state always count the messages the broker holds.
+    # another delivery's pass: it stays here until its own message comes back, so that the
+    # events in this state always count the messages the broker holds.
     DISPATCHED = "dispatched"
-    PROCESSED = "processed"  # applied to the bars, exactly once, and no message is out
+    PROCESSED = "processed"  # applied, exactly once, and no message is out: finished
     DEAD = "dead"  # failed too often; waits for `postsave dead retry`
+
+
+UNFINISHED_STATES = (EventState.PENDING, EventState.DISPATCHED)
 
 
 @dataclass(frozen=True)
@@ -26,9 +35,9 @@ class StoredEvent:
     event_type: str
     payload: Any
     state: EventState
-    attempts: int = 0  # dispatches: each lease counts one
+    dispatches: int = 0  # messages sent for it: each lease counts one
     last_error: str | None = None
-    failures: int = 0  # recalculations that raised: what retries and dead letters count
+    failures: int = 0  # passes that raised while applying it: what retries and dead letters count
     applied: bool = False  # its delta is on the bars (always so once processed)
 
     def event(self) -> FooEvent:
@@ -53,21 +62,3 @@ class RelayLimits:
     batch_size: int = 100
     max_in_flight: int = 1000
     lease_seconds: float = 30.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Capped exponential backoff with full jitter, then the event is dead."""
-
-    max_attempts: int = 10
-    base_delay_s: float = 1.0
-    max_delay_s: float = 300.0
-    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
-
-    def is_exhausted(self, failures: int) -> bool:
-        return failures >= self.max_attempts
-
-    def delay_s(self, failures: int) -> float:
-        doublings = min(max(failures - 1, 0), 62)  # past the cap already; keeps 2**n finite
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0**doublings)
-        return self.rng.uniform(ceiling / 2, ceiling)

@@ -1,4 +1,8 @@
-"""Ports: what the use cases need from storage and the broker. Adapters and fakes subclass these."""
+"""Ports: what the use cases need from storage and the broker. Adapters and fakes subclass these.
+
+The outbox has one port per client: the unit of work appends to it (`Outbox`), the relay moves
+events to the broker (`RelayQueue`), a delivery applies them (`DeliveryLedger`) and an operator
+inspects it (`OutboxAdmin`)."""
 
 from __future__ import annotations
 
@@ -80,45 +84,17 @@ class BarRepository(ABC):
 
 
 class Outbox(ABC):
-    """The outbox table: the relay's work queue and, because nothing is deleted, the event log."""
+    """Where a unit of work writes its events, in its own transaction."""
 
     @abstractmethod
-    def append(self, event: FooEvent) -> None:
-        """Store an event in the current transaction."""
+    def append(self, event: FooEvent) -> None: ...
 
-    # The recalculation handler.
-    @abstractmethod
-    def lock_for_processing(self, event_id: int) -> StoredEvent:
-        """Load and lock one event; raise EventNotFoundError if it does not exist."""
+
+class RelayQueue(ABC):
+    """The outbox as the relay sees it: events due for dispatch, and the messages out."""
 
     @abstractmethod
-    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
-        """Record that this transaction applies these events; returns those that were not
-        recorded already (a unique key decides): only their deltas may be applied."""
-
-    @abstractmethod
-    def mark_applied(self, event_ids: Sequence[int], delivered_id: int) -> None:
-        """Once their deltas are on the bars: the events applied by the pass of
-        `delivered_id`'s message become processed, except a dispatched event other than
-        `delivered_id`. Its message is still out, so it stays dispatched, marked applied, until
-        that message comes back (`settle`) and finds nothing to do."""
-
-    @abstractmethod
-    def settle(self, event_id: int) -> None:
-        """The message of an applied, dispatched event came back: the event is processed."""
-
-    @abstractmethod
-    def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
-        """Lock up to `limit` unfinished events that never failed and are not applied yet,
-        oldest due first, skipping locked ones."""
-
-    @abstractmethod
-    def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
-        """Count a failure; make the event due again after `retry_in_s`, or dead if None."""
-
-    # The relay.
-    @abstractmethod
-    def try_lock_relay(self) -> bool:
+    def try_lock(self) -> bool:
         """Take the relay lock for this transaction; False if another poller holds it."""
 
     @abstractmethod
@@ -136,14 +112,45 @@ class Outbox(ABC):
 
     @abstractmethod
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
-        """Lease the events: they become due again if not processed within the lease."""
+        """Lease the events, counting a dispatch each: due again unless processed in time."""
 
-    # Operations.
+
+class DeliveryLedger(ABC):
+    """The outbox as a delivery sees it: which events a pass applies, and what failed."""
+
+    @abstractmethod
+    def lock(self, event_id: int) -> StoredEvent:
+        """Load and lock the delivered event; EventNotFoundError if there is none."""
+
+    @abstractmethod
+    def lock_waiting(self, limit: int, exclude_id: int) -> list[StoredEvent]:
+        """Lock up to `limit` unfinished events that are not applied and never failed, oldest
+        due first, skipping locked ones: what a pass may apply besides its own event."""
+
+    @abstractmethod
+    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
+        """Enter the events in the applied guard; returns those that were not in it already
+        (a unique key decides): only their deltas may be applied."""
+
+    @abstractmethod
+    def finish_pass(self, applied_ids: Sequence[int], delivered_id: int) -> None:
+        """After the bars took their deltas: stamp `applied_ids` applied, and make processed
+        each of them, and the delivered event, whose message is no longer out. Another
+        dispatched event stays dispatched until its own message comes back."""
+
+    @abstractmethod
+    def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
+        """Count a failure; make the event due again after `retry_in_s`, or dead if None."""
+
+
+class OutboxAdmin(ABC):
+    """The outbox as an operator sees it."""
+
     @abstractmethod
     def stats(self) -> OutboxStats: ...
 
     @abstractmethod
-    def processed_events(self) -> Iterator[StoredEvent]:
+    def applied_events(self) -> Iterator[StoredEvent]:
         """Every applied event, in id order: the log that the bars are a projection of."""
 
     @abstractmethod
@@ -172,6 +179,9 @@ class UnitOfWork(ABC):
     foos: FooRepository
     bars: BarRepository
     outbox: Outbox
+    relay_queue: RelayQueue
+    deliveries: DeliveryLedger
+    admin: OutboxAdmin
 
     def __enter__(self) -> Self:
         return self

@@ -40,19 +40,19 @@ def verify(uow: UnitOfWork, show: int = 10) -> Verification:
                 BarMismatch(bar.id, bar.weight, bar.value, bar.expected_value(total))
                 for bar in uow.bars.mismatched(total, show)
             ],
-            outbox_drained=uow.outbox.stats().drained,
+            outbox_drained=uow.admin.stats().drained,
         )
 
 
 def rebuild(uow: UnitOfWork) -> tuple[int, int]:
-    """Recompute every bar from the processed events. Returns (events read, bars written).
+    """Recompute every bar from the applied events. Returns (events read, bars written).
 
-    Events not yet processed are left to the workers, which apply them on top."""
+    Events not yet applied are left to the workers, which apply them on top."""
     with uow:
         uow.bars.lock_applied_total()  # hold event application off while we rewrite
         total = 0
         events = 0
-        for stored in uow.outbox.processed_events():
+        for stored in uow.admin.applied_events():
             total += stored.event().delta
             events += 1
         bars = uow.bars.reset_all(total, events)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from domain.backoff import DispatchBackoff
 from domain.errors import DispatchError
 from domain.outbox import RelayLimits
 from domain.ports import Dispatcher, UnitOfWork
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,7 @@ class RelayReport:
     dispatched: int
     in_flight: int
     skipped: bool = False  # another poller held the relay lock, or the broker is backed off
+    broker_error: str | None = None  # the broker refused a batch; those events stay due
 
 
 def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> RelayReport:
@@ -28,45 +33,21 @@ def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> 
     only into free room, and an expired lease is re-dispatched in its own place, because its
     previous message expired in the broker when the lease did."""
     with uow:
-        if not uow.outbox.try_lock_relay():
+        if not uow.relay_queue.try_lock():
             return RelayReport(dispatched=0, in_flight=0, skipped=True)
-        in_flight = uow.outbox.count_in_flight()
-        expired = uow.outbox.claim_expired(limits.batch_size)
+        in_flight = uow.relay_queue.count_in_flight()
+        expired = uow.relay_queue.claim_expired(limits.batch_size)
         room = min(limits.batch_size - len(expired), limits.max_in_flight - in_flight)
-        fresh = uow.outbox.claim_pending(room) if room > 0 else []
+        fresh = uow.relay_queue.claim_pending(room) if room > 0 else []
         claimed = expired + fresh
         if not claimed:
             return RelayReport(dispatched=0, in_flight=in_flight)
         ids = [event.id for event in claimed]
         # The message must be gone before the lease ends; a tenth of the lease is the margin.
         dispatcher.dispatch(ids, expires_in_s=limits.lease_seconds * 0.9)
-        uow.outbox.mark_dispatched(ids, limits.lease_seconds)
+        uow.relay_queue.mark_dispatched(ids, limits.lease_seconds)
         uow.commit()
         return RelayReport(dispatched=len(ids), in_flight=in_flight + len(fresh))
-
-
-@dataclass
-class DispatchBackoff:
-    """While the broker refuses messages, poll less and less often instead of spinning."""
-
-    base_s: float = 1.0
-    max_s: float = 30.0
-    clock: Callable[[], float] = time.monotonic
-    failures: int = 0
-    resume_at: float = 0.0
-
-    def ready(self) -> bool:
-        return self.clock() >= self.resume_at
-
-    def failed(self) -> float:
-        self.failures += 1
-        delay = min(self.max_s, self.base_s * 2.0 ** min(self.failures - 1, 30))
-        self.resume_at = self.clock() + delay
-        return delay
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.resume_at = 0.0
 
 
 def relay_until_idle(
@@ -79,7 +60,8 @@ def relay_until_idle(
 ) -> RelayReport:
     """Relay batch after batch while claims come back full, within one tick's time budget.
 
-    A DispatchError propagates after arming the backoff: the events stay due."""
+    When the broker refuses a batch, its events stay due; the backoff then skips passes for a
+    while, and the report says what went wrong."""
     backoff = backoff or DispatchBackoff(clock=clock)
     if not backoff.ready():
         return RelayReport(dispatched=0, in_flight=0, skipped=True)
@@ -88,9 +70,10 @@ def relay_until_idle(
     while True:
         try:
             report = relay_once(uow_factory(), dispatcher, limits)
-        except DispatchError:
-            backoff.failed()
-            raise
+        except DispatchError as error:
+            delay = backoff.failed()
+            logger.warning("relay: %s; events stay due, next try in %.0f s", error, delay)
+            return RelayReport(dispatched, in_flight=0, skipped=True, broker_error=str(error))
         backoff.succeeded()
         dispatched += report.dispatched
         if report.dispatched < limits.batch_size or clock() - started >= time_budget_s:

@@ -8,6 +8,7 @@ from typing import TypeVar
 from domain.bar import Bar, validate_weight
 from domain.errors import ConcurrentUpdateError, DomainError
 from domain.foo import Foo, validate_amount
+from domain.numbers import is_whole_number
 from domain.ports import UnitOfWork
 
 T = TypeVar("T")
@@ -25,7 +26,7 @@ def _retry_on_conflict(attempt: Callable[[], T]) -> T:
 
 
 def _require_count(count: int) -> int:
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+    if not is_whole_number(count) or count < 1:
         raise DomainError(f"count must be a whole number >= 1, got {count!r}")
     return count
 
@@ -40,29 +41,33 @@ def create_foos(uow: UnitOfWork, amount: int, count: int = 1) -> list[int]:
         return [foo.id for foo in foos if foo.id is not None]
 
 
-def _change_foos(uow: UnitOfWork, foo_ids: Sequence[int], change: Callable[[Foo], None]) -> None:
-    """Apply one change to several foos, all or nothing."""
+def _change_foos(
+    uow: UnitOfWork, foo_ids: Sequence[int], change: Callable[[Foo], None]
+) -> list[int]:
+    """Apply one change to several foos, all or nothing; returns their ids, each once."""
+    unique_ids = list(dict.fromkeys(foo_ids))
 
     def attempt() -> None:
         with uow:
-            for foo_id in dict.fromkeys(foo_ids):
+            for foo_id in unique_ids:
                 change(uow.foos.get(foo_id))
             uow.commit()
 
     _retry_on_conflict(attempt)
+    return unique_ids
 
 
-def complete_foos(uow: UnitOfWork, foo_ids: Sequence[int]) -> None:
-    _change_foos(uow, foo_ids, Foo.complete)
+def complete_foos(uow: UnitOfWork, foo_ids: Sequence[int]) -> list[int]:
+    return _change_foos(uow, foo_ids, Foo.complete)
 
 
-def cancel_foos(uow: UnitOfWork, foo_ids: Sequence[int]) -> None:
-    _change_foos(uow, foo_ids, Foo.cancel)
+def cancel_foos(uow: UnitOfWork, foo_ids: Sequence[int]) -> list[int]:
+    return _change_foos(uow, foo_ids, Foo.cancel)
 
 
-def revise_foo(uow: UnitOfWork, foo_id: int, amount: int) -> None:
+def revise_foo(uow: UnitOfWork, foo_id: int, amount: int) -> list[int]:
     validate_amount(amount)
-    _change_foos(uow, [foo_id], lambda foo: foo.revise(amount))
+    return _change_foos(uow, [foo_id], lambda foo: foo.revise(amount))
 
 
 def complete_foo(uow: UnitOfWork, foo_id: int) -> None:

@@ -1,29 +1,24 @@
-"""The composition root: the one place that builds engines and wires adapters to ports."""
+"""The composition root: the one place that builds engines, the Celery app, the dispatcher and
+the nudge, and wires adapters to ports."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
 
-from sqlalchemy import Engine
+from celery import Celery
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.ports import UnitOfWork
+from domain.backoff import DispatchBackoff
+from domain.ports import Dispatcher, UnitOfWork
+from infrastructure.broker.celery_app import make_celery_app, poll_expiry_s
+from infrastructure.broker.dispatcher import CeleryDispatcher
+from infrastructure.broker.nudge import RelayNudge
 from infrastructure.database import make_engine
 from infrastructure.mapping import map_domain
 from infrastructure.settings import Settings
-from infrastructure.unit_of_work import SqlUnitOfWork
-
-
-class Nudge(Protocol):
-    """Wakes the relay after a commit that wrote events (tasks/nudge.py)."""
-
-    def __call__(self) -> None: ...
-
-    def flush(self, timeout_s: float = 2.0) -> bool: ...
-
-    def close(self) -> None: ...
+from infrastructure.unit_of_work import SqlUnitOfWork, session_factory
 
 
 @dataclass
@@ -43,28 +38,54 @@ class Container:
 
     @cached_property
     def session_factory(self) -> sessionmaker[Session]:
-        # No autoflush: changes reach the database at commit, where a lost optimistic-locking
-        # race becomes a ConcurrentUpdateError, never half-way through a use case.
-        return sessionmaker(self.engine, autoflush=False, expire_on_commit=False)
+        return session_factory(self.engine)
 
     @cached_property
-    def relay_nudge(self) -> Nudge | None:
+    def celery_app(self) -> Celery:
+        return make_celery_app(self.settings)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """The relay's publisher; it opens its own broker connection on first use."""
+        return CeleryDispatcher(
+            self.celery_app, prune_embedded_broker=self.settings.uses_embedded_broker
+        )
+
+    @cached_property
+    def dispatch_backoff(self) -> DispatchBackoff:
+        """The broker's health as this process's relay saw it."""
+        return DispatchBackoff()
+
+    @cached_property
+    def relay_nudge(self) -> RelayNudge | None:
         if not (self.nudge and self.settings.nudge):
             return None
-        from celery import Celery
+        return RelayNudge(self.celery_app, expires_s=poll_expiry_s(self.settings))
 
-        from tasks.config import celery_config
-        from tasks.nudge import RelayNudge
+    def uow(self, transaction: Connection | Session | None = None) -> UnitOfWork:
+        """A unit of work of its own; or, given the application's `Connection` or `Session`,
+        one that joins its transaction and leaves committing to the application."""
+        if transaction is None:
+            return SqlUnitOfWork(self.session_factory, self.relay_nudge)
+        map_domain()
+        return SqlUnitOfWork.joining(transaction, self.relay_nudge)
 
-        app = Celery("postsave-nudge", config_source=celery_config(self.settings))
-        return RelayNudge(app, expires_s=max(self.settings.poll_interval_s * 2, 1.0))
-
-    def uow(self) -> UnitOfWork:
-        return SqlUnitOfWork(self.session_factory, self.relay_nudge)
+    def after_fork(self) -> None:
+        """In a new worker process: connections must never cross a fork, so each pool process
+        opens its own. The Celery app, with its tasks, stays."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+        for name in ("engine", "session_factory", "dispatcher", "dispatch_backoff"):
+            self.__dict__.pop(name, None)
 
     def close(self) -> None:
         nudge = self.__dict__.get("relay_nudge")
         if nudge is not None:
             nudge.close()
+        dispatcher = self.__dict__.get("dispatcher")
+        if isinstance(dispatcher, CeleryDispatcher):
+            dispatcher.close()
+        if "celery_app" in self.__dict__:
+            self.celery_app.close()
         if "engine" in self.__dict__:
             self.engine.dispose()

@@ -14,7 +14,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from domain import operations, projection, use_cases
 from domain.errors import DomainError
+from domain.ports import UnitOfWork
 from infrastructure.bootstrap import Container
+from infrastructure.demo import run_demo
+from infrastructure.migrate import upgrade
+from infrastructure.schema import BIGINT_MAX
 from infrastructure.settings import Settings, SettingsError
 
 EXIT_FAILED = 1
@@ -30,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-BIGINT_MAX = 2**63 - 1
+Handler = Callable[[Container, argparse.Namespace], int]
 
 
 def _positive_id(raw: str) -> int:
@@ -49,32 +53,24 @@ def _print_ids(ids: Sequence[int]) -> None:
     sys.stdout.write("".join(f"{i}\n" for i in ids))
 
 
-def _foo_create(c: Container, args: argparse.Namespace) -> int:
-    _print_ids(use_cases.create_foos(c.uow(), args.amount, args.count))
-    return 0
+IdsAction = Callable[[UnitOfWork, argparse.Namespace], Sequence[int]]
 
 
-def _foo_complete(c: Container, args: argparse.Namespace) -> int:
-    use_cases.complete_foos(c.uow(), args.ids)
-    _print_ids(args.ids)
-    return 0
+def _printing_ids(action: IdsAction) -> Handler:
+    """A command that creates or changes foos or bars and prints their ids, one per line."""
+
+    def handler(c: Container, args: argparse.Namespace) -> int:
+        _print_ids(action(c.uow(), args))
+        return 0
+
+    return handler
 
 
-def _foo_revise(c: Container, args: argparse.Namespace) -> int:
-    use_cases.revise_foo(c.uow(), args.id, args.amount)
-    _print_ids([args.id])
-    return 0
-
-
-def _foo_cancel(c: Container, args: argparse.Namespace) -> int:
-    use_cases.cancel_foos(c.uow(), args.ids)
-    _print_ids(args.ids)
-    return 0
-
-
-def _bar_create(c: Container, args: argparse.Namespace) -> int:
-    _print_ids(use_cases.create_bars(c.uow(), args.weight, args.count))
-    return 0
+_foo_create = _printing_ids(lambda uow, a: use_cases.create_foos(uow, a.amount, a.count))
+_foo_complete = _printing_ids(lambda uow, a: use_cases.complete_foos(uow, a.ids))
+_foo_revise = _printing_ids(lambda uow, a: use_cases.revise_foo(uow, a.id, a.amount))
+_foo_cancel = _printing_ids(lambda uow, a: use_cases.cancel_foos(uow, a.ids))
+_bar_create = _printing_ids(lambda uow, a: use_cases.create_bars(uow, a.weight, a.count))
 
 
 def _status(c: Container, args: argparse.Namespace) -> int:
@@ -125,7 +121,7 @@ def _verify(c: Container, args: argparse.Namespace) -> int:
 
 def _rebuild(c: Container, args: argparse.Namespace) -> int:
     events, bars = projection.rebuild(c.uow())
-    print(f"rebuilt {bars} bars from {events} processed events")
+    print(f"rebuilt {bars} bars from {events} applied events")
     return 0
 
 
@@ -134,7 +130,7 @@ def _dead_list(c: Container, args: argparse.Namespace) -> int:
         error = " ".join((event.last_error or "").split())  # one line per event
         print(
             f"{event.id}\t{event.event_type}\tfailures={event.failures}\t"
-            f"dispatches={event.attempts}\t{error}"
+            f"dispatches={event.dispatches}\t{error}"
         )
     return 0
 
@@ -145,20 +141,13 @@ def _dead_retry(c: Container, args: argparse.Namespace) -> int:
 
 
 def _migrate(c: Container, args: argparse.Namespace) -> int:
-    from infrastructure.migrate import upgrade
-
     upgrade(c.settings.database_url)
     print("database is at the latest revision")
     return 0
 
 
 def _demo(c: Container, args: argparse.Namespace) -> int:
-    from infrastructure.demo import run_demo
-
     return run_demo(c.settings)
-
-
-Handler = Callable[[Container, argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,10 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from celery import Celery
+
 from domain import operations, projection, use_cases
 from domain.outbox import OutboxStats
 from infrastructure import processes
 from infrastructure.bootstrap import Container
+from infrastructure.broker.names import RECALC_QUEUE, RECALC_TASK
 from infrastructure.migrate import upgrade
 from infrastructure.settings import VAR_DIR, Settings
 
@@ -69,21 +72,15 @@ def _wait_for_ready(log_path: Path, worker: subprocess.Popen[bytes]) -> None:
     raise TimeoutError(f"the worker did not start within 60s; see {log_path}")
 
 
-def _send_duplicates(settings: Settings, count: int) -> list[int]:
-    """Deliver already-processed events again, as a broker redelivery would."""
-    from tasks import app
-    from tasks.config import RECALC_QUEUE, RECALC_TASK
-
+def _send_duplicates(app: Celery, count: int) -> list[int]:
+    """Deliver already-applied events again, as a broker redelivery would."""
     ids = list(range(1, count + 1))
     for event_id in ids:
         app.send_task(RECALC_TASK, args=(event_id,), queue=RECALC_QUEUE)
     return ids
 
 
-def _wait_for_empty_queue(seconds: float) -> None:
-    from tasks import app
-    from tasks.config import RECALC_QUEUE
-
+def _wait_for_empty_queue(app: Celery, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     with app.connection_for_write() as connection:
         channel = connection.default_channel
@@ -140,9 +137,9 @@ def run_demo(settings: Settings) -> int:
         _say(f"\ncommitted {events} events; waiting for the workers to drain the outbox:")
         _wait_for_drain(container, started)
         elapsed = time.monotonic() - started
-        _send_duplicates(settings, DUPLICATES)
-        _say(f"delivered {DUPLICATES} processed events again on purpose (a broker redelivery)")
-        _wait_for_empty_queue(30.0)
+        _send_duplicates(container.celery_app, DUPLICATES)
+        _say(f"delivered {DUPLICATES} applied events again on purpose (a broker redelivery)")
+        _wait_for_empty_queue(container.celery_app, 30.0)
         result = projection.verify(container.uow())
     finally:
         processes.stop(beat)

@@ -33,6 +33,7 @@ metadata = MetaData(
     }
 )
 
+BIGINT_MAX = 2**63 - 1  # the largest id or count a BIGINT column holds
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Payload = JSON().with_variant(JSONB(), "postgresql")
@@ -94,23 +95,25 @@ outbox_events = Table(
     Column("event_type", String(64), nullable=False),
     Column("payload", Payload, nullable=False),
     Column("state", String(16), nullable=False, server_default="pending"),
-    Column("attempts", Integer, nullable=False, server_default="0"),
+    # Messages sent for the event: each lease counts one.
+    Column("dispatches", Integer, nullable=False, server_default="0"),
     Column("failures", Integer, nullable=False, server_default="0"),
     Column("occurred_at", Timestamp, nullable=False, server_default=db_now()),
     # When the relay may claim the event: now for a new event, the lease's end once dispatched,
     # the backoff's end after a failure.
     Column("available_at", Timestamp, nullable=False, server_default=db_now()),
     Column("dispatched_at", Timestamp),
-    Column("processed_at", Timestamp),
+    # When a pass put its delta on the bars (it may stay dispatched until its message is back).
+    Column("applied_at", Timestamp),
     Column("last_error", Text),
     CheckConstraint("state IN ('pending', 'dispatched', 'processed', 'dead')", name="state_known"),
-    CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    CheckConstraint("dispatches >= 0", name="dispatches_not_negative"),
     CheckConstraint("failures >= 0", name="failures_not_negative"),
 )
 
 _unfinished = text("state IN ('pending', 'dispatched')")
 # The relay's hot path reads only unfinished events: a partial index keeps the claim's cost
-# independent of how many processed events the log holds.
+# independent of how many finished events the log holds.
 Index(
     "ix_outbox_events_due",
     outbox_events.c.available_at,
@@ -119,9 +122,9 @@ Index(
     sqlite_where=_unfinished,
 )
 
-# The guard of exactly-once effect: the primary key refuses a second processing of one event.
-processed_events = Table(
-    "processed_events",
+# The guard of exactly-once effect: the primary key refuses to apply one event twice.
+applied_events = Table(
+    "applied_events",
     metadata,
     Column(
         "event_id",
@@ -129,5 +132,5 @@ processed_events = Table(
         ForeignKey("outbox_events.id", ondelete="RESTRICT"),
         primary_key=True,
     ),
-    Column("processed_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("applied_at", Timestamp, nullable=False, server_default=db_now()),
 )

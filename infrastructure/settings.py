@@ -12,7 +12,8 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from domain.outbox import RelayLimits, RetryPolicy
+from domain.backoff import RetryPolicy
+from domain.outbox import RelayLimits
 
 T = TypeVar("T", int, float)
 
@@ -70,10 +71,11 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
     poll_interval_s: float = 1.0
-    batch_size: int = 100
-    max_in_flight: int = 1000
-    lease_seconds: float = 30.0
-    max_attempts: int = 10
+    # The domain's defaults, in one place.
+    batch_size: int = RelayLimits.batch_size
+    max_in_flight: int = RelayLimits.max_in_flight
+    lease_seconds: float = RelayLimits.lease_seconds
+    max_attempts: int = RetryPolicy.max_attempts
     coalesce_limit: int = 500
     nudge: bool = True
 

@@ -1,10 +1,16 @@
-"""Alembic environment: the same settings and metadata as the application."""
+"""Alembic environment: the same settings and metadata as the application.
+
+Where it migrates, first match wins: a connection handed in as
+`config.attributes["connection"]` (Alembic's recipe for running migrations from a program; the
+caller owns it and its transaction), a URL handed in as `config.attributes["database_url"]`
+(`postsave migrate`, the demo, the tests), else `POSTSAVE_DATABASE_URL` or its default."""
 
 from __future__ import annotations
 
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import Connection
 
 from infrastructure.database import make_engine
 from infrastructure.schema import metadata
@@ -18,7 +24,6 @@ target_metadata = metadata
 
 
 def database_url() -> str:
-    # A URL set by the caller (tests, `postsave demo`) wins over the environment.
     return config.attributes.get("database_url") or Settings.from_env().database_url
 
 
@@ -33,26 +38,33 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def migrate(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite and not connection.in_transaction():
+        # Batch migrations rebuild tables; SQLite's foreign-key checks would refuse to drop a
+        # table that others refer to. The pragma only works outside a transaction, so it goes
+        # to the driver before SQLAlchemy begins one.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+    context.configure(
+        connection=connection, target_metadata=target_metadata, render_as_batch=sqlite
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
+
+
 def run_migrations_online() -> None:
+    handed_in = config.attributes.get("connection")
+    if handed_in is not None:
+        migrate(handed_in)  # the caller's connection: neither committed nor closed here
+        return
     engine = make_engine(database_url())
     try:
         with engine.connect() as connection:
-            if connection.dialect.name == "sqlite":
-                # Batch migrations rebuild tables; SQLite's foreign-key checks would refuse to
-                # drop a table that others refer to. The pragma only works outside a
-                # transaction, so it goes to the driver before SQLAlchemy begins one.
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
-            context.configure(
-                connection=connection,
-                target_metadata=target_metadata,
-                render_as_batch=connection.dialect.name == "sqlite",
-            )
-            with context.begin_transaction():
-                context.run_migrations()
-                if connection.dialect.name == "sqlite":
-                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                    if broken:
-                        raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
+            migrate(connection)
     finally:
         engine.dispose()
 

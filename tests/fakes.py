@@ -15,8 +15,17 @@ from domain.bar import Bar
 from domain.errors import ConcurrentUpdateError, DispatchError, EventNotFoundError
 from domain.events import FooEvent
 from domain.foo import Foo, FooState
-from domain.outbox import EventState, OutboxStats, StoredEvent
-from domain.ports import BarRepository, Dispatcher, FooRepository, Outbox, UnitOfWork
+from domain.outbox import UNFINISHED_STATES, EventState, OutboxStats, StoredEvent
+from domain.ports import (
+    BarRepository,
+    DeliveryLedger,
+    Dispatcher,
+    FooRepository,
+    Outbox,
+    OutboxAdmin,
+    RelayQueue,
+    UnitOfWork,
+)
 
 
 class ManualClock:
@@ -40,7 +49,7 @@ class OutboxRow:
     occurred_at: float
     available_at: float
     state: EventState = EventState.PENDING
-    attempts: int = 0
+    dispatches: int = 0
     last_error: str | None = None
     failures: int = 0
     applied: bool = False
@@ -51,7 +60,7 @@ class OutboxRow:
             self.event_type,
             copy.deepcopy(self.payload),
             self.state,
-            self.attempts,
+            self.dispatches,
             self.last_error,
             self.failures,
             self.applied,
@@ -65,7 +74,7 @@ class FakeData:
     applied_total: int = 0
     events_applied: int = 0
     events: dict[int, OutboxRow] = field(default_factory=dict)
-    processed: set[int] = field(default_factory=set)
+    applied: set[int] = field(default_factory=set)  # the applied guard
     last_id: dict[str, int] = field(default_factory=lambda: {"foos": 0, "bars": 0, "events": 0})
 
     def next_id(self, table: str) -> int:
@@ -138,79 +147,48 @@ class FakeBarRepository(BarRepository):
         return len(self.data.bars)
 
 
-_UNFINISHED = (EventState.PENDING, EventState.DISPATCHED)
+class FakeOutboxTable:
+    """The outbox rows of one transaction, shared by the fakes of its four ports."""
 
-
-class FakeOutbox(Outbox):
     def __init__(self, data: FakeData, clock: Callable[[], float]) -> None:
         self.data = data
         self.clock = clock
 
-    def _row(self, event_id: int) -> OutboxRow:
+    def row(self, event_id: int) -> OutboxRow:
         row = self.data.events.get(event_id)
         if row is None:
             raise EventNotFoundError(event_id)
         return row
 
-    def append(self, event: FooEvent) -> None:
-        now = self.clock()
-        row_id = self.data.next_id("events")
-        self.data.events[row_id] = OutboxRow(row_id, event.type_name, event.payload(), now, now)
-
-    def lock_for_processing(self, event_id: int) -> StoredEvent:
-        return self._row(event_id).stored()
-
-    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
-        recorded = []
-        for event_id in sorted(set(event_ids)):
-            self._row(event_id)
-            if event_id not in self.data.processed:
-                self.data.processed.add(event_id)
-                recorded.append(event_id)
-        return recorded
-
-    def mark_applied(self, event_ids: Sequence[int], delivered_id: int) -> None:
-        for event_id in event_ids:
-            row = self._row(event_id)
-            row.last_error, row.applied = None, True
-            if row.state is not EventState.DISPATCHED or event_id == delivered_id:
-                row.state = EventState.PROCESSED
-
-    def settle(self, event_id: int) -> None:
-        row = self._row(event_id)
-        if row.state is EventState.DISPATCHED and row.applied:
-            row.state = EventState.PROCESSED
-
-    def lock_for_coalescing(self, limit: int, exclude_id: int) -> list[StoredEvent]:
+    def rows(self, keep: Callable[[OutboxRow], bool] = lambda row: True) -> list[OutboxRow]:
+        """The rows that `keep` wants, in the order of the due index."""
         rows = sorted(self.data.events.values(), key=lambda row: (row.available_at, row.id))
-        wanted = [
-            r
-            for r in rows
-            if r.state in _UNFINISHED and not r.failures and not r.applied and r.id != exclude_id
-        ]
-        return [row.stored() for row in wanted[: max(limit, 0)]]
+        return [row for row in rows if keep(row)]
 
-    def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
-        row = self._row(event_id)
-        if row.state not in _UNFINISHED:
-            return
-        row.last_error = error[:4000]
-        row.failures += 1
-        if retry_in_s is None:
-            row.state = EventState.DEAD
-        else:
-            row.state, row.available_at = EventState.PENDING, self.clock() + retry_in_s
 
-    def try_lock_relay(self) -> bool:
+class FakeOutbox(Outbox):
+    def __init__(self, table: FakeOutboxTable) -> None:
+        self.table = table
+
+    def append(self, event: FooEvent) -> None:
+        now, data = self.table.clock(), self.table.data
+        row_id = data.next_id("events")
+        data.events[row_id] = OutboxRow(row_id, event.type_name, event.payload(), now, now)
+
+
+class FakeRelayQueue(RelayQueue):
+    def __init__(self, table: FakeOutboxTable) -> None:
+        self.table = table
+
+    def try_lock(self) -> bool:
         return True
 
     def count_in_flight(self) -> int:
-        return sum(1 for row in self.data.events.values() if row.state is EventState.DISPATCHED)
+        return len(self.table.rows(lambda row: row.state is EventState.DISPATCHED))
 
     def _claim(self, state: EventState, limit: int) -> list[StoredEvent]:
-        now = self.clock()
-        due = [r for r in self.data.events.values() if r.state is state and r.available_at <= now]
-        due.sort(key=lambda row: (row.available_at, row.id))
+        now = self.table.clock()
+        due = self.table.rows(lambda row: row.state is state and row.available_at <= now)
         return [row.stored() for row in due[: max(limit, 0)]]
 
     def claim_expired(self, limit: int) -> list[StoredEvent]:
@@ -220,19 +198,65 @@ class FakeOutbox(Outbox):
         return self._claim(EventState.PENDING, limit)
 
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
-        for event_id in event_ids:
-            row = self._row(event_id)
-            row.state, row.attempts = EventState.DISPATCHED, row.attempts + 1
-            row.available_at = self.clock() + lease_seconds
+        for row in map(self.table.row, event_ids):
+            row.state, row.dispatches = EventState.DISPATCHED, row.dispatches + 1
+            row.available_at = self.table.clock() + lease_seconds
+
+
+class FakeDeliveryLedger(DeliveryLedger):
+    def __init__(self, table: FakeOutboxTable) -> None:
+        self.table = table
+
+    def lock(self, event_id: int) -> StoredEvent:
+        return self.table.row(event_id).stored()
+
+    def lock_waiting(self, limit: int, exclude_id: int) -> list[StoredEvent]:
+        waiting = self.table.rows(
+            lambda r: (
+                r.state in UNFINISHED_STATES and not (r.failures or r.applied or r.id == exclude_id)
+            )
+        )
+        return [row.stored() for row in waiting[: max(limit, 0)]]
+
+    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
+        guard = self.table.data.applied
+        rows = [self.table.row(event_id) for event_id in sorted(set(event_ids))]
+        recorded = [row.id for row in rows if row.id not in guard]
+        guard.update(recorded)
+        return recorded
+
+    def finish_pass(self, applied_ids: Sequence[int], delivered_id: int) -> None:
+        delivered = self.table.row(delivered_id)
+        if delivered.state is EventState.DISPATCHED and delivered.applied:
+            delivered.state = EventState.PROCESSED
+        for row in map(self.table.row, applied_ids):
+            row.last_error, row.applied = None, True
+            if row.state is not EventState.DISPATCHED or row is delivered:
+                row.state = EventState.PROCESSED
+
+    def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
+        row = self.table.row(event_id)
+        if row.state not in UNFINISHED_STATES:
+            return
+        row.last_error, row.failures = error[:4000], row.failures + 1
+        if retry_in_s is None:
+            row.state = EventState.DEAD
+        else:
+            row.state, row.available_at = EventState.PENDING, self.table.clock() + retry_in_s
+
+
+class FakeOutboxAdmin(OutboxAdmin):
+    def __init__(self, table: FakeOutboxTable) -> None:
+        self.table = table
 
     def stats(self) -> OutboxStats:
-        rows = list(self.data.events.values())
+        rows = self.table.rows()
 
         def count(state: EventState) -> int:
             return sum(1 for row in rows if row.state is state)
 
-        unfinished = [row.occurred_at for row in rows if row.state in _UNFINISHED]
-        oldest = max(self.clock() - min(unfinished), 0.0) if unfinished else None
+        unfinished = [row.occurred_at for row in rows if row.state in UNFINISHED_STATES]
+        oldest = max(self.table.clock() - min(unfinished), 0.0) if unfinished else None
         return OutboxStats(
             pending=count(EventState.PENDING),
             in_flight=count(EventState.DISPATCHED),
@@ -241,24 +265,25 @@ class FakeOutbox(Outbox):
             oldest_pending_age_s=oldest,
         )
 
-    def processed_events(self) -> Iterator[StoredEvent]:
-        for event_id in sorted(self.data.events):
-            if self.data.events[event_id].applied:
-                yield self.data.events[event_id].stored()
+    def _in_id_order(self, keep: Callable[[OutboxRow], bool]) -> list[StoredEvent]:
+        return [row.stored() for row in sorted(self.table.rows(keep), key=lambda row: row.id)]
+
+    def applied_events(self) -> Iterator[StoredEvent]:
+        yield from self._in_id_order(lambda row: row.applied)
 
     def dead_events(self) -> list[StoredEvent]:
-        rows = sorted(self.data.events.values(), key=lambda row: row.id)
-        return [row.stored() for row in rows if row.state is EventState.DEAD]
+        return self._in_id_order(lambda row: row.state is EventState.DEAD)
 
     def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
-        wanted = set(self.data.events) if event_ids is None else set(event_ids)
-        revived = []
-        for event_id in sorted(wanted & set(self.data.events)):
-            row = self.data.events[event_id]
-            if row.state is EventState.DEAD:
-                row.state, row.failures, row.available_at = EventState.PENDING, 0, self.clock()
-                revived.append(event_id)
-        return revived
+        wanted = set(self.table.data.events) if event_ids is None else set(event_ids)
+        dead = self.table.rows(lambda row: row.state is EventState.DEAD and row.id in wanted)
+        for row in dead:
+            row.state, row.failures, row.available_at = (
+                EventState.PENDING,
+                0,
+                self.table.clock(),
+            )
+        return sorted(row.id for row in dead)
 
 
 class FakeUnitOfWork(UnitOfWork):
@@ -281,7 +306,11 @@ class FakeUnitOfWork(UnitOfWork):
         self.data = copy.deepcopy(self.database.data)
         self.foos = FakeFooRepository(self.data)
         self.bars = FakeBarRepository(self.data, self.database.apply_delta_errors)
-        self.outbox = FakeOutbox(self.data, self.database.clock)
+        table = FakeOutboxTable(self.data, self.database.clock)
+        self.outbox = FakeOutbox(table)
+        self.relay_queue = FakeRelayQueue(table)
+        self.deliveries = FakeDeliveryLedger(table)
+        self.admin = FakeOutboxAdmin(table)
 
     def _commit(self) -> None:
         before = self.database.data.foos

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from domain import use_cases
-from domain.recalculation import apply_event
+from domain.delivery import apply_pass
 from infrastructure.bootstrap import Container
 from infrastructure.cli import main
 from tests import services
@@ -31,7 +31,7 @@ TABLES = {
     "foos": "id",
     "bars": "id",
     "outbox_events": "id",
-    "processed_events": "event_id",
+    "applied_events": "event_id",
     "bar_projection": "id",
 }
 
@@ -129,7 +129,7 @@ def process_all(container: Container, engine: Engine) -> None:
         ).scalars()
         wanted = list(ids)
     for event_id in wanted:
-        apply_event(container.uow(), event_id)
+        apply_pass(container.uow(), event_id)
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def world(container: Container, db: Engine) -> World:
     events = event_ids(db)
     assert len(events) == 5
     for event_id in events[:2]:
-        apply_event(uow(), event_id)
+        apply_pass(uow(), event_id)
     return World(pending, completed, cancelled, revised, bars, events)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from domain.recalculation import apply_event
+from domain.delivery import apply_pass
 from infrastructure.bootstrap import Container
 from tests.cli.conftest import (
     SETTINGS,
@@ -406,7 +406,7 @@ def test_status_json_counts_every_state(cli: Run, db: Engine, container: Contain
     assert 0 <= age < 60
 
     first, second, third, *_ = event_ids(db)
-    apply_event(container.uow(), first)
+    apply_pass(container.uow(), first)
     execute(db, "UPDATE outbox_events SET state = 'dispatched' WHERE id = :id", id=second)
     execute(
         db, "UPDATE outbox_events SET state = 'dead', last_error = 'boom' WHERE id = :id", id=third
@@ -533,7 +533,7 @@ def test_rebuild_repairs_a_corrupted_bar(
 
     result = cli("rebuild")
     assert (result.code, result.err) == (0, "")
-    assert result.out == "rebuilt 3 bars from 5 processed events\n"
+    assert result.out == "rebuilt 3 bars from 5 applied events\n"
     assert cli("verify").code == 0
     with db.connect() as connection:
         values = connection.exec_driver_sql("SELECT weight, value FROM bars ORDER BY id").all()
@@ -550,7 +550,7 @@ def test_rebuild_leaves_pending_events_to_the_workers(
     # Two of five events processed (+7, +3): rebuild from those, then the rest arrive on top.
     execute(db, "UPDATE bars SET value = 0")
     result = cli("rebuild")
-    assert result.out == "rebuilt 3 bars from 2 processed events\n"
+    assert result.out == "rebuilt 3 bars from 2 applied events\n"
     assert scalar(db, "SELECT applied_total FROM bar_projection") == 10
     assert cli("verify").code == 1  # three events still pending
     process_all(container, db)
@@ -568,13 +568,13 @@ def test_rebuild_is_idempotent(cli: Run, db: Engine, world: World, container: Co
 # --- dead letters -----------------------------------------------------------------------------
 
 
-def _kill(db: Engine, event_id: int, failures: int = 10, attempts: int = 12) -> None:
+def _kill(db: Engine, event_id: int, failures: int = 10, dispatches: int = 12) -> None:
     execute(
         db,
-        "UPDATE outbox_events SET state='dead', last_error='boom', failures=:f, attempts=:a "
+        "UPDATE outbox_events SET state='dead', last_error='boom', failures=:f, dispatches=:d "
         "WHERE id = :id",
         f=failures,
-        a=attempts,
+        d=dispatches,
         id=event_id,
     )
 
@@ -583,7 +583,7 @@ def test_dead_list_and_retry(cli: Run, db: Engine, world: World) -> None:
     assert cli("dead", "list").out == ""
     first, second = world.events[2], world.events[4]
     _kill(db, first)
-    _kill(db, second, failures=3, attempts=4)
+    _kill(db, second, failures=3, dispatches=4)
 
     result = cli("dead", "list")
     assert (result.code, result.err) == (0, "")
@@ -597,7 +597,7 @@ def test_dead_list_and_retry(cli: Run, db: Engine, world: World) -> None:
     assert (result.code, result.err, result.out_lines) == (0, "", [str(second)])
     with db.connect() as connection:
         row = connection.exec_driver_sql(
-            f"SELECT state, failures, attempts, last_error FROM outbox_events WHERE id = {second}"
+            f"SELECT state, failures, dispatches, last_error FROM outbox_events WHERE id = {second}"
         ).one()
     # Failures start again, dispatches are history; the last error stays until it is processed.
     assert tuple(row) == ("pending", 0, 4, "boom")

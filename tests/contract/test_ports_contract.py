@@ -56,13 +56,13 @@ def add_bars(uow_factory: UowFactory, *weights: int, value: int = 0) -> list[int
 
 def pending_events(uow_factory: UowFactory) -> list[StoredEvent]:
     with uow_factory() as uow:
-        return uow.outbox.claim_pending(10_000)
+        return uow.relay_queue.claim_pending(10_000)
 
 
 def claimed_ids(uow: UnitOfWork, limit: int = 10) -> tuple[list[int], list[int]]:
     """The ids the relay would claim now: (expired leases, due pending events)."""
-    expired = [event.id for event in uow.outbox.claim_expired(limit)]
-    pending = [event.id for event in uow.outbox.claim_pending(limit)]
+    expired = [event.id for event in uow.relay_queue.claim_expired(limit)]
+    pending = [event.id for event in uow.relay_queue.claim_pending(limit)]
     return expired, pending
 
 
@@ -77,14 +77,14 @@ def append(uow_factory: UowFactory, *events: FooEvent) -> list[int]:
 
 def process(uow: UnitOfWork, event_id: int) -> bool:
     """What a delivery's pass does for its own event; False if it was applied already."""
-    recorded = uow.outbox.record_applied([event_id])
-    uow.outbox.mark_applied(recorded, delivered_id=event_id)
+    recorded = uow.deliveries.record_applied([event_id])
+    uow.deliveries.finish_pass(recorded, delivered_id=event_id)
     return recorded == [event_id]
 
 
 def stored(uow_factory: UowFactory, event_id: int) -> StoredEvent:
     with uow_factory() as uow:
-        return uow.outbox.lock_for_processing(event_id)
+        return uow.deliveries.lock(event_id)
 
 
 def bar_values(uow_factory: UowFactory, ids: list[int]) -> list[int]:
@@ -147,7 +147,7 @@ def test_nothing_is_persisted_when_the_unit_of_work_is_left_without_commit(
         with pytest.raises(BarNotFoundError):
             uow.bars.get(bar_id)
         assert uow.bars.count() == 0
-        assert uow.outbox.stats().pending == 0
+        assert uow.admin.stats().pending == 0
 
 
 def test_nothing_is_persisted_when_the_unit_of_work_fails(uow_factory: UowFactory) -> None:
@@ -159,7 +159,7 @@ def test_nothing_is_persisted_when_the_unit_of_work_fails(uow_factory: UowFactor
 
     with uow_factory() as uow:
         assert uow.foos.get(foo_id).state is FooState.PENDING
-        assert uow.outbox.stats().pending == 0
+        assert uow.admin.stats().pending == 0
 
 
 def test_an_explicit_rollback_discards_the_changes_made_so_far(uow_factory: UowFactory) -> None:
@@ -189,7 +189,7 @@ def test_a_foos_events_reach_the_outbox_only_when_the_unit_of_work_commits(
 
     [event] = pending_events(uow_factory)
     assert (event.event_type, event.payload) == ("FooCompleted", {"foo_id": foo_id, "delta": 5})
-    assert (event.state, event.attempts, event.failures, event.last_error) == (
+    assert (event.state, event.dispatches, event.failures, event.last_error) == (
         EventState.PENDING,
         0,
         0,
@@ -364,7 +364,7 @@ def test_locking_an_unknown_event_for_processing_raises_event_not_found(
     uow_factory: UowFactory,
 ) -> None:
     with uow_factory() as uow, pytest.raises(EventNotFoundError):
-        uow.outbox.lock_for_processing(31337)
+        uow.deliveries.lock(31337)
 
 
 def test_pending_claims_return_due_events_oldest_first_up_to_the_limit(
@@ -373,25 +373,25 @@ def test_pending_claims_return_due_events_oldest_first_up_to_the_limit(
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
 
     with uow_factory() as uow:
-        assert uow.outbox.try_lock_relay() is True
-        assert [event.id for event in uow.outbox.claim_pending(3)] == ids[:3]
-        assert [event.id for event in uow.outbox.claim_pending(10)] == ids
-        assert uow.outbox.claim_expired(10) == []  # nothing was ever dispatched
-        assert uow.outbox.count_in_flight() == 0
+        assert uow.relay_queue.try_lock() is True
+        assert [event.id for event in uow.relay_queue.claim_pending(3)] == ids[:3]
+        assert [event.id for event in uow.relay_queue.claim_pending(10)] == ids
+        assert uow.relay_queue.claim_expired(10) == []  # nothing was ever dispatched
+        assert uow.relay_queue.count_in_flight() == 0
 
 
 def test_dispatching_leases_events_and_counts_an_attempt(uow_factory: UowFactory) -> None:
     ids = append(uow_factory, completed(1, 1), completed(2, 2), completed(3, 3))
 
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched(ids[:2], LONG_LEASE)
+        uow.relay_queue.mark_dispatched(ids[:2], LONG_LEASE)
         uow.commit()
 
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 2
+        assert uow.relay_queue.count_in_flight() == 2
         assert claimed_ids(uow) == ([], ids[2:])  # leased events are claimed by nobody
     events = [stored(uow_factory, event_id) for event_id in ids]
-    assert [(event.state, event.attempts, event.failures) for event in events] == [
+    assert [(event.state, event.dispatches, event.failures) for event in events] == [
         (EventState.DISPATCHED, 1, 0),
         (EventState.DISPATCHED, 1, 0),
         (EventState.PENDING, 0, 0),
@@ -403,21 +403,21 @@ def test_an_event_whose_lease_expired_is_still_in_flight_and_claimed_as_expired(
 ) -> None:
     [expired, leased] = append(uow_factory, completed(1, 1), completed(2, 2))
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched([expired], 0.0)
-        uow.outbox.mark_dispatched([leased], LONG_LEASE)
+        uow.relay_queue.mark_dispatched([expired], 0.0)
+        uow.relay_queue.mark_dispatched([leased], LONG_LEASE)
         uow.commit()
     time.sleep(0.005)
 
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 2  # an expired lease still holds its place
+        assert uow.relay_queue.count_in_flight() == 2  # an expired lease still holds its place
         assert claimed_ids(uow) == ([expired], [])
-        uow.outbox.mark_dispatched([expired], LONG_LEASE)
+        uow.relay_queue.mark_dispatched([expired], LONG_LEASE)
         uow.commit()
 
     event = stored(uow_factory, expired)
-    assert (event.state, event.attempts, event.failures) == (EventState.DISPATCHED, 2, 0)
+    assert (event.state, event.dispatches, event.failures) == (EventState.DISPATCHED, 2, 0)
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 2
+        assert uow.relay_queue.count_in_flight() == 2
         assert claimed_ids(uow) == ([], [])
 
 
@@ -428,23 +428,23 @@ def test_claims_split_expired_leases_from_due_pending_events_and_in_flight_count
     # Leases that run out in reverse id order: the oldest lease end is claimed first.
     for event_id in (ids[3], ids[0]):
         with uow_factory() as uow:
-            uow.outbox.mark_dispatched([event_id], 0.0)
+            uow.relay_queue.mark_dispatched([event_id], 0.0)
             uow.commit()
         time.sleep(0.005)
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched([ids[1]], LONG_LEASE)
+        uow.relay_queue.mark_dispatched([ids[1]], LONG_LEASE)
         process(uow, ids[5])
         uow.commit()
 
     with uow_factory() as uow:
-        assert [event.id for event in uow.outbox.claim_expired(10)] == [ids[3], ids[0]]
-        assert [event.id for event in uow.outbox.claim_expired(1)] == [ids[3]]
-        assert [event.id for event in uow.outbox.claim_pending(10)] == [ids[2], ids[4]]
-        assert [event.id for event in uow.outbox.claim_pending(1)] == [ids[2]]
+        assert [event.id for event in uow.relay_queue.claim_expired(10)] == [ids[3], ids[0]]
+        assert [event.id for event in uow.relay_queue.claim_expired(1)] == [ids[3]]
+        assert [event.id for event in uow.relay_queue.claim_pending(10)] == [ids[2], ids[4]]
+        assert [event.id for event in uow.relay_queue.claim_pending(1)] == [ids[2]]
         # Every dispatched event holds a place, its lease run out or not; others hold none.
-        assert uow.outbox.count_in_flight() == 3
-        [claimed] = uow.outbox.claim_expired(1)
-    assert (claimed.state, claimed.attempts, claimed.failures) == (EventState.DISPATCHED, 1, 0)
+        assert uow.relay_queue.count_in_flight() == 3
+        [claimed] = uow.relay_queue.claim_expired(1)
+    assert (claimed.state, claimed.dispatches, claimed.failures) == (EventState.DISPATCHED, 1, 0)
 
 
 def test_an_event_leaves_the_in_flight_count_once_processed_or_back_to_pending_or_dead(
@@ -452,21 +452,21 @@ def test_an_event_leaves_the_in_flight_count_once_processed_or_back_to_pending_o
 ) -> None:
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 5)))
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched(ids, 0.0)
+        uow.relay_queue.mark_dispatched(ids, 0.0)
         uow.commit()
     time.sleep(0.005)
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 4
+        assert uow.relay_queue.count_in_flight() == 4
 
     with uow_factory() as uow:
         process(uow, ids[0])
-        uow.outbox.record_failure(ids[1], "RuntimeError: retry", retry_in_s=0.0)
-        uow.outbox.record_failure(ids[2], "RuntimeError: give up", retry_in_s=None)
+        uow.deliveries.record_failure(ids[1], "RuntimeError: retry", retry_in_s=0.0)
+        uow.deliveries.record_failure(ids[2], "RuntimeError: give up", retry_in_s=None)
         uow.commit()
     time.sleep(0.005)
 
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 1
+        assert uow.relay_queue.count_in_flight() == 1
         assert claimed_ids(uow) == ([ids[3]], [ids[1]])
 
 
@@ -475,24 +475,24 @@ def test_failures_are_counted_apart_from_dispatches(uow_factory: UowFactory) -> 
 
     for _ in range(3):  # three dispatches whose leases simply run out
         with uow_factory() as uow:
-            uow.outbox.mark_dispatched([event_id], 0.0)
+            uow.relay_queue.mark_dispatched([event_id], 0.0)
             uow.commit()
     event = stored(uow_factory, event_id)
-    assert (event.state, event.attempts, event.failures) == (EventState.DISPATCHED, 3, 0)
+    assert (event.state, event.dispatches, event.failures) == (EventState.DISPATCHED, 3, 0)
 
     for n in range(1, 3):
         with uow_factory() as uow:
-            uow.outbox.record_failure(event_id, f"RuntimeError: {n}", retry_in_s=0.0)
+            uow.deliveries.record_failure(event_id, f"RuntimeError: {n}", retry_in_s=0.0)
             uow.commit()
         event = stored(uow_factory, event_id)
-        assert (event.state, event.attempts, event.failures) == (EventState.PENDING, 3, n)
+        assert (event.state, event.dispatches, event.failures) == (EventState.PENDING, 3, n)
 
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched([event_id], LONG_LEASE)
-        uow.outbox.record_failure(event_id, "RuntimeError: last", retry_in_s=None)
+        uow.relay_queue.mark_dispatched([event_id], LONG_LEASE)
+        uow.deliveries.record_failure(event_id, "RuntimeError: last", retry_in_s=None)
         uow.commit()
     event = stored(uow_factory, event_id)
-    assert (event.state, event.attempts, event.failures, event.last_error) == (
+    assert (event.state, event.dispatches, event.failures, event.last_error) == (
         EventState.DEAD,
         4,
         3,
@@ -500,17 +500,17 @@ def test_failures_are_counted_apart_from_dispatches(uow_factory: UowFactory) -> 
     )
 
     with uow_factory() as uow:
-        assert uow.outbox.revive_dead([event_id]) == [event_id]
+        assert uow.admin.revive_dead([event_id]) == [event_id]
         uow.commit()
     event = stored(uow_factory, event_id)
-    assert (event.state, event.attempts, event.failures) == (EventState.PENDING, 4, 0)
+    assert (event.state, event.dispatches, event.failures) == (EventState.PENDING, 4, 0)
 
 
 def test_a_failure_count_is_discarded_with_its_unit_of_work(uow_factory: UowFactory) -> None:
     [event_id] = append(uow_factory, completed(1, 1))
 
     with uow_factory() as uow:
-        uow.outbox.record_failure(event_id, "RuntimeError: boom", retry_in_s=0.0)
+        uow.deliveries.record_failure(event_id, "RuntimeError: boom", retry_in_s=0.0)
 
     event = stored(uow_factory, event_id)
     assert (event.state, event.failures, event.last_error) == (EventState.PENDING, 0, None)
@@ -520,10 +520,10 @@ def test_a_dispatch_mark_is_discarded_with_its_unit_of_work(uow_factory: UowFact
     [event_id] = append(uow_factory, completed(1, 1))
 
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched([event_id], LONG_LEASE)
+        uow.relay_queue.mark_dispatched([event_id], LONG_LEASE)
 
     event = stored(uow_factory, event_id)
-    assert (event.state, event.attempts, event.failures) == (EventState.PENDING, 0, 0)
+    assert (event.state, event.dispatches, event.failures) == (EventState.PENDING, 0, 0)
 
 
 def test_a_failure_with_a_retry_delay_makes_the_event_pending_later_and_counts_a_failure(
@@ -531,14 +531,14 @@ def test_a_failure_with_a_retry_delay_makes_the_event_pending_later_and_counts_a
 ) -> None:
     [later, now] = append(uow_factory, completed(1, 1), completed(2, 2))
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched([later, now], LONG_LEASE)
-        uow.outbox.record_failure(later, "RuntimeError: try later", retry_in_s=LONG_LEASE)
-        uow.outbox.record_failure(now, "RuntimeError: try now", retry_in_s=0.0)
+        uow.relay_queue.mark_dispatched([later, now], LONG_LEASE)
+        uow.deliveries.record_failure(later, "RuntimeError: try later", retry_in_s=LONG_LEASE)
+        uow.deliveries.record_failure(now, "RuntimeError: try now", retry_in_s=0.0)
         uow.commit()
     time.sleep(0.005)
 
     event = stored(uow_factory, later)
-    assert (event.state, event.attempts, event.failures, event.last_error) == (
+    assert (event.state, event.dispatches, event.failures, event.last_error) == (
         EventState.PENDING,
         1,
         1,
@@ -546,21 +546,21 @@ def test_a_failure_with_a_retry_delay_makes_the_event_pending_later_and_counts_a
     )
     with uow_factory() as uow:
         assert claimed_ids(uow) == ([], [now])
-        assert uow.outbox.count_in_flight() == 0
+        assert uow.relay_queue.count_in_flight() == 0
 
 
 def test_a_failure_without_a_retry_makes_the_event_dead(uow_factory: UowFactory) -> None:
     [event_id] = append(uow_factory, completed(1, 1))
 
     with uow_factory() as uow:
-        uow.outbox.record_failure(event_id, "InvalidEventError: " + "x" * 5000, retry_in_s=None)
+        uow.deliveries.record_failure(event_id, "InvalidEventError: " + "x" * 5000, retry_in_s=None)
         uow.commit()
 
     with uow_factory() as uow:
-        [dead] = uow.outbox.dead_events()
+        [dead] = uow.admin.dead_events()
         assert claimed_ids(uow) == ([], [])
-        assert uow.outbox.count_in_flight() == 0
-    assert (dead.id, dead.state, dead.attempts, dead.failures) == (
+        assert uow.relay_queue.count_in_flight() == 0
+    assert (dead.id, dead.state, dead.dispatches, dead.failures) == (
         event_id,
         EventState.DEAD,
         0,
@@ -575,12 +575,12 @@ def test_a_failure_reported_for_a_finished_event_changes_nothing(uow_factory: Uo
     [processed, dead] = append(uow_factory, completed(1, 1), completed(2, 2))
     with uow_factory() as uow:
         process(uow, processed)
-        uow.outbox.record_failure(dead, "first", retry_in_s=None)
+        uow.deliveries.record_failure(dead, "first", retry_in_s=None)
         uow.commit()
 
     with uow_factory() as uow:
-        uow.outbox.record_failure(processed, "late", retry_in_s=0.0)
-        uow.outbox.record_failure(dead, "second", retry_in_s=0.0)
+        uow.deliveries.record_failure(processed, "late", retry_in_s=0.0)
+        uow.deliveries.record_failure(dead, "second", retry_in_s=0.0)
         uow.commit()
 
     after = [stored(uow_factory, event_id) for event_id in (processed, dead)]
@@ -592,20 +592,20 @@ def test_a_failure_reported_for_a_finished_event_changes_nothing(uow_factory: Uo
 
 def test_stats_count_events_by_state(uow_factory: UowFactory) -> None:
     with uow_factory() as uow:
-        empty = uow.outbox.stats()
+        empty = uow.admin.stats()
     assert (empty.pending, empty.in_flight, empty.processed, empty.dead) == (0, 0, 0, 0)
     assert empty.oldest_pending_age_s is None
     assert empty.drained
 
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched(ids[:2], LONG_LEASE)
+        uow.relay_queue.mark_dispatched(ids[:2], LONG_LEASE)
         process(uow, ids[2])
-        uow.outbox.record_failure(ids[3], "dead", retry_in_s=None)
+        uow.deliveries.record_failure(ids[3], "dead", retry_in_s=None)
         uow.commit()
 
     with uow_factory() as uow:
-        stats = uow.outbox.stats()
+        stats = uow.admin.stats()
     assert (stats.pending, stats.in_flight, stats.processed, stats.dead) == (1, 2, 1, 1)
     assert stats.oldest_pending_age_s is not None
     assert 0.0 <= stats.oldest_pending_age_s < 60.0
@@ -618,11 +618,11 @@ def test_the_oldest_pending_age_is_gone_once_every_event_is_finished(
     [processed, dead] = append(uow_factory, completed(1, 1), completed(2, 2))
     with uow_factory() as uow:
         process(uow, processed)
-        uow.outbox.record_failure(dead, "dead", retry_in_s=None)
+        uow.deliveries.record_failure(dead, "dead", retry_in_s=None)
         uow.commit()
 
     with uow_factory() as uow:
-        stats = uow.outbox.stats()
+        stats = uow.admin.stats()
     assert stats.oldest_pending_age_s is None
     assert stats.drained
 
@@ -635,7 +635,7 @@ def test_processed_events_are_the_log_in_id_order(uow_factory: UowFactory) -> No
         uow.commit()
 
     with uow_factory() as uow:
-        log = [(event.id, event.event().delta) for event in uow.outbox.processed_events()]
+        log = [(event.id, event.event().delta) for event in uow.admin.applied_events()]
 
     assert log == [(ids[0], 10), (ids[2], 30), (ids[3], 40)]
 
@@ -645,29 +645,29 @@ def test_reviving_dead_events_by_id_makes_only_those_due_again_with_no_failures(
 ) -> None:
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 5)))
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched(ids, LONG_LEASE)
+        uow.relay_queue.mark_dispatched(ids, LONG_LEASE)
         for event_id in ids[:3]:
-            uow.outbox.record_failure(event_id, "boom", retry_in_s=None)
+            uow.deliveries.record_failure(event_id, "boom", retry_in_s=None)
         uow.commit()
 
     with uow_factory() as uow:
-        assert uow.outbox.revive_dead([ids[2], ids[0], ids[3], 999]) == [ids[0], ids[2]]
+        assert uow.admin.revive_dead([ids[2], ids[0], ids[3], 999]) == [ids[0], ids[2]]
         uow.commit()
 
     # Failures start over; the dispatch count is history and stays.
     revived = stored(uow_factory, ids[0])
-    assert (revived.state, revived.attempts, revived.failures, revived.last_error) == (
+    assert (revived.state, revived.dispatches, revived.failures, revived.last_error) == (
         EventState.PENDING,
         1,
         0,
         "boom",
     )
     still_dead = stored(uow_factory, ids[1])
-    assert (still_dead.state, still_dead.attempts, still_dead.failures) == (EventState.DEAD, 1, 1)
+    assert (still_dead.state, still_dead.dispatches, still_dead.failures) == (EventState.DEAD, 1, 1)
     with uow_factory() as uow:
         assert claimed_ids(uow) == ([], [ids[0], ids[2]])
-        assert [event.id for event in uow.outbox.dead_events()] == [ids[1]]
-        assert uow.outbox.count_in_flight() == 1
+        assert [event.id for event in uow.admin.dead_events()] == [ids[1]]
+        assert uow.relay_queue.count_in_flight() == 1
     assert stored(uow_factory, ids[3]).state is EventState.DISPATCHED
 
 
@@ -675,17 +675,17 @@ def test_reviving_every_dead_event(uow_factory: UowFactory) -> None:
     ids = append(uow_factory, *(completed(n, n) for n in range(1, 4)))
     with uow_factory() as uow:
         for event_id in ids[1:]:
-            uow.outbox.record_failure(event_id, "boom", retry_in_s=None)
+            uow.deliveries.record_failure(event_id, "boom", retry_in_s=None)
         uow.commit()
 
     with uow_factory() as uow:
-        assert uow.outbox.revive_dead(None) == ids[1:]
-        assert uow.outbox.revive_dead(None) == []
+        assert uow.admin.revive_dead(None) == ids[1:]
+        assert uow.admin.revive_dead(None) == []
         uow.commit()
 
     with uow_factory() as uow:
-        assert uow.outbox.dead_events() == []
-        assert uow.outbox.stats().pending == 3
+        assert uow.admin.dead_events() == []
+        assert uow.admin.stats().pending == 3
     assert [stored(uow_factory, event_id).failures for event_id in ids] == [0, 0, 0]
 
 
@@ -696,9 +696,9 @@ def test_a_pass_records_only_the_events_not_yet_applied(uow_factory: UowFactory)
         uow.commit()
 
     with uow_factory() as uow:
-        assert uow.outbox.record_applied(ids) == [ids[0], ids[2]]
-        assert uow.outbox.record_applied(ids) == []
-        uow.outbox.mark_applied([ids[0], ids[2]], delivered_id=ids[0])
+        assert uow.deliveries.record_applied(ids) == [ids[0], ids[2]]
+        assert uow.deliveries.record_applied(ids) == []
+        uow.deliveries.finish_pass([ids[0], ids[2]], delivered_id=ids[0])
         uow.commit()
 
     assert {stored(uow_factory, i).state for i in ids} == {EventState.PROCESSED}
@@ -710,12 +710,12 @@ def test_an_event_applied_while_its_message_is_out_stays_in_flight_until_it_come
 ) -> None:
     delivered, out, waiting = append(uow_factory, *(completed(i, i) for i in range(1, 4)))
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched([delivered, out], LONG_LEASE)
+        uow.relay_queue.mark_dispatched([delivered, out], LONG_LEASE)
         uow.commit()
 
     with uow_factory() as uow:
-        assert uow.outbox.record_applied([delivered, out, waiting]) == [delivered, out, waiting]
-        uow.outbox.mark_applied([delivered, out, waiting], delivered_id=delivered)
+        assert uow.deliveries.record_applied([delivered, out, waiting]) == [delivered, out, waiting]
+        uow.deliveries.finish_pass([delivered, out, waiting], delivered_id=delivered)
         uow.commit()
 
     after = {i: stored(uow_factory, i) for i in (delivered, out, waiting)}
@@ -726,17 +726,19 @@ def test_an_event_applied_while_its_message_is_out_stays_in_flight_until_it_come
     ]
     assert all(event.applied for event in after.values())
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 1
-        assert uow.outbox.lock_for_coalescing(10, exclude_id=delivered) == []
-        assert [e.id for e in uow.outbox.processed_events()] == [delivered, out, waiting]
-        uow.outbox.settle(out)
+        assert uow.relay_queue.count_in_flight() == 1
+        assert uow.deliveries.lock_waiting(10, exclude_id=delivered) == []
+        assert [e.id for e in uow.admin.applied_events()] == [delivered, out, waiting]
+        uow.deliveries.finish_pass([], delivered_id=out)
         uow.commit()
 
     assert stored(uow_factory, out).state is EventState.PROCESSED
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 0
-        uow.outbox.settle(waiting)  # settling what is not in flight changes nothing
-        assert uow.outbox.stats().processed == 3
+        assert uow.relay_queue.count_in_flight() == 0
+        uow.deliveries.finish_pass(
+            [], delivered_id=waiting
+        )  # settling what is not in flight changes nothing
+        assert uow.admin.stats().processed == 3
 
 
 def test_coalescing_locks_unfinished_events_that_never_failed_except_the_one_in_hand(
@@ -745,11 +747,11 @@ def test_coalescing_locks_unfinished_events_that_never_failed_except_the_one_in_
     ids = append(uow_factory, *(completed(i, i) for i in range(1, 6)))
     with uow_factory() as uow:
         process(uow, ids[0])
-        uow.outbox.record_failure(ids[1], "boom", retry_in_s=0.0)
-        uow.outbox.mark_dispatched([ids[2]], LONG_LEASE)
+        uow.deliveries.record_failure(ids[1], "boom", retry_in_s=0.0)
+        uow.relay_queue.mark_dispatched([ids[2]], LONG_LEASE)
         uow.commit()
 
     with uow_factory() as uow:
-        locked = [event.id for event in uow.outbox.lock_for_coalescing(10, exclude_id=ids[3])]
+        locked = [event.id for event in uow.deliveries.lock_waiting(10, exclude_id=ids[3])]
         assert sorted(locked) == [ids[2], ids[4]]
-        assert len(uow.outbox.lock_for_coalescing(1, exclude_id=ids[3])) == 1
+        assert len(uow.deliveries.lock_waiting(1, exclude_id=ids[3])) == 1

@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from celery import Celery
 from sqlalchemy import text
 
 from domain import operations
 from domain.outbox import OutboxStats
 from infrastructure import processes
 from infrastructure.bootstrap import Container
+from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK
 from infrastructure.settings import Settings
-from tasks.config import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK, celery_config
 
 # What the fault tests measured, printed at the end of the run (tests/conftest.py).
 FAULT_REPORTS: list[str] = []
@@ -49,8 +48,7 @@ class Pipeline:
             max_attempts=self.max_attempts,
         )
         self.container = Container(self.settings, nudge=True)  # as an application would
-        self.app = Celery("postsave-test")
-        self.app.config_from_object(celery_config(self.settings))
+        self.app = self.container.celery_app
         self.purge()
 
     @property
@@ -142,9 +140,7 @@ class Pipeline:
             applied = connection.execute(
                 text("SELECT events_applied FROM bar_projection")
             ).scalar_one()
-            recorded = connection.execute(
-                text("SELECT count(*) FROM processed_events")
-            ).scalar_one()
+            recorded = connection.execute(text("SELECT count(*) FROM applied_events")).scalar_one()
         return {
             "events": stats.processed + stats.pending + stats.in_flight + stats.dead,
             "processed": stats.processed,

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from domain import projection, use_cases
 from infrastructure import processes
-from tasks.config import POLL_QUEUE, RECALC_QUEUE
+from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from tests.e2e.pipeline import FAULT_REPORTS, DepthSampler, Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -90,8 +90,8 @@ def test_a_poller_crash_between_publish_and_commit_loses_nothing(
         """
         import os
         from domain.relay import relay_once
-        from tasks.app import app, container, settings
-        from tasks.dispatch import CeleryDispatcher
+        from infrastructure.bootstrap import Container
+        from infrastructure.broker.dispatcher import CeleryDispatcher
 
         class CrashAfterPublish(CeleryDispatcher):
             def dispatch(self, event_ids, expires_in_s):
@@ -99,7 +99,9 @@ def test_a_poller_crash_between_publish_and_commit_loses_nothing(
                 print(len(event_ids), flush=True)
                 os._exit(9)
 
-        relay_once(container().uow(), CrashAfterPublish(app), settings.relay_limits)
+        container = Container()
+        dispatcher = CrashAfterPublish(container.celery_app)
+        relay_once(container.uow(), dispatcher, container.settings.relay_limits)
         """
     )
     crashed = subprocess.run(
@@ -197,9 +199,9 @@ def test_processed_events_delivered_again_change_nothing(faulty: Pipeline) -> No
     for event_id in range(1, stats.processed + 1):
         faulty.deliver(event_id)
         faulty.deliver(event_id)
-    faulty.wait_for_log("'already_processed'", count=2 * stats.processed)
+    faulty.wait_for_log("'already_applied'", count=2 * stats.processed)
     assert faulty.counts() == before
-    finish(faulty, "redelivered processed events", redelivered=2 * stats.processed)
+    finish(faulty, "redelivered applied events", redelivered=2 * stats.processed)
 
 
 def test_garbage_messages_are_dropped_and_the_worker_stays_up(faulty: Pipeline) -> None:
@@ -265,7 +267,7 @@ def test_the_broker_stays_bounded_through_an_outage_and_slow_consumers(
         full_started = time.monotonic()
         with pipeline.container.engine.connect() as connection:
             redispatched = connection.execute(
-                text("SELECT count(*) FROM outbox_events WHERE attempts > 1")
+                text("SELECT count(*) FROM outbox_events WHERE dispatches > 1")
             ).scalar_one()
         pipeline.start_worker("full")
         finish(pipeline, "bounded broker")

@@ -38,7 +38,7 @@ def _run_flow(pipeline: Pipeline, foos: int, bars: int) -> None:
         pipeline.deliver(event_id)  # every other processed event, delivered again
     pipeline.wait_until_queues_empty()
     pipeline.wait_until_drained()
-    pipeline.wait_for_log("'already_processed'", count=len(redelivered))
+    pipeline.wait_for_log("'already_applied'", count=len(redelivered))
     after = projection.verify(pipeline.container.uow())
     assert after.mismatched == []
     assert after.completed_total == before.completed_total

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from domain import projection, use_cases
+from domain.delivery import Outcome, apply_pass
 from domain.errors import ConcurrentUpdateError
-from domain.recalculation import Outcome, apply_event
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 
@@ -52,7 +52,7 @@ def test_bars_created_while_events_are_applied_end_up_right(pg_url: str) -> None
     created: list[int] = []
 
     def apply_all(ids: list[int]) -> Callable[[], None]:
-        return lambda: [apply_event(container.uow(), i) for i in ids]  # type: ignore[func-returns-value]
+        return lambda: [apply_pass(container.uow(), i) for i in ids]  # type: ignore[func-returns-value]
 
     def create_bars() -> None:
         rng = random.Random(1)
@@ -89,7 +89,7 @@ def test_concurrent_revisions_of_one_foo_are_never_miscounted(pg_url: str) -> No
 
     _run_threads(*(revise(seed) for seed in range(4)))
     for event_id in _event_ids(container):
-        assert apply_event(container.uow(), event_id) is Outcome.APPLIED
+        assert apply_pass(container.uow(), event_id) is Outcome.APPLIED
 
     result = projection.verify(container.uow())
     assert result.mismatched == []
@@ -113,9 +113,9 @@ def test_two_deliveries_of_one_event_at_once_apply_it_once(pg_url: str) -> None:
 
     def deliver() -> None:
         barrier.wait()
-        outcomes.append(apply_event(container.uow(), event_id))
+        outcomes.append(apply_pass(container.uow(), event_id))
 
     _run_threads(*([deliver] * 4))
-    assert sorted(outcomes) == sorted([Outcome.APPLIED] + [Outcome.ALREADY_PROCESSED] * 3)
+    assert sorted(outcomes) == sorted([Outcome.APPLIED] + [Outcome.ALREADY_APPLIED] * 3)
     assert projection.verify(container.uow()).holds
     container.close()

@@ -12,21 +12,17 @@ from celery import Celery
 from sqlalchemy import text
 
 from domain import use_cases
+from domain.backoff import DispatchBackoff
 from domain.errors import DispatchError
-from domain.relay import DispatchBackoff, relay_once, relay_until_idle
+from domain.relay import relay_once, relay_until_idle
 from infrastructure.bootstrap import Container
+from infrastructure.broker.celery_app import make_celery_app
+from infrastructure.broker.dispatcher import CeleryDispatcher
+from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from infrastructure.settings import Settings
-from tasks.config import POLL_QUEUE, RECALC_QUEUE, celery_config
-from tasks.dispatch import CeleryDispatcher
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 DOWN_BROKER = "amqp://guest:guest@127.0.0.1:1//"
-
-
-def celery_app(settings: Settings) -> Celery:
-    app = Celery("postsave-test")
-    app.config_from_object(celery_config(settings))
-    return app
 
 
 @pytest.fixture
@@ -39,7 +35,7 @@ def container(pg_url: str, amqp_url: str) -> Iterator[Container]:
 
 def rows(container: Container) -> list[tuple[str, int]]:
     with container.engine.connect() as connection:
-        query = text("SELECT state, attempts FROM outbox_events ORDER BY id")
+        query = text("SELECT state, dispatches FROM outbox_events ORDER BY id")
         return [tuple(row) for row in connection.execute(query)]  # type: ignore[misc]
 
 
@@ -52,7 +48,7 @@ def queue_depth(app: Celery) -> int:
 
 
 def test_dispatched_events_are_leased_once_rabbitmq_confirmed_them(container: Container) -> None:
-    app = celery_app(container.settings)
+    app = make_celery_app(container.settings)
     with app.connection_for_write() as connection:
         for queue in app.conf.task_queues:
             queue(connection.default_channel).declare()
@@ -72,7 +68,7 @@ def test_a_broker_that_is_down_leaves_the_events_due_without_spending_an_attempt
     container: Container,
 ) -> None:
     down = Settings(database_url=container.settings.database_url, broker_url=DOWN_BROKER)
-    dispatcher = CeleryDispatcher(celery_app(down))
+    dispatcher = CeleryDispatcher(make_celery_app(down))
 
     with pytest.raises(DispatchError, match="broker refused"):
         relay_once(container.uow(), dispatcher, container.settings.relay_limits)
@@ -90,7 +86,7 @@ class CountingDispatcher(CeleryDispatcher):
 
 def test_the_poller_backs_off_while_the_broker_is_down(container: Container) -> None:
     down = Settings(database_url=container.settings.database_url, broker_url=DOWN_BROKER)
-    dispatcher = CountingDispatcher(celery_app(down))
+    dispatcher = CountingDispatcher(make_celery_app(down))
     now = [0.0]
     backoff = DispatchBackoff(base_s=1.0, max_s=8.0, clock=lambda: now[0])
     limits = container.settings.relay_limits
@@ -115,7 +111,7 @@ def test_the_poller_backs_off_while_the_broker_is_down(container: Container) -> 
 def test_a_transaction_never_committed_leaves_no_message_in_the_broker(
     container: Container,
 ) -> None:
-    app = celery_app(container.settings)
+    app = make_celery_app(container.settings)
     dispatcher = CeleryDispatcher(app)
     dispatcher.dispatch([1], expires_in_s=30)  # opens the transactional channel
     depth = queue_depth(app)
@@ -132,7 +128,7 @@ def test_a_commit_that_writes_events_nudges_the_relay_once_however_many_commits(
     pg_url: str, amqp_url: str
 ) -> None:
     settings = Settings(database_url=pg_url, broker_url=amqp_url)
-    app = celery_app(settings)
+    app = make_celery_app(settings)
     with app.connection_for_write() as connection:
         for queue in app.conf.task_queues:
             queue(connection.default_channel).declare()

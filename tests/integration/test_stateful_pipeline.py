@@ -14,11 +14,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy import text
 
 from domain import projection, use_cases
+from domain.backoff import RetryPolicy
+from domain.delivery import Outcome, apply_pass, handle_delivery
 from domain.errors import DomainError
 from domain.operations import outbox_stats
-from domain.outbox import RelayLimits, RetryPolicy
+from domain.outbox import RelayLimits
 from domain.ports import Dispatcher, UnitOfWork
-from domain.recalculation import Outcome, apply_event, recalculate_bars
 from domain.relay import relay_once
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
@@ -58,7 +59,7 @@ class PipelineMachine(RuleBasedStateMachine):
         with container.engine.begin() as connection:
             connection.execute(
                 text(
-                    "TRUNCATE processed_events, outbox_events, foos, bars RESTART IDENTITY;"
+                    "TRUNCATE applied_events, outbox_events, foos, bars RESTART IDENTITY;"
                     "UPDATE bar_projection SET applied_total = 0, events_applied = 0"
                 )
             )
@@ -102,9 +103,9 @@ class PipelineMachine(RuleBasedStateMachine):
     def deliver(self, coalesce: int = 0) -> None:
         if self.broker.messages:
             event_id = self.broker.messages.pop(0)
-            assert recalculate_bars(self.uow, event_id, RETRY, coalesce) in (
+            assert handle_delivery(self.uow, event_id, RETRY, coalesce) in (
                 Outcome.APPLIED,
-                Outcome.ALREADY_PROCESSED,
+                Outcome.ALREADY_APPLIED,
             )
 
     @rule(data=st.data())
@@ -128,11 +129,11 @@ class PipelineMachine(RuleBasedStateMachine):
             event_id = self.broker.messages.pop(0)
             crashing = CrashingUnitOfWork(self.container.session_factory)
             try:
-                outcome = apply_event(crashing, event_id, coalesce)
+                outcome = apply_pass(crashing, event_id, coalesce)
             except RuntimeError:
                 pass  # crashed with the work done and nothing committed
             else:
-                assert outcome is Outcome.ALREADY_PROCESSED  # nothing to commit, no crash
+                assert outcome is Outcome.ALREADY_APPLIED  # nothing to commit, no crash
             if redelivered:  # acks_late + reject_on_worker_lost puts it back
                 self.broker.messages.append(event_id)
 
@@ -155,7 +156,7 @@ class PipelineMachine(RuleBasedStateMachine):
             applied, recorded, in_flight = connection.execute(
                 text(
                     "SELECT (SELECT events_applied FROM bar_projection),"
-                    " (SELECT count(*) FROM processed_events),"
+                    " (SELECT count(*) FROM applied_events),"
                     " (SELECT count(*) FROM outbox_events WHERE state = 'dispatched')"
                 )
             ).one()

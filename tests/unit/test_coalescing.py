@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from domain.outbox import EventState, RetryPolicy
+from domain.backoff import RetryPolicy
+from domain.delivery import Outcome, apply_pass, handle_delivery, record_failure
+from domain.outbox import EventState
 from domain.ports import UnitOfWork
-from domain.recalculation import Outcome, apply_event, recalculate_bars, record_failure
 from domain.use_cases import complete_foos, create_bars, create_foos
 from tests.fakes import FakeDatabase, FakeUnitOfWork
 from tests.unit.support import append_raw_event, bar_values, event_states
@@ -25,13 +26,13 @@ def test_one_delivery_applies_every_waiting_event_in_one_pass(
     [bar] = create_bars(uow, weight=2)
     events = completed_events(uow, database, 1, 2, 3, 4)
 
-    assert apply_event(uow_factory(), events[2], coalesce=10) is Outcome.APPLIED
+    assert apply_pass(uow_factory(), events[2], coalesce=10) is Outcome.APPLIED
 
     assert bar_values(database) == {bar: 2 * (1 + 2 + 3 + 4)}
     assert set(event_states(database).values()) == {EventState.PROCESSED}
     assert database.data.events_applied == 4  # four events, recorded once each, one pass
     for event_id in events:  # their own deliveries find nothing left to do
-        assert apply_event(uow_factory(), event_id, coalesce=10) is Outcome.ALREADY_PROCESSED
+        assert apply_pass(uow_factory(), event_id, coalesce=10) is Outcome.ALREADY_APPLIED
     assert bar_values(database) == {bar: 20}
 
 
@@ -41,7 +42,7 @@ def test_coalescing_takes_at_most_the_limit_of_other_events(
     [bar] = create_bars(uow, weight=1)
     events = completed_events(uow, database, 10, 20, 30, 40)
 
-    apply_event(uow_factory(), events[3], coalesce=2)
+    apply_pass(uow_factory(), events[3], coalesce=2)
 
     states = event_states(database)
     assert [states[e] for e in events] == [
@@ -60,9 +61,9 @@ def test_an_unreadable_waiting_event_is_left_to_its_own_delivery(
     [good] = completed_events(uow, database, 5)
     poison = append_raw_event(database, "FooExploded", {"foo_id": 1, "delta": 1})
 
-    assert recalculate_bars(uow_factory, good, POLICY, coalesce=10) is Outcome.APPLIED
+    assert handle_delivery(uow_factory, good, POLICY, coalesce=10) is Outcome.APPLIED
     assert event_states(database) == {good: EventState.PROCESSED, poison: EventState.PENDING}
-    assert recalculate_bars(uow_factory, poison, POLICY, coalesce=10) is Outcome.DEAD
+    assert handle_delivery(uow_factory, poison, POLICY, coalesce=10) is Outcome.DEAD
     assert bar_values(database) == {bar: 5}
 
 
@@ -73,7 +74,7 @@ def test_a_failing_coalesced_pass_falls_back_to_the_event_alone(
     events = completed_events(uow, database, 1, 2)
     database.apply_delta_errors.append(RuntimeError("the coalesced pass broke"))
 
-    assert recalculate_bars(uow_factory, events[0], POLICY, coalesce=10) is Outcome.APPLIED
+    assert handle_delivery(uow_factory, events[0], POLICY, coalesce=10) is Outcome.APPLIED
 
     assert event_states(database) == {
         events[0]: EventState.PROCESSED,
@@ -90,7 +91,7 @@ def test_events_that_failed_before_are_not_coalesced(
     events = completed_events(uow, database, 1, 2)
     database.data.events[events[1]].failures = 1
 
-    apply_event(uow_factory(), events[0], coalesce=10)
+    apply_pass(uow_factory(), events[0], coalesce=10)
 
     assert event_states(database)[events[1]] is EventState.PENDING
     assert bar_values(database) == {bar: 1}
@@ -102,17 +103,17 @@ def test_a_dispatched_event_applied_by_another_pass_stays_in_flight_until_its_me
     [bar] = create_bars(uow, weight=1)
     delivered, out = completed_events(uow, database, 3, 4)
     with uow_factory() as relay:
-        relay.outbox.mark_dispatched([delivered, out], lease_seconds=60)
+        relay.relay_queue.mark_dispatched([delivered, out], lease_seconds=60)
         relay.commit()
 
-    assert apply_event(uow_factory(), delivered, coalesce=10) is Outcome.APPLIED
+    assert apply_pass(uow_factory(), delivered, coalesce=10) is Outcome.APPLIED
 
     # Its message is still in the broker: it still counts against the in-flight bound.
     assert event_states(database) == {delivered: EventState.PROCESSED, out: EventState.DISPATCHED}
     assert database.data.events[out].applied
     with uow_factory() as check:
-        assert check.outbox.count_in_flight() == 1
-    assert apply_event(uow_factory(), out, coalesce=10) is Outcome.ALREADY_PROCESSED
+        assert check.relay_queue.count_in_flight() == 1
+    assert apply_pass(uow_factory(), out, coalesce=10) is Outcome.ALREADY_APPLIED
     assert event_states(database)[out] is EventState.PROCESSED
     assert bar_values(database) == {bar: 7}
     assert database.data.events_applied == 2
@@ -123,15 +124,15 @@ def test_a_delivery_with_nothing_left_to_do_still_applies_what_waits(
 ) -> None:
     [bar] = create_bars(uow, weight=1)
     [first] = completed_events(uow, database, 5)
-    apply_event(uow_factory(), first, coalesce=10)
+    apply_pass(uow_factory(), first, coalesce=10)
     later = completed_events(uow, database, 6)[-1]
 
     # A duplicate of the first message runs before the later event's own message arrives.
-    assert apply_event(uow_factory(), first, coalesce=10) is Outcome.ALREADY_PROCESSED
+    assert apply_pass(uow_factory(), first, coalesce=10) is Outcome.ALREADY_APPLIED
 
     assert event_states(database)[later] is EventState.PROCESSED
     assert bar_values(database) == {bar: 11}
-    assert apply_event(uow_factory(), later, coalesce=10) is Outcome.ALREADY_PROCESSED
+    assert apply_pass(uow_factory(), later, coalesce=10) is Outcome.ALREADY_APPLIED
     assert bar_values(database) == {bar: 11}
 
 
@@ -141,12 +142,12 @@ def test_a_failure_of_an_event_another_pass_applied_meanwhile_is_not_counted(
     create_bars(uow, weight=1)
     delivered, out = completed_events(uow, database, 3, 4)
     with uow_factory() as relay:
-        relay.outbox.mark_dispatched([delivered, out], lease_seconds=60)
+        relay.relay_queue.mark_dispatched([delivered, out], lease_seconds=60)
         relay.commit()
-    apply_event(uow_factory(), delivered, coalesce=10)
+    apply_pass(uow_factory(), delivered, coalesce=10)
 
     outcome = record_failure(uow_factory(), out, RuntimeError("late"), POLICY)
 
-    assert outcome is Outcome.ALREADY_PROCESSED
+    assert outcome is Outcome.ALREADY_APPLIED
     assert event_states(database)[out] is EventState.PROCESSED
     assert database.data.events[out].failures == 0

@@ -7,10 +7,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.backoff import RetryPolicy
+from domain.delivery import handle_delivery
 from domain.errors import DomainError
-from domain.outbox import RelayLimits, RetryPolicy
+from domain.outbox import RelayLimits
 from domain.projection import verify
-from domain.recalculation import recalculate_bars
 from domain.relay import relay_once
 from domain.use_cases import cancel_foo, complete_foo, create_bar, create_foos, revise_foo
 from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
@@ -63,7 +64,7 @@ def test_every_bar_satisfies_the_invariant_once_the_outbox_is_drained(
             elif name == "deliver" and dispatcher.dispatched:
                 index = args[0] % len(dispatcher.dispatched)
                 # maybe a duplicate
-                recalculate_bars(uow, dispatcher.dispatched[index], RETRY)
+                handle_delivery(uow, dispatcher.dispatched[index], RETRY)
             elif name == "fail":
                 database.apply_delta_errors.append(RuntimeError("transient"))
             elif name == "wait":
@@ -73,14 +74,14 @@ def test_every_bar_satisfies_the_invariant_once_the_outbox_is_drained(
 
     for _ in range(100):
         with uow() as unit:
-            if unit.outbox.stats().drained:
+            if unit.admin.stats().drained:
                 break
         clock.advance(60)
         delivered = len(dispatcher.dispatched)
         while relay_once(uow(), dispatcher, LIMITS).dispatched:
             pass
         for event_id in dispatcher.dispatched[delivered:]:
-            recalculate_bars(uow, event_id, RETRY)
+            handle_delivery(uow, event_id, RETRY)
 
     result = verify(uow())
     assert result.outbox_drained

@@ -23,7 +23,7 @@ def dead(database: FakeDatabase) -> list[int]:
     for row in event_rows(database):
         if row.id != ids[1]:
             row.state, row.last_error = EventState.DEAD, "RuntimeError: boom"
-            row.failures, row.attempts = 5, 7
+            row.failures, row.dispatches = 5, 7
     return [ids[0], ids[2], ids[3]]
 
 
@@ -37,15 +37,15 @@ def test_retrying_dead_events_by_id_makes_them_due_again_with_no_failures(
     # Failures start over, so the event gets its full retries again; dispatches stay counted.
     for revived_id in (dead[0], dead[2]):
         row = rows[revived_id]
-        assert (row.state, row.failures, row.attempts) == (EventState.PENDING, 0, 7)
+        assert (row.state, row.failures, row.dispatches) == (EventState.PENDING, 0, 7)
         assert row.last_error == "RuntimeError: boom"
-    assert (rows[dead[1]].state, rows[dead[1]].failures, rows[dead[1]].attempts) == (
+    assert (rows[dead[1]].state, rows[dead[1]].failures, rows[dead[1]].dispatches) == (
         EventState.DEAD,
         5,
         7,
     )
     with uow_factory() as uow:
-        assert [event.id for event in uow.outbox.claim_pending(10)] == [dead[0], 2, dead[2]]
+        assert [event.id for event in uow.relay_queue.claim_pending(10)] == [dead[0], 2, dead[2]]
 
 
 def test_retrying_all_dead_events_revives_every_one_of_them(
@@ -78,7 +78,7 @@ def test_dead_events_are_listed_in_id_order_with_their_last_error(
 ) -> None:
     listed = dead_events(uow_factory())
 
-    assert [(e.id, e.failures, e.attempts, e.last_error) for e in listed] == [
+    assert [(e.id, e.failures, e.dispatches, e.last_error) for e in listed] == [
         (event_id, 5, 7, "RuntimeError: boom") for event_id in dead
     ]
 
@@ -92,9 +92,9 @@ def test_outbox_stats_count_events_by_state_and_age_the_oldest_unfinished(
             uow.outbox.append(FooCompleted(foo_id=n + 1, delta=n))
         uow.commit()
     with uow_factory() as uow:
-        uow.outbox.mark_dispatched([1], lease_seconds=30)
-        uow.outbox.record_applied([2])
-        uow.outbox.mark_applied([2], delivered_id=2)
+        uow.relay_queue.mark_dispatched([1], lease_seconds=30)
+        uow.deliveries.record_applied([2])
+        uow.deliveries.finish_pass([2], delivered_id=2)
         uow.commit()
     clock.advance(7.5)
 

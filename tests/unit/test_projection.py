@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from domain.outbox import RelayLimits, RetryPolicy
+from domain.backoff import RetryPolicy
+from domain.delivery import handle_delivery
+from domain.outbox import RelayLimits
 from domain.ports import UnitOfWork
 from domain.projection import rebuild, verify
-from domain.recalculation import recalculate_bars
 from domain.relay import relay_until_idle
 from domain.use_cases import cancel_foo, complete_foos, create_bars, create_foos, revise_foo
 from tests.fakes import FakeDatabase, FakeDispatcher
@@ -18,7 +19,7 @@ def drain(uow_factory: Callable[[], UnitOfWork]) -> None:
     dispatcher = FakeDispatcher()
     relay_until_idle(uow_factory, dispatcher, RelayLimits(), 10.0)
     for event_id in dispatcher.dispatched:
-        recalculate_bars(uow_factory, event_id, RetryPolicy())
+        handle_delivery(uow_factory, event_id, RetryPolicy())
 
 
 def history(uow_factory: Callable[[], UnitOfWork]) -> list[int]:

@@ -6,11 +6,12 @@ from collections.abc import Callable
 
 import pytest
 
+from domain.backoff import RetryPolicy
+from domain.delivery import Outcome, handle_delivery, record_failure
 from domain.errors import ConcurrentUpdateError, InvalidEventError
 from domain.operations import retry_dead_events
-from domain.outbox import EventState, RelayLimits, RetryPolicy
+from domain.outbox import EventState, RelayLimits
 from domain.ports import UnitOfWork
-from domain.recalculation import Outcome, recalculate_bars, record_failure
 from domain.relay import relay_once
 from domain.use_cases import complete_foos, create_bars, create_foos
 from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
@@ -29,7 +30,7 @@ def completed(uow: UnitOfWork, *amounts: int) -> list[int]:
     foo_ids = [create_foos(uow, amount)[0] for amount in amounts]
     complete_foos(uow, foo_ids)
     with uow:
-        return [event.id for event in uow.outbox.claim_pending(100)][-len(amounts) :]
+        return [event.id for event in uow.relay_queue.claim_pending(100)][-len(amounts) :]
 
 
 def dispatch_all(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
@@ -46,12 +47,12 @@ def test_an_event_is_applied_to_every_bar_and_recorded_as_processed(
 ) -> None:
     [event_id] = completed(uow, 10)
 
-    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+    outcome = handle_delivery(uow_factory, event_id, POLICY)
 
     assert outcome is Outcome.APPLIED
     assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
     assert event_states(database) == {event_id: EventState.PROCESSED}
-    assert database.data.processed == {event_id}
+    assert database.data.applied == {event_id}
     assert database.data.applied_total == 10
 
 
@@ -62,12 +63,12 @@ def test_a_second_delivery_of_an_event_is_already_processed_and_changes_no_bar(
     bars: list[int],
 ) -> None:
     [event_id] = completed(uow, 10)
-    recalculate_bars(uow_factory, event_id, POLICY)
+    handle_delivery(uow_factory, event_id, POLICY)
     before = (bar_values(database), database.data.applied_total, database.data.events_applied)
 
-    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+    outcome = handle_delivery(uow_factory, event_id, POLICY)
 
-    assert outcome is Outcome.ALREADY_PROCESSED
+    assert outcome is Outcome.ALREADY_APPLIED
     after = (bar_values(database), database.data.applied_total, database.data.events_applied)
     assert after == before
 
@@ -80,16 +81,16 @@ def test_a_delivery_whose_processed_guard_already_holds_the_event_changes_no_bar
 ) -> None:
     # The unique key, not the state column, is the last word: a stale state changes nothing.
     [event_id] = completed(uow, 10)
-    database.data.processed.add(event_id)
+    database.data.applied.add(event_id)
 
-    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.ALREADY_PROCESSED
+    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.ALREADY_APPLIED
     assert bar_values(database) == dict.fromkeys(bars, 0)
 
 
 def test_an_unknown_event_id_is_reported_and_changes_nothing(
     uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, bars: list[int]
 ) -> None:
-    assert recalculate_bars(uow_factory, 12345, POLICY) is Outcome.UNKNOWN_EVENT
+    assert handle_delivery(uow_factory, 12345, POLICY) is Outcome.NO_SUCH_EVENT
     assert bar_values(database) == dict.fromkeys(bars, 0)
     assert database.data.events == {}
 
@@ -117,24 +118,24 @@ def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
     [after] = completed(uow, 4)
     dispatch_all(uow_factory)
 
-    outcomes = [recalculate_bars(uow_factory, i, POLICY) for i in (before, poison, after)]
+    outcomes = [handle_delivery(uow_factory, i, POLICY) for i in (before, poison, after)]
 
     assert outcomes == [Outcome.APPLIED, Outcome.DEAD, Outcome.APPLIED]
     [dead] = [row for row in event_rows(database) if row.id == poison]
-    assert (dead.state, dead.failures, dead.attempts) == (EventState.DEAD, 1, 1)
+    assert (dead.state, dead.failures, dead.dispatches) == (EventState.DEAD, 1, 1)
     assert dead.last_error is not None
     assert dead.last_error.startswith(error)
     assert bar_values(database) == {bars[0]: 7, bars[1]: 14, bars[2]: 0}
-    assert poison not in database.data.processed
+    assert poison not in database.data.applied
 
 
 def test_a_redelivered_poison_event_stays_dead_and_changes_nothing(
     uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, bars: list[int]
 ) -> None:
     poison = append_raw_event(database, "FooCompleted", {"foo_id": 1})
-    recalculate_bars(uow_factory, poison, POLICY)
+    handle_delivery(uow_factory, poison, POLICY)
 
-    assert recalculate_bars(uow_factory, poison, POLICY) is Outcome.DEAD
+    assert handle_delivery(uow_factory, poison, POLICY) is Outcome.DEAD
     assert event_states(database) == {poison: EventState.DEAD}
     assert bar_values(database) == dict.fromkeys(bars, 0)
 
@@ -150,15 +151,15 @@ def test_a_transient_failure_schedules_a_retry_and_counts_one_failure(
     dispatch_all(uow_factory)
     database.apply_delta_errors.append(RuntimeError("connection reset"))
 
-    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+    outcome = handle_delivery(uow_factory, event_id, POLICY)
 
     assert outcome is Outcome.RETRY_SCHEDULED
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 1, 1)
+    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 1, 1)
     assert row.last_error == "RuntimeError: connection reset"
     assert clock() + 0.5 <= row.available_at <= clock() + 1.0  # backoff after one failure
     assert bar_values(database) == dict.fromkeys(bars, 0)
-    assert database.data.processed == set()
+    assert database.data.applied == set()
     assert database.data.applied_total == 0
 
 
@@ -172,15 +173,15 @@ def test_an_event_retried_after_a_transient_failure_is_applied_once(
     [event_id] = completed(uow, 10)
     dispatch_all(uow_factory)
     database.apply_delta_errors.append(RuntimeError("connection reset"))
-    recalculate_bars(uow_factory, event_id, POLICY)
+    handle_delivery(uow_factory, event_id, POLICY)
 
     assert dispatch_all(uow_factory) == []  # still backing off
     clock.advance(1.0)
     assert dispatch_all(uow_factory) == [event_id]
-    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.APPLIED
+    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.APPLIED
 
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures, row.last_error) == (
+    assert (row.state, row.dispatches, row.failures, row.last_error) == (
         EventState.PROCESSED,
         2,
         1,
@@ -202,21 +203,21 @@ def test_an_event_that_keeps_failing_is_dead_after_max_attempts_failures(
     for attempt in range(1, POLICY.max_attempts + 1):
         assert event_id in dispatch_all(uow_factory)
         row = event_rows(database)[0]
-        assert (row.attempts, row.failures) == (attempt, attempt - 1)
+        assert (row.dispatches, row.failures) == (attempt, attempt - 1)
         database.apply_delta_errors.append(RuntimeError(f"failure {attempt}"))
-        outcomes.append(recalculate_bars(uow_factory, event_id, POLICY))
+        outcomes.append(handle_delivery(uow_factory, event_id, POLICY))
         clock.advance(POLICY.max_delay_s)
 
     assert outcomes == [Outcome.RETRY_SCHEDULED] * (POLICY.max_attempts - 1) + [Outcome.DEAD]
     row = event_rows(database)[0]
-    assert (row.state, row.attempts, row.failures) == (
+    assert (row.state, row.dispatches, row.failures) == (
         EventState.DEAD,
         POLICY.max_attempts,
         POLICY.max_attempts,
     )
     assert row.last_error == f"RuntimeError: failure {POLICY.max_attempts}"
     assert event_id not in dispatch_all(uow_factory)  # the dead wait for an operator
-    assert recalculate_bars(uow_factory, other, POLICY) is Outcome.APPLIED
+    assert handle_delivery(uow_factory, other, POLICY) is Outcome.APPLIED
     assert bar_values(database) == {bars[0]: 1, bars[1]: 2, bars[2]: 0}
 
 
@@ -226,9 +227,9 @@ def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
     [event_id] = completed(uow, 10)
     database.apply_delta_errors.append(InvalidEventError("cannot apply this"))
 
-    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.DEAD
+    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.DEAD
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.DEAD, 0, 1)
+    assert (row.state, row.dispatches, row.failures) == (EventState.DEAD, 0, 1)
     assert row.last_error == "InvalidEventError: cannot apply this"
 
 
@@ -239,20 +240,20 @@ def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
     dispatch_all(uow_factory)
     database.apply_delta_errors.append(ConcurrentUpdateError())
 
-    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
+    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 1, 1)
+    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 1, 1)
 
 
 def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [event_id] = completed(uow, 10)
-    recalculate_bars(uow_factory, event_id, POLICY)
+    handle_delivery(uow_factory, event_id, POLICY)
 
     outcome = record_failure(uow_factory(), event_id, RuntimeError("late"), POLICY)
 
-    assert outcome is Outcome.ALREADY_PROCESSED
+    assert outcome is Outcome.ALREADY_APPLIED
     [row] = event_rows(database)
     assert (row.state, row.last_error, row.failures) == (EventState.PROCESSED, None, 0)
 
@@ -266,7 +267,7 @@ def test_duplicate_deliveries_of_many_events_keep_the_invariant(
     event_ids = completed(uow, 5, 6, 7)
 
     for event_id in event_ids + event_ids[::-1] + event_ids:
-        recalculate_bars(uow_factory, event_id, POLICY)
+        handle_delivery(uow_factory, event_id, POLICY)
 
     assert bar_values(database) == {bars[0]: 18, bars[1]: 36, bars[2]: 0}
     assert database.data.events_applied == 3
@@ -292,12 +293,12 @@ def test_lease_expiries_alone_never_make_an_event_dead(
         clock.advance(LEASE.lease_seconds)  # the message was lost; the lease runs out
 
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.DISPATCHED, expiries, 0)
+    assert (row.state, row.dispatches, row.failures) == (EventState.DISPATCHED, expiries, 0)
     assert dispatcher.dispatched == [event_id] * expiries
 
-    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.APPLIED
+    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.APPLIED
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.PROCESSED, expiries, 0)
+    assert (row.state, row.dispatches, row.failures) == (EventState.PROCESSED, expiries, 0)
     assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
 
 
@@ -315,11 +316,11 @@ def test_a_failure_after_many_lease_expiries_counts_as_the_first_failure(
     relay_once(uow_factory(), FakeDispatcher(), LEASE)
     database.apply_delta_errors.append(RuntimeError("connection reset"))
 
-    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+    outcome = handle_delivery(uow_factory, event_id, POLICY)
 
     assert outcome is Outcome.RETRY_SCHEDULED
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (
+    assert (row.state, row.dispatches, row.failures) == (
         EventState.PENDING,
         POLICY.max_attempts + 3,
         1,
@@ -344,9 +345,9 @@ def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_fa
         clock.advance(LEASE.lease_seconds)
         relay_once(uow_factory(), FakeDispatcher(), LEASE)
         database.apply_delta_errors.append(RuntimeError(f"failure {failure}"))
-        outcomes.append(recalculate_bars(uow_factory, event_id, POLICY))
+        outcomes.append(handle_delivery(uow_factory, event_id, POLICY))
         [row] = event_rows(database)
-        seen.append((row.attempts, row.failures))
+        seen.append((row.dispatches, row.failures))
         clock.advance(POLICY.max_delay_s)
 
     assert outcomes == [Outcome.RETRY_SCHEDULED] * (POLICY.max_attempts - 1) + [Outcome.DEAD]
@@ -356,20 +357,20 @@ def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_fa
 
     assert retry_dead_events(uow_factory(), [event_id]) == [event_id]
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 6, 0)
+    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 6, 0)
 
     # Revived, it has its full retries again: one more failure is not its death.
     relay_once(uow_factory(), FakeDispatcher(), LEASE)
     database.apply_delta_errors.append(RuntimeError("once more"))
-    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
+    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.PENDING, 7, 1)
+    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 7, 1)
 
     clock.advance(POLICY.max_delay_s)
     relay_once(uow_factory(), FakeDispatcher(), LEASE)
-    assert recalculate_bars(uow_factory, event_id, POLICY) is Outcome.APPLIED
+    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.APPLIED
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures, row.last_error) == (
+    assert (row.state, row.dispatches, row.failures, row.last_error) == (
         EventState.PROCESSED,
         8,
         1,
@@ -387,9 +388,9 @@ def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
     [event_id] = completed(uow, 10)
     database.data.events[event_id].state = EventState.DEAD
 
-    outcome = recalculate_bars(uow_factory, event_id, POLICY)
+    outcome = handle_delivery(uow_factory, event_id, POLICY)
 
     assert outcome is Outcome.DEAD
     assert bar_values(database) == {bars[0]: 0, bars[1]: 0, bars[2]: 0}
     assert event_states(database) == {event_id: EventState.DEAD}
-    assert database.data.processed == set()
+    assert database.data.applied == set()

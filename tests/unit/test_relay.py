@@ -7,12 +7,13 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from domain.backoff import DispatchBackoff, RetryPolicy
+from domain.delivery import handle_delivery
 from domain.errors import DispatchError
 from domain.events import FooCompleted
-from domain.outbox import EventState, RelayLimits, RetryPolicy
+from domain.outbox import EventState, RelayLimits
 from domain.ports import UnitOfWork
-from domain.recalculation import recalculate_bars
-from domain.relay import DispatchBackoff, RelayReport, relay_once, relay_until_idle
+from domain.relay import RelayReport, relay_once, relay_until_idle
 from tests.fakes import FakeDatabase, FakeDispatcher, ManualClock
 from tests.unit.support import event_rows, event_states
 
@@ -22,7 +23,7 @@ def append_events(uow: UnitOfWork, count: int) -> list[int]:
         for n in range(count):
             uow.outbox.append(FooCompleted(foo_id=n + 1, delta=1))
         uow.commit()
-        return [event.id for event in uow.outbox.claim_pending(count + 1000)][-count:]
+        return [event.id for event in uow.relay_queue.claim_pending(count + 1000)][-count:]
 
 
 @pytest.fixture
@@ -43,11 +44,13 @@ def test_a_relay_pass_dispatches_due_events_oldest_first_and_leases_them(
     assert dispatcher.batches == [event_ids[:4]]
     assert dispatcher.expiries == [pytest.approx(27.0)]  # 0.9 of the lease
     rows = event_rows(database)
-    assert [(r.state, r.attempts, r.failures) for r in rows[:4]] == [
+    assert [(r.state, r.dispatches, r.failures) for r in rows[:4]] == [
         (EventState.DISPATCHED, 1, 0)
     ] * 4
     assert {r.available_at for r in rows[:4]} == {clock() + 30}
-    assert [(r.state, r.attempts, r.failures) for r in rows[4:]] == [(EventState.PENDING, 0, 0)] * 6
+    assert [(r.state, r.dispatches, r.failures) for r in rows[4:]] == [
+        (EventState.PENDING, 0, 0)
+    ] * 6
 
 
 def test_a_relay_pass_never_takes_more_than_its_batch_size(
@@ -83,7 +86,7 @@ def test_processed_events_make_room_for_more_in_flight(
     limits = RelayLimits(batch_size=10, max_in_flight=4)
     relay_once(uow_factory(), dispatcher, limits)
     for event_id in dispatcher.dispatched[:3]:
-        recalculate_bars(uow_factory, event_id, RetryPolicy())
+        handle_delivery(uow_factory, event_id, RetryPolicy())
 
     report = relay_once(uow_factory(), dispatcher, limits)
 
@@ -102,7 +105,7 @@ def test_events_the_broker_refused_stay_pending_with_their_attempts_unchanged(
     with pytest.raises(DispatchError):
         relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=5))
 
-    assert [(r.state, r.attempts) for r in event_rows(database)] == [(EventState.PENDING, 0)] * 10
+    assert [(r.state, r.dispatches) for r in event_rows(database)] == [(EventState.PENDING, 0)] * 10
     dispatcher.fail_with = None
     assert relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=5)).dispatched == 5
     assert dispatcher.dispatched == event_ids[:5]
@@ -126,7 +129,7 @@ def test_an_event_whose_lease_expired_is_dispatched_again(
 
     assert dispatcher.dispatched == [event_id, event_id]
     [row] = event_rows(database)
-    assert (row.state, row.attempts, row.failures) == (EventState.DISPATCHED, 2, 0)
+    assert (row.state, row.dispatches, row.failures) == (EventState.DISPATCHED, 2, 0)
     assert row.available_at == clock() + 30
 
 
@@ -138,7 +141,7 @@ def test_processed_and_dead_events_are_never_dispatched(
     event_ids: list[int],
 ) -> None:
     relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=2, lease_seconds=1))
-    recalculate_bars(uow_factory, event_ids[0], RetryPolicy())
+    handle_delivery(uow_factory, event_ids[0], RetryPolicy())
     database.data.events[event_ids[1]].state = EventState.DEAD
     clock.advance(60)
 
@@ -211,15 +214,15 @@ def test_with_every_lease_expired_the_relay_redispatches_them_and_adds_no_new_ev
     clock.advance(31)
 
     with uow_factory() as uow:
-        assert uow.outbox.count_in_flight() == 4  # expired, and still counted
+        assert uow.relay_queue.count_in_flight() == 4  # expired, and still counted
     report = relay_once(uow_factory(), dispatcher, limits)
 
     assert report == RelayReport(dispatched=4, in_flight=4)
     assert dispatcher.batches == [event_ids[:4], event_ids[:4]]
     rows = event_rows(database)
-    assert [(r.state, r.attempts) for r in rows[:4]] == [(EventState.DISPATCHED, 2)] * 4
+    assert [(r.state, r.dispatches) for r in rows[:4]] == [(EventState.DISPATCHED, 2)] * 4
     assert {r.available_at for r in rows[:4]} == {clock() + 30}
-    assert [(r.state, r.attempts) for r in rows[4:]] == [(EventState.PENDING, 0)] * 6
+    assert [(r.state, r.dispatches) for r in rows[4:]] == [(EventState.PENDING, 0)] * 6
     assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(0, 4)  # leased again
 
 
@@ -301,7 +304,7 @@ def test_an_event_back_to_pending_after_a_failure_frees_its_place(
     limits = RelayLimits(batch_size=10, max_in_flight=2, lease_seconds=30)
     relay_once(uow_factory(), dispatcher, limits)
     database.apply_delta_errors.append(RuntimeError("connection reset"))
-    recalculate_bars(uow_factory, event_ids[0], RetryPolicy(base_delay_s=100.0))
+    handle_delivery(uow_factory, event_ids[0], RetryPolicy(base_delay_s=100.0))
 
     assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(1, 2)
     assert dispatcher.batches == [event_ids[:2], event_ids[2:3]]
@@ -382,19 +385,19 @@ def test_dispatched_and_unprocessed_events_never_exceed_max_in_flight_over_many_
             if roll < 0.4:
                 failed += 1
                 database.apply_delta_errors.append(RuntimeError("transient"))
-            recalculate_bars(uow_factory, event_id, policy)
+            handle_delivery(uow_factory, event_id, policy)
             check_bound()
         clock.advance(rng.uniform(0.0, limits.lease_seconds / 2))
         check_bound()
 
     for _ in range(1000):  # drain: no more losses, no more failures
         with uow_factory() as uow:
-            if uow.outbox.stats().drained:
+            if uow.admin.stats().drained:
                 break
         relay_once(uow_factory(), broker, limits)
         check_bound()
         while (event_id := broker.take()) is not None:
-            recalculate_bars(uow_factory, event_id, policy)
+            handle_delivery(uow_factory, event_id, policy)
         clock.advance(limits.lease_seconds)
     rows = event_rows(database)
     assert len(rows) == produced
@@ -405,7 +408,7 @@ def test_dispatched_and_unprocessed_events_never_exceed_max_in_flight_over_many_
     assert max(peaks) == limits.max_in_flight
     assert lost > 0
     assert failed > 0
-    assert sum(row.attempts for row in rows) >= produced + lost + failed
+    assert sum(row.dispatches for row in rows) >= produced + lost + failed
 
 
 # Message expiry: a message is gone from the broker before its event's lease ends.
@@ -486,23 +489,28 @@ class CountingFactory:
         return self.uow_factory()
 
 
-def test_relaying_until_idle_reraises_a_dispatch_error_and_backs_off(
+def test_relaying_until_idle_reports_a_dispatch_error_logs_it_and_backs_off(
     uow_factory: Callable[[], UnitOfWork],
     dispatcher: FakeDispatcher,
     database: FakeDatabase,
     clock: ManualClock,
     event_ids: list[int],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     backoff = DispatchBackoff(base_s=1.0, max_s=30.0, clock=clock)
-    error = DispatchError("broker unreachable")
-    dispatcher.fail_with = error
+    dispatcher.fail_with = DispatchError("broker unreachable")
 
-    with pytest.raises(DispatchError) as raised:
-        relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=4), 10.0, backoff)
+    with caplog.at_level("WARNING", logger="domain.relay"):
+        report = relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=4), 10.0, backoff)
 
-    assert raised.value is error
+    assert report == RelayReport(
+        dispatched=0, in_flight=0, skipped=True, broker_error="broker unreachable"
+    )
+    assert [record.getMessage() for record in caplog.records] == [
+        "relay: broker unreachable; events stay due, next try in 1 s"
+    ]
     assert (backoff.failures, backoff.resume_at) == (1, clock() + 1.0)
-    assert [(r.state, r.attempts) for r in event_rows(database)] == [(EventState.PENDING, 0)] * 10
+    assert [(r.state, r.dispatches) for r in event_rows(database)] == [(EventState.PENDING, 0)] * 10
     assert dispatcher.batches == []
 
 
@@ -517,8 +525,7 @@ def test_relaying_until_idle_is_skipped_while_backed_off_and_resumes_after(
     limits = RelayLimits(batch_size=4)
     factory = CountingFactory(uow_factory)
     dispatcher.fail_with = DispatchError("broker unreachable")
-    with pytest.raises(DispatchError):
-        relay_until_idle(factory, dispatcher, limits, 10.0, backoff)
+    assert relay_until_idle(factory, dispatcher, limits, 10.0, backoff).broker_error
     dispatcher.fail_with = None  # the broker is back, but the relay does not know yet
     calls = factory.calls
 
@@ -550,9 +557,7 @@ def test_consecutive_dispatch_errors_back_off_longer_until_a_success_resets_the_
 
     def relay(fail: bool) -> None:
         dispatcher.fail_with = DispatchError("refused") if fail else None
-        try:
-            relay_until_idle(uow_factory, dispatcher, limits, 0.0, backoff)
-        except DispatchError:
+        if relay_until_idle(uow_factory, dispatcher, limits, 0.0, backoff).broker_error:
             waits.append(backoff.resume_at - clock())
             clock.now = backoff.resume_at
 
@@ -587,9 +592,9 @@ def test_a_dispatch_error_mid_tick_keeps_the_batches_already_dispatched(
     backoff = DispatchBackoff(base_s=1.0, clock=clock)
     dispatcher = FailingOnCall(fail_on=2)
 
-    with pytest.raises(DispatchError, match="mid-tick"):
-        relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=3), 10.0, backoff)
+    report = relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=3), 10.0, backoff)
 
+    assert (report.dispatched, report.broker_error) == (3, "connection lost mid-tick")
     assert dispatcher.batches == [event_ids[:3]]
     states = event_states(database)
     assert [states[i] for i in event_ids] == [EventState.DISPATCHED] * 3 + [EventState.PENDING] * 7

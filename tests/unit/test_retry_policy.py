@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from domain.outbox import RetryPolicy
+from domain.backoff import RetryPolicy
 
 
 class Extreme(random.Random):

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from domain import use_cases
+from domain.backoff import RetryPolicy
+from domain.delivery import handle_delivery
 from domain.errors import (
     ConcurrentUpdateError,
     DomainError,
@@ -16,9 +18,7 @@ from domain.errors import (
     InvalidWeightError,
 )
 from domain.foo import FooState
-from domain.outbox import RetryPolicy
 from domain.ports import UnitOfWork
-from domain.recalculation import recalculate_bars
 from domain.use_cases import (
     cancel_foo,
     cancel_foos,
@@ -335,13 +335,13 @@ def test_a_new_bar_starts_at_its_weight_times_the_applied_total(
     complete_foos(uow, ids)
     applied = [row.id for row in event_rows(database)[:2]]
     for event_id in applied:
-        recalculate_bars(uow_factory, event_id, RetryPolicy())
+        handle_delivery(uow_factory, event_id, RetryPolicy())
 
     bar_id = create_bar(uow, weight=5)
 
     assert database.data.bars[bar_id].value == 5 * 14
     # The third event, still in flight, reaches the new bar like any other.
-    recalculate_bars(uow_factory, event_rows(database)[2].id, RetryPolicy())
+    handle_delivery(uow_factory, event_rows(database)[2].id, RetryPolicy())
     assert database.data.bars[bar_id].value == 5 * 21
 
 

@@ -1,18 +1,18 @@
-"""Celery configuration, derived from postsave's settings."""
+"""The Celery app, made from postsave's settings. `make_celery_app` is the only place that
+builds one: the worker's, the relay's dispatcher and the application's nudge all use it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery
 from kombu.entity import Exchange, Queue
+from kombu.transport import sqlalchemy as sqla_transport
 
+from infrastructure.broker.names import POLL_QUEUE, POLL_TASK, RECALC_QUEUE, RECALC_TASK
 from infrastructure.database import SQLITE_BUSY_TIMEOUT_S, ensure_sqlite_directory
 from infrastructure.settings import VAR_DIR, Settings
 
-POLL_QUEUE = "postsave.poll"
-RECALC_QUEUE = "postsave.recalc"
-POLL_TASK = "poll_outbox"
-RECALC_TASK = "recalculate_bars"
 EMBEDDED_BROKER_POLLING_INTERVAL_S = 0.05
 
 
@@ -33,7 +33,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith(("amqp", "pyamqp")):
         # No reconnect loop inside a publish: the relay fails fast and backs off instead
         # (workers reconnect by broker_connection_retry, which does not read this option).
-        # The relay's dispatches are confirmed by a channel transaction (tasks/dispatch.py).
+        # The relay's dispatches are confirmed by a channel transaction (dispatcher.py).
         return {"max_retries": 0}
     if settings.uses_embedded_broker:
         ensure_sqlite_directory(settings.broker_url)
@@ -65,13 +65,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # leases run out, and the broker's bound is not hidden in workers' buffers.
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": False,
-        "beat_schedule": {
-            "poll-outbox": {
-                "task": POLL_TASK,
-                "schedule": settings.poll_interval_s,
-                # A tick nobody ran within its interval is stale: the next one replaces it.
-                "options": {"expires": max(settings.poll_interval_s * 2, 1.0)},
-            }
-        },
         "beat_schedule_filename": str(VAR_DIR / "celerybeat-schedule"),
     }
+
+
+def poll_expiry_s(settings: Settings) -> float:
+    """A tick or nudge nobody ran within this is stale: a newer one replaces it."""
+    return max(settings.poll_interval_s * 2, 1.0)
+
+
+def make_celery_app(settings: Settings, name: str = "postsave") -> Celery:
+    if settings.uses_embedded_broker:
+        # kombu hands this transport's options to create_engine, so the polling interval is
+        # set on the transport class instead.
+        sqla_transport.Transport.polling_interval = EMBEDDED_BROKER_POLLING_INTERVAL_S
+    app = Celery(name)
+    app.config_from_object(celery_config(settings))
+    return app

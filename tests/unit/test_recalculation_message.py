@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tasks.outbox_tasks import event_id_of, recalculate_bars
+from infrastructure.broker.messages import LOGGED_CHARS, event_id_of
+from tasks.recalculation import recalculate_bars
 
 
 @pytest.mark.parametrize(
@@ -71,9 +72,22 @@ def test_the_task_drops_a_malformed_message_and_logs_it(
     args: tuple[Any, ...], kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     # Dropped before any database is opened: the call needs neither a broker nor a database.
-    with caplog.at_level("ERROR", logger="tasks.outbox_tasks"):
+    with caplog.at_level("ERROR", logger="infrastructure.broker.messages"):
         assert recalculate_bars(*args, **kwargs) == "malformed"
 
     assert [record.getMessage() for record in caplog.records] == [
         f"recalculate_bars: dropped a malformed message args={args!r} kwargs={kwargs!r}"
     ]
+
+
+def test_a_huge_malformed_message_is_logged_shortened(caplog: pytest.LogCaptureFixture) -> None:
+    huge = "x" * 5_000_000
+
+    with caplog.at_level("ERROR", logger="infrastructure.broker.messages"):
+        assert recalculate_bars(huge) == "malformed"
+
+    [record] = caplog.records
+    assert len(record.getMessage()) < LOGGED_CHARS + 100
+    assert record.getMessage().endswith(
+        f"... ({len(repr(huge)) + len('args=(,) kwargs={}')} characters)"
+    )

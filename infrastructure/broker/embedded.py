@@ -24,4 +24,4 @@ def prune_consumed_messages(broker_url: str) -> int:
             result = connection.execute(text("DELETE FROM kombu_message WHERE visible = 0"))
             return int(result.rowcount)
     except OperationalError:
-        return 0  # no table yet, or busy: the next tick prunes
+        return 0  # no table yet, or busy: the next dispatch prunes

@@ -12,7 +12,8 @@ from kombu.exceptions import KombuError, OperationalError
 
 from domain.errors import DispatchError
 from domain.ports import Dispatcher
-from tasks.config import RECALC_QUEUE, RECALC_TASK
+from infrastructure.broker.embedded import prune_consumed_messages
+from infrastructure.broker.names import RECALC_QUEUE, RECALC_TASK
 
 PERSISTENT = 2  # survives a broker restart, like every Celery task message
 _BROKER_ERRORS = (OperationalError, KombuError, ConnectionError, OSError)
@@ -27,14 +28,18 @@ class CeleryDispatcher(Dispatcher):
     The dispatcher keeps a connection of its own, so that no other publisher ever shares its
     transactional channel."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, prune_embedded_broker: bool = False) -> None:
         self.app = app
+        # The embedded broker only flags consumed messages: each dispatch deletes them first.
+        self.prune_embedded_broker = prune_embedded_broker
         self._lock = threading.Lock()
         self._connection: Any = None
         self._producer: Any = None
         self._transactional = False
 
     def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
+        if self.prune_embedded_broker:
+            prune_consumed_messages(self.app.conf.broker_url)
         with self._lock:
             try:
                 producer = self._open()

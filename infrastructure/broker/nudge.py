@@ -15,7 +15,7 @@ import time
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from tasks.config import POLL_QUEUE, POLL_TASK
+from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
 
 logger = logging.getLogger(__name__)
 # Commits closer together than this share a nudge: the relay claims whole batches anyway, and
@@ -50,7 +50,6 @@ class RelayNudge:
         self._wanted.set()
         if self._thread is not None:
             self._thread.join(2.0)
-        self.app.close()
 
     def _ensure_thread(self) -> None:
         # Started on first use, in the process that uses it (never inherited across a fork).

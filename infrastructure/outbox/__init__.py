@@ -1,0 +1,3 @@
+"""The outbox table through SQLAlchemy Core, one adapter per port: the unit of work appends
+(`writer`), the relay claims and leases (`relay_queue`), a delivery applies and records
+failures (`delivery_ledger`), an operator inspects and revives (`admin`)."""

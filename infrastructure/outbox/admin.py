@@ -1,0 +1,74 @@
+"""The OutboxAdmin port: counts by state, the applied log, dead events and their revival."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from domain.outbox import EventState, OutboxStats, StoredEvent
+from domain.ports import OutboxAdmin
+from infrastructure.outbox.rows import UNFINISHED, select_events, stored
+from infrastructure.schema import outbox_events
+from infrastructure.sql_time import db_now, seconds_since
+
+
+class SqlOutboxAdmin(OutboxAdmin):
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def stats(self) -> OutboxStats:
+        state = outbox_events.c.state
+
+        def count(wanted: EventState) -> Any:
+            return func.coalesce(func.sum(case((state == wanted.value, 1), else_=0)), 0)
+
+        row = self.session.execute(
+            select(
+                count(EventState.PENDING).label("pending"),
+                count(EventState.DISPATCHED).label("in_flight"),
+                count(EventState.PROCESSED).label("processed"),
+                count(EventState.DEAD).label("dead"),
+            )
+        ).one()
+        oldest = self.session.execute(
+            select(seconds_since(func.min(outbox_events.c.occurred_at))).where(UNFINISHED)
+        ).scalar_one()
+        return OutboxStats(
+            pending=int(row.pending),
+            in_flight=int(row.in_flight),
+            processed=int(row.processed),
+            dead=int(row.dead),
+            oldest_pending_age_s=None if oldest is None else max(float(oldest), 0.0),
+        )
+
+    def applied_events(self) -> Iterator[StoredEvent]:
+        query = (
+            select_events()
+            .where(outbox_events.c.applied_at.is_not(None))
+            .order_by(outbox_events.c.id)
+            .execution_options(yield_per=10_000)
+        )
+        for row in self.session.execute(query):
+            yield stored(row)
+
+    def dead_events(self) -> list[StoredEvent]:
+        query = (
+            select_events()
+            .where(outbox_events.c.state == EventState.DEAD.value)
+            .order_by(outbox_events.c.id)
+        )
+        return [stored(row) for row in self.session.execute(query)]
+
+    def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
+        query = update(outbox_events).where(outbox_events.c.state == EventState.DEAD.value)
+        if event_ids is not None:
+            query = query.where(outbox_events.c.id.in_(event_ids))
+        revived = self.session.execute(
+            query.values(
+                state=EventState.PENDING.value, failures=0, available_at=db_now()
+            ).returning(outbox_events.c.id)
+        )
+        return sorted(revived.scalars())

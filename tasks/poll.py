@@ -1,0 +1,19 @@
+"""`poll_outbox`: one relay pass, run by beat's tick or an application's nudge."""
+
+from __future__ import annotations
+
+from domain.relay import relay_until_idle
+from infrastructure.broker.names import POLL_TASK
+from tasks.app import app, container, settings
+
+
+@app.task(name=POLL_TASK, acks_late=False)
+def poll_outbox() -> int:
+    """Relay due events to postsave.recalc, never more than the in-flight bound."""
+    return relay_until_idle(
+        container.uow,
+        container.dispatcher,
+        settings.relay_limits,
+        time_budget_s=settings.poll_interval_s,
+        backoff=container.dispatch_backoff,
+    ).dispatched

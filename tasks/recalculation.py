@@ -1,0 +1,24 @@
+"""`recalculate_bars`: one delivery of an outbox event's message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.delivery import handle_delivery
+from infrastructure.broker.messages import event_id_or_drop
+from infrastructure.broker.names import RECALC_TASK
+from tasks.app import app, container, settings
+
+
+# Any arguments are accepted, so that a malformed message is logged and dropped by us rather
+# than failing inside Celery's call machinery. Acked late: a delivery is idempotent.
+@app.task(name=RECALC_TASK, acks_late=True, reject_on_worker_lost=True, typing=False)
+def recalculate_bars(*args: Any, **kwargs: Any) -> str:
+    """Apply one outbox event to every bar, at most once whatever the deliveries."""
+    event_id = event_id_or_drop(args, kwargs)
+    if event_id is None:
+        return "malformed"
+    outcome = handle_delivery(
+        container.uow, event_id, settings.retry_policy, settings.coalesce_limit
+    )
+    return outcome.value
