@@ -318,7 +318,7 @@ def test_a_connection_handed_to_alembic_is_the_database_migrated(
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-        assert POSTSAVE_TABLES <= tables(services.database_url(name))
+        assert tables(services.database_url(name)) >= POSTSAVE_TABLES
         assert list(tmp_path.iterdir()) == []  # no ./var/postsave.db was created
     finally:
         engine.dispose()
