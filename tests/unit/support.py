@@ -1,11 +1,40 @@
-"""Helpers for the unit tests: read the fake's committed state, put raw rows in the outbox."""
+"""Helpers for the unit tests: make events, move them through the relay and the workers, read
+the fake's committed state, put raw rows in the outbox."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from domain.outbox import EventState
-from tests.fakes import FakeDatabase, OutboxRow
+from domain.backoff import RetryPolicy
+from domain.delivery import handle_delivery
+from domain.outbox import EventState, RelayLimits
+from domain.ports import UnitOfWork
+from domain.relay import relay_once, relay_until_idle
+from domain.use_cases import complete_foos, create_foos
+from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, OutboxRow
+
+
+def complete_new_foos(uow: FakeUnitOfWork, *amounts: int) -> list[int]:
+    """Create and complete one foo per amount; return the ids of the events that wrote."""
+    before = set(uow.database.data.events)
+    complete_foos(uow, [create_foos(uow, amount)[0] for amount in amounts])
+    return sorted(set(uow.database.data.events) - before)
+
+
+def dispatch_all(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
+    """One relay pass with room for everything due; the ids it dispatched."""
+    dispatcher = FakeDispatcher()
+    relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=100, lease_seconds=30))
+    return dispatcher.dispatched
+
+
+def drain(uow_factory: Callable[[], UnitOfWork]) -> None:
+    """Relay every due event and deliver each message once, as the workers would."""
+    dispatcher = FakeDispatcher()
+    relay_until_idle(uow_factory, dispatcher, RelayLimits(), 10.0)
+    for event_id in dispatcher.dispatched:
+        handle_delivery(uow_factory, event_id, RetryPolicy())
 
 
 def bar_values(database: FakeDatabase) -> dict[int, int]:

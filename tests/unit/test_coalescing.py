@@ -8,23 +8,18 @@ from domain.backoff import RetryPolicy
 from domain.delivery import Outcome, apply_pass, handle_delivery, record_failure
 from domain.outbox import EventState
 from domain.ports import UnitOfWork
-from domain.use_cases import complete_foos, create_bars, create_foos
+from domain.use_cases import create_bars
 from tests.fakes import FakeDatabase, FakeUnitOfWork
-from tests.unit.support import append_raw_event, bar_values, event_states
+from tests.unit.support import append_raw_event, bar_values, complete_new_foos, event_states
 
 POLICY = RetryPolicy(max_attempts=3)
-
-
-def completed_events(uow: UnitOfWork, database: FakeDatabase, *amounts: int) -> list[int]:
-    complete_foos(uow, [create_foos(uow, amount)[0] for amount in amounts])
-    return sorted(database.data.events)
 
 
 def test_one_delivery_applies_every_waiting_event_in_one_pass(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=2)
-    events = completed_events(uow, database, 1, 2, 3, 4)
+    events = complete_new_foos(uow, 1, 2, 3, 4)
 
     assert apply_pass(uow_factory(), events[2], coalesce=10) is Outcome.APPLIED
 
@@ -40,7 +35,7 @@ def test_coalescing_takes_at_most_the_limit_of_other_events(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
-    events = completed_events(uow, database, 10, 20, 30, 40)
+    events = complete_new_foos(uow, 10, 20, 30, 40)
 
     apply_pass(uow_factory(), events[3], coalesce=2)
 
@@ -58,7 +53,7 @@ def test_an_unreadable_waiting_event_is_left_to_its_own_delivery(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
-    [good] = completed_events(uow, database, 5)
+    [good] = complete_new_foos(uow, 5)
     poison = append_raw_event(database, "FooExploded", {"foo_id": 1, "delta": 1})
 
     assert handle_delivery(uow_factory, good, POLICY, coalesce=10) is Outcome.APPLIED
@@ -71,7 +66,7 @@ def test_a_failing_coalesced_pass_falls_back_to_the_event_alone(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
-    events = completed_events(uow, database, 1, 2)
+    events = complete_new_foos(uow, 1, 2)
     database.apply_delta_errors.append(RuntimeError("the coalesced pass broke"))
 
     assert handle_delivery(uow_factory, events[0], POLICY, coalesce=10) is Outcome.APPLIED
@@ -88,7 +83,7 @@ def test_events_that_failed_before_are_not_coalesced(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
-    events = completed_events(uow, database, 1, 2)
+    events = complete_new_foos(uow, 1, 2)
     database.data.events[events[1]].failures = 1
 
     apply_pass(uow_factory(), events[0], coalesce=10)
@@ -101,7 +96,7 @@ def test_a_dispatched_event_applied_by_another_pass_stays_in_flight_until_its_me
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
-    delivered, out = completed_events(uow, database, 3, 4)
+    delivered, out = complete_new_foos(uow, 3, 4)
     with uow_factory() as relay:
         relay.relay_queue.mark_dispatched([delivered, out], lease_seconds=60)
         relay.commit()
@@ -123,9 +118,9 @@ def test_a_delivery_with_nothing_left_to_do_still_applies_what_waits(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
-    [first] = completed_events(uow, database, 5)
+    [first] = complete_new_foos(uow, 5)
     apply_pass(uow_factory(), first, coalesce=10)
-    later = completed_events(uow, database, 6)[-1]
+    later = complete_new_foos(uow, 6)[-1]
 
     # A duplicate of the first message runs before the later event's own message arrives.
     assert apply_pass(uow_factory(), first, coalesce=10) is Outcome.ALREADY_APPLIED
@@ -140,7 +135,7 @@ def test_a_failure_of_an_event_another_pass_applied_meanwhile_is_not_counted(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
     create_bars(uow, weight=1)
-    delivered, out = completed_events(uow, database, 3, 4)
+    delivered, out = complete_new_foos(uow, 3, 4)
     with uow_factory() as relay:
         relay.relay_queue.mark_dispatched([delivered, out], lease_seconds=60)
         relay.commit()

@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from domain.backoff import RetryPolicy
-from domain.delivery import handle_delivery
-from domain.outbox import RelayLimits
 from domain.ports import UnitOfWork
 from domain.projection import rebuild, verify
-from domain.relay import relay_until_idle
 from domain.use_cases import cancel_foo, complete_foos, create_bars, create_foos, revise_foo
-from tests.fakes import FakeDatabase, FakeDispatcher
-from tests.unit.support import bar_values
-
-
-def drain(uow_factory: Callable[[], UnitOfWork]) -> None:
-    dispatcher = FakeDispatcher()
-    relay_until_idle(uow_factory, dispatcher, RelayLimits(), 10.0)
-    for event_id in dispatcher.dispatched:
-        handle_delivery(uow_factory, event_id, RetryPolicy())
+from tests.fakes import FakeDatabase
+from tests.unit.support import bar_values, drain
 
 
 def history(uow_factory: Callable[[], UnitOfWork]) -> list[int]:

@@ -13,9 +13,16 @@ from domain.operations import retry_dead_events
 from domain.outbox import EventState, RelayLimits
 from domain.ports import UnitOfWork
 from domain.relay import relay_once
-from domain.use_cases import complete_foos, create_bars, create_foos
+from domain.use_cases import create_bars
 from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
-from tests.unit.support import append_raw_event, bar_values, event_rows, event_states
+from tests.unit.support import (
+    append_raw_event,
+    bar_values,
+    complete_new_foos,
+    dispatch_all,
+    event_rows,
+    event_states,
+)
 
 POLICY = RetryPolicy(max_attempts=3, base_delay_s=1.0, max_delay_s=10.0)
 
@@ -25,27 +32,13 @@ def bars(uow: FakeUnitOfWork) -> list[int]:
     return create_bars(uow, weight=1) + create_bars(uow, weight=2) + create_bars(uow, weight=0)
 
 
-def completed(uow: UnitOfWork, *amounts: int) -> list[int]:
-    """Complete one foo per amount; return the ids of the events that wrote."""
-    foo_ids = [create_foos(uow, amount)[0] for amount in amounts]
-    complete_foos(uow, foo_ids)
-    with uow:
-        return [event.id for event in uow.relay_queue.claim_pending(100)][-len(amounts) :]
-
-
-def dispatch_all(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
-    dispatcher = FakeDispatcher()
-    relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=100, lease_seconds=30))
-    return dispatcher.dispatched
-
-
 def test_an_event_is_applied_to_every_bar_and_recorded_as_processed(
     uow: FakeUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: FakeDatabase,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
 
     outcome = handle_delivery(uow_factory, event_id, POLICY)
 
@@ -62,7 +55,7 @@ def test_a_second_delivery_of_an_event_is_already_processed_and_changes_no_bar(
     database: FakeDatabase,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     handle_delivery(uow_factory, event_id, POLICY)
     before = (bar_values(database), database.data.applied_total, database.data.events_applied)
 
@@ -80,7 +73,7 @@ def test_a_delivery_whose_processed_guard_already_holds_the_event_changes_no_bar
     bars: list[int],
 ) -> None:
     # The unique key, not the state column, is the last word: a stale state changes nothing.
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     database.data.applied.add(event_id)
 
     assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.ALREADY_APPLIED
@@ -113,9 +106,9 @@ def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
     payload: object,
     error: str,
 ) -> None:
-    [before] = completed(uow, 3)
+    [before] = complete_new_foos(uow, 3)
     poison = append_raw_event(database, event_type, payload)
-    [after] = completed(uow, 4)
+    [after] = complete_new_foos(uow, 4)
     dispatch_all(uow_factory)
 
     outcomes = [handle_delivery(uow_factory, i, POLICY) for i in (before, poison, after)]
@@ -147,7 +140,7 @@ def test_a_transient_failure_schedules_a_retry_and_counts_one_failure(
     clock: ManualClock,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     dispatch_all(uow_factory)
     database.apply_delta_errors.append(RuntimeError("connection reset"))
 
@@ -170,7 +163,7 @@ def test_an_event_retried_after_a_transient_failure_is_applied_once(
     clock: ManualClock,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     dispatch_all(uow_factory)
     database.apply_delta_errors.append(RuntimeError("connection reset"))
     handle_delivery(uow_factory, event_id, POLICY)
@@ -197,8 +190,8 @@ def test_an_event_that_keeps_failing_is_dead_after_max_attempts_failures(
     clock: ManualClock,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
-    [other] = completed(uow, 1)
+    [event_id] = complete_new_foos(uow, 10)
+    [other] = complete_new_foos(uow, 1)
     outcomes = []
     for attempt in range(1, POLICY.max_attempts + 1):
         assert event_id in dispatch_all(uow_factory)
@@ -224,7 +217,7 @@ def test_an_event_that_keeps_failing_is_dead_after_max_attempts_failures(
 def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     database.apply_delta_errors.append(InvalidEventError("cannot apply this"))
 
     assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.DEAD
@@ -236,7 +229,7 @@ def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
 def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     dispatch_all(uow_factory)
     database.apply_delta_errors.append(ConcurrentUpdateError())
 
@@ -248,7 +241,7 @@ def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
 def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
     uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     handle_delivery(uow_factory, event_id, POLICY)
 
     outcome = record_failure(uow_factory(), event_id, RuntimeError("late"), POLICY)
@@ -264,7 +257,7 @@ def test_duplicate_deliveries_of_many_events_keep_the_invariant(
     database: FakeDatabase,
     bars: list[int],
 ) -> None:
-    event_ids = completed(uow, 5, 6, 7)
+    event_ids = complete_new_foos(uow, 5, 6, 7)
 
     for event_id in event_ids + event_ids[::-1] + event_ids:
         handle_delivery(uow_factory, event_id, POLICY)
@@ -285,7 +278,7 @@ def test_lease_expiries_alone_never_make_an_event_dead(
     clock: ManualClock,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     dispatcher = FakeDispatcher()
     expiries = POLICY.max_attempts * 4
     for _ in range(expiries):
@@ -309,7 +302,7 @@ def test_a_failure_after_many_lease_expiries_counts_as_the_first_failure(
     clock: ManualClock,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     for _ in range(POLICY.max_attempts + 2):
         relay_once(uow_factory(), FakeDispatcher(), LEASE)
         clock.advance(LEASE.lease_seconds)
@@ -336,7 +329,7 @@ def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_fa
     clock: ManualClock,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     seen = []
     outcomes = []
     for failure in range(1, POLICY.max_attempts + 1):
@@ -385,7 +378,7 @@ def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
     database: FakeDatabase,
     bars: list[int],
 ) -> None:
-    [event_id] = completed(uow, 10)
+    [event_id] = complete_new_foos(uow, 10)
     database.data.events[event_id].state = EventState.DEAD
 
     outcome = handle_delivery(uow_factory, event_id, POLICY)
