@@ -15,7 +15,8 @@ def broker_url() -> str:
 
 
 def config(queue: str, acks_late: bool) -> dict[str, Any]:
-    """JSON only, results ignored, one reserved message per pool process: as tasks/config.py."""
+    """JSON only, results ignored, one reserved message per pool process, as
+    infrastructure/broker/celery_app.py configures postsave's app."""
     return {
         "broker_url": broker_url(),
         "broker_connection_retry_on_startup": True,

@@ -13,16 +13,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import coalescing, contenders, dispatch, flood, heavy, reference, report, scenarios
+from bench import coalescing, contenders, dispatch, flood, heavy, plot, reference, report, scenarios
 from bench.conditions import LEASE_S, POLL_INTERVAL_S, conditions
-from bench.contenders import Contender
+from bench.contenders import CeleryContender, Contender, Postsave
 from bench.machine import machine
 from bench.outage import BrokerProxy
 from bench.profile import FULL, QUICK, Profile
 from bench.progress import elapsed, step
 from bench.schema import seed_postgres, seed_sqlite
-from bench.services import RunServices, conninfo, sqlalchemy_url
+from bench.services import Database, RunServices
 from bench.stats import median
+from infrastructure.migrate import upgrade
+
+ROLES = ("naive", "direct", "procrastinate", "postsave", "misc", "claim", "claim_history")
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,24 +68,21 @@ class Run:
 
     # --- setup ---------------------------------------------------------------------------
     def prepare(self) -> None:
-        from infrastructure.migrate import upgrade
-
         step(f"setup: RabbitMQ vhost and PostgreSQL databases (run {self.services.run_id})")
         self.services.create_vhost()
         template = self.services.create_database("template")
-        upgrade(sqlalchemy_url(template))
-        seed_postgres(conninfo(template), self.profile.bars, foos_needed(self.profile))
-        self.template = template
-        self.roles = {}
-        roles = ("naive", "direct", "procrastinate", "postsave", "misc", "claim", "claim_history")
-        for role in roles:
-            self.roles[role] = self.services.create_database(role, template=template)
+        upgrade(template.url)
+        seed_postgres(template.conninfo, self.profile.bars, foos_needed(self.profile))
+        self.roles: dict[str, Database] = {
+            role: self.services.create_database(role, template=template) for role in ROLES
+        }
         self.services.drop_database(template)
-        # The bench process itself talks to postsave through the run's services only.
-        os.environ["POSTSAVE_DATABASE_URL"] = sqlalchemy_url(self.roles["misc"])
+        # Whatever reads settings from the environment in this process or its children gets
+        # the run's services, never postsave's embedded default.
+        os.environ["POSTSAVE_DATABASE_URL"] = self.roles["misc"].url
         os.environ["POSTSAVE_BROKER_URL"] = self.services.amqp_url
         os.environ["BENCH_BROKER_URL"] = self.services.amqp_url
-        self.results["machine"] = machine(conninfo(self.roles["misc"]))
+        self.results["machine"] = machine(self.roles["misc"].conninfo)
         self.results["machine"]["load_average_at_start"] = os.getloadavg()
         self.fingerprint = self.services.fingerprint()
 
@@ -92,24 +92,18 @@ class Run:
             "POSTSAVE_POLL_INTERVAL": str(POLL_INTERVAL_S),
             "POSTSAVE_LEASE_SECONDS": str(LEASE_S),
         }
-        procrastinate = contenders.procrastinate(
-            self.workdir, conninfo(self.roles["procrastinate"])
-        )
+        procrastinate = contenders.procrastinate(self.workdir, self.roles["procrastinate"])
         procrastinate.install_schema()
         postsave_pg = contenders.postsave_pg(
-            self.workdir,
-            conninfo(self.roles["postsave"]),
-            sqlalchemy_url(self.roles["postsave"]),
-            amqp,
-            settings_env,
+            self.workdir, self.roles["postsave"], amqp, settings_env
         )
         postsave_pg.settle_quiet_s = LEASE_S + 3.0  # a lost message comes back when its lease ends
         embedded = contenders.postsave_embedded(self.workdir, settings_env)
         self._prepare_embedded(embedded)
         found: list[Contender] = [
             contenders.ceiling(self.workdir, amqp),
-            contenders.naive(self.workdir, conninfo(self.roles["naive"])),
-            contenders.direct(self.workdir, amqp, conninfo(self.roles["direct"])),
+            contenders.naive(self.workdir, self.roles["naive"]),
+            contenders.direct(self.workdir, amqp, self.roles["direct"]),
             procrastinate,
             postsave_pg,
             embedded,
@@ -120,9 +114,7 @@ class Run:
             )
         return found
 
-    def _prepare_embedded(self, contender: contenders.Postsave) -> None:
-        from infrastructure.migrate import upgrade
-
+    def _prepare_embedded(self, contender: Postsave) -> None:
         database = contender.database_url.removeprefix("sqlite:///")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         upgrade(contender.database_url)
@@ -131,32 +123,19 @@ class Run:
 
     # --- the figures ---------------------------------------------------------------------
     def in_process_figures(self) -> None:
-        misc = self.roles["misc"]
+        misc, amqp, profile = self.roles["misc"], self.services.amqp_url, self.profile
         self.results["figure6"] = reference.figure6(
-            conninfo(misc),
-            sqlalchemy_url(misc),
-            self.services.amqp_url,
-            self.profile.fsync_seconds,
-            self.profile.reference_seconds,
+            misc, amqp, profile.fsync_seconds, profile.reference_seconds
         )
-        self.results["figure5"] = heavy.figure5(
-            conninfo(misc),
-            sqlalchemy_url(misc),
-            self.profile.heavy_bars,
-            self.profile.heavy_repetitions,
-        )
-        empty, full = self.roles["claim"], self.roles["claim_history"]
+        self.results["figure5"] = heavy.figure5(misc, profile.heavy_bars, profile.heavy_repetitions)
         self.results["claim"] = reference.claim_time(
-            (conninfo(empty), sqlalchemy_url(empty)),
-            (conninfo(full), sqlalchemy_url(full)),
-            self.profile.claim_history,
-            self.profile.claim_repetitions,
+            self.roles["claim"],
+            self.roles["claim_history"],
+            profile.claim_history,
+            profile.claim_repetitions,
         )
         self.results["figure3"] = dispatch.figure3(
-            self.services.amqp_url,
-            sqlalchemy_url(misc),
-            self.profile.dispatch_ids,
-            self.profile.confirm_messages,
+            amqp, misc.url, profile.dispatch_ids, profile.confirm_messages
         )
 
     def contender_figures(self, contender: Contender) -> None:
@@ -166,15 +145,15 @@ class Run:
         contender.start()
         try:
             self.throughput(contender)
-            if isinstance(contender, contenders.Postsave) and contender.kind == "postsave":
-                self.throughput(contender, kind="postsave-use-cases", label="use cases")
+            if isinstance(contender, Postsave) and contender.kind == "postsave":
+                self.throughput(contender, producer="postsave-use-cases", label="use cases")
             if name in self.profile.latency_contenders:
                 self.latency(contender)
-            if isinstance(contender, contenders.Postsave) and name == "postsave-pg":
+            if isinstance(contender, Postsave) and name == "postsave-pg":
                 self.results["figure4"][name] = flood.flood_postsave(
                     contender, self.services, self.profile.flood
                 )
-            if isinstance(contender, contenders.CeleryContender) and name == "direct":
+            if isinstance(contender, CeleryContender) and name == "direct":
                 self.results["figure4"][name] = flood.flood_direct(
                     contender, self.services, self.profile.flood, self.profile.flood_limit_s
                 )
@@ -185,7 +164,7 @@ class Run:
                 self.results["loss"][name] = scenarios.loss_run(contender, rate, seconds)
             if name in self.outage_contenders():
                 self.results["outage"][name] = self.outage(contender)
-            if isinstance(contender, contenders.Postsave) and name == "postsave-pg":
+            if isinstance(contender, Postsave) and name == "postsave-pg":
                 # Last: it leaves this contender's database with many more bars.
                 self.results["figure7"] = coalescing.figure7(
                     contender, self.profile.coalesce_bars, self.profile.coalesce_events
@@ -195,25 +174,20 @@ class Run:
             contender.stop()
 
     def throughput(
-        self, contender: Contender, kind: str | None = None, label: str | None = None
+        self, contender: Contender, producer: str | None = None, label: str | None = None
     ) -> None:
-        """Figure 1. `kind` feeds the same pipeline through another producer: a row of its own,
-        `label` in brackets after the contender's name."""
+        """Figure 1. `producer` feeds the same pipeline through another producer than the
+        contender's own: a row of its own, `label` in brackets after the contender's name."""
         profile = self.profile
         events = (
             profile.embedded_events if contender.name == "postsave-embedded" else profile.events
         )
-        own_kind = contender.kind
         name = contender.name if label is None else f"{contender.name} ({label})"
-        contender.kind = kind or own_kind
         runs = []
         before = contender.drift()
-        try:
-            for repetition in range(profile.repetitions):
-                step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
-                runs.append(scenarios.throughput_run(contender, events))
-        finally:
-            contender.kind = own_kind
+        for repetition in range(profile.repetitions):
+            step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
+            runs.append(scenarios.throughput_run(contender, events, producer))
         rates = [run["events_per_s"] for run in runs]
         middle = sorted(runs, key=lambda run: run["events_per_s"])[len(runs) // 2]
         self.results["figure1"][name] = {
@@ -224,7 +198,11 @@ class Run:
             "runs": runs,
             **contenders.invariant(contender, before),
             "description": contender.description
-            + ("" if kind is None else f"; fed by the producer {kind!r} (bench/producer.py)"),
+            + (
+                ""
+                if producer is None
+                else f"; fed by the producer {producer!r} (bench/producer.py)"
+            ),
         }
 
     def latency(self, contender: Contender) -> None:
@@ -249,7 +227,7 @@ class Run:
         rate, seconds = self.profile.kill_rate, self.profile.kill_seconds
         step(f"outage: {contender.name}: {rate:.0f} events/s for {seconds:g} s")
         contender.outage_url = self.proxy.url(self.services.amqp_url)
-        if isinstance(contender, contenders.Postsave):
+        if isinstance(contender, Postsave):
             contender.stop()
             contender.start()
         return scenarios.outage_run(contender, self.proxy, rate, seconds)
@@ -295,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         png_path = args.out / f"results{suffix}.png"
         step(f"writing {json_path} and {png_path}")
         report.write_json(run.results, json_path)
-        report.plot(run.results, png_path)
+        plot.plot(run.results, png_path)
         ok = True
     finally:
         step("cleanup: dropping the run's databases and vhost")

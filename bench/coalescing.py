@@ -9,10 +9,13 @@ from typing import Any
 
 import psycopg
 
-from bench import procs
 from bench.contenders import Postsave, invariant
 from bench.flood import complete_in_one_transaction
+from bench.product import postsave
 from bench.progress import step
+from bench.scenarios import wait_processed
+from bench.schema import insert_bars, vacuum_analyze
+from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
 
 
 def _grow_bars(dsn: str, total: int) -> None:
@@ -25,28 +28,15 @@ def _grow_bars(dsn: str, total: int) -> None:
         assert row is not None
         count = connection.execute("SELECT count(*) FROM bars").fetchone()
         assert count is not None
-        connection.execute(
-            "INSERT INTO bars (weight, value)"
-            " SELECT 1 + g %% 10, (1 + g %% 10) * %s FROM generate_series(1, %s) g",
-            (row[0], max(total - count[0], 0)),
-        )
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE bars")
+        insert_bars(connection, max(total - count[0], 0), per_weight=row[0])
+    vacuum_analyze(dsn, "bars")
 
 
 def _nudge(contender: Postsave) -> None:
-    from infrastructure.bootstrap import Container
-    from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
-    from infrastructure.settings import Settings
-
-    settings = Settings(database_url=contender.database_url, broker_url=contender.broker_url)
-    container = Container(settings)
-    try:
+    with postsave(contender.database_url, contender.broker_url) as container:
         container.celery_app.send_task(
             POLL_TASK, queue=POLL_QUEUE, routing_key=POLL_QUEUE, expires=10
         )
-    finally:
-        container.close()
 
 
 def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
@@ -56,13 +46,7 @@ def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
     step(f"fig7: {contender.name}: {count} events at once, {label}")
     complete_in_one_transaction(contender, count)
     _nudge(contender)
-    procs.wait_until(
-        lambda: log.unfinished(window) == 0,
-        f"{contender.name}: {label}: every event applied",
-        timeout_s=60.0 + count * 2.0,
-        alive=contender.alive(),
-        interval_s=0.05,
-    )
+    wait_processed(contender, window, timeout_s=60.0 + count * 2.0)
     times = log.times(window)
     applied = [a for _, a in times if a is not None]
     with psycopg.connect(contender.dsn, autocommit=True) as connection:

@@ -64,7 +64,7 @@ def conditions(profile: Profile) -> dict[str, str]:
             f"of {profile.reference_seconds:.1f} s from one client"
         ),
         "claim": (
-            "SqlOutbox.claim_pending(100) in a transaction rolled back each time, median of "
+            "SqlRelayQueue.claim_pending(100) in a transaction rolled back each time, median of "
             f"{profile.claim_repetitions}, alternating between two databases; history rows "
             "bulk-inserted with state='processed' and older timestamps, then VACUUM ANALYZE"
         ),

@@ -11,46 +11,30 @@ import time
 from typing import Any
 
 from celery import Celery
-from kombu import Connection
 
+from bench import amqp
 from bench.celery_common import config
+from bench.product import postsave
 from bench.progress import step
+from infrastructure.broker.names import RECALC_QUEUE
 
 EXPIRES_S = 27.0  # what the relay sets with its default 30 s lease
 BATCH = 100  # POSTSAVE_BATCH_SIZE's default: one claim's worth of ids
 
 
-def _depth(amqp_url: str, queue: str) -> int:
-    with Connection(amqp_url) as connection:
-        return int(connection.default_channel.queue_declare(queue, passive=True)[1])
-
-
-def _purge(app: Celery) -> None:
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        for queue in app.conf.task_queues:
-            queue(channel).declare()
-            queue(channel).purge()
-
-
 def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str, Any]:
-    from infrastructure.bootstrap import Container
-    from infrastructure.broker.names import RECALC_QUEUE
-    from infrastructure.settings import Settings
-
-    container = Container(Settings(database_url=database_url, broker_url=amqp_url))
-    app = container.celery_app
-    _purge(app)
-    dispatcher = container.dispatcher  # the relay's own
-    dispatcher.dispatch([1], expires_in_s=EXPIRES_S)  # opens its connection: not timed
-    _purge(app)
-    started = time.perf_counter()
-    for first in range(1, ids + 1, BATCH):
-        dispatcher.dispatch(list(range(first, min(first + BATCH, ids + 1))), EXPIRES_S)
-    seconds = time.perf_counter() - started
-    in_queue = _depth(amqp_url, RECALC_QUEUE)
-    _purge(app)  # nobody must ever run these made-up ids
-    container.close()
+    with postsave(database_url, amqp_url) as container:
+        app = container.celery_app
+        amqp.purge_app_queues(app)
+        dispatcher = container.dispatcher  # the relay's own
+        dispatcher.dispatch([1], expires_in_s=EXPIRES_S)  # opens its connection: not timed
+        amqp.purge_app_queues(app)
+        started = time.perf_counter()
+        for first in range(1, ids + 1, BATCH):
+            dispatcher.dispatch(list(range(first, min(first + BATCH, ids + 1))), EXPIRES_S)
+        seconds = time.perf_counter() - started
+        in_queue = amqp.ready(amqp_url, RECALC_QUEUE)
+        amqp.purge_app_queues(app)  # nobody must ever run these made-up ids
     return {
         "messages": ids,
         "batch": BATCH,
@@ -61,19 +45,20 @@ def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str,
 
 
 def celery_publish_rate(amqp_url: str, messages: int, confirm: bool) -> dict[str, Any]:
+    """A bare Celery app of the bench's, not postsave's: Celery's own publishing."""
     queue = "bench.confirm" if confirm else "bench.publish"
     app = Celery(f"bench-{queue}")
     settings = config(queue, acks_late=True)
     settings["broker_url"] = amqp_url
     settings["broker_transport_options"] = {"confirm_publish": confirm}
     app.config_from_object(settings)
-    _purge(app)
+    amqp.purge_app_queues(app)
     app.send_task("noop", queue=queue, expires=EXPIRES_S)  # connection and declare: not timed
     started = time.perf_counter()
     for _ in range(messages):
         app.send_task("noop", queue=queue, expires=EXPIRES_S)
     seconds = time.perf_counter() - started
-    in_queue = _depth(amqp_url, queue) - 1
+    in_queue = amqp.ready(amqp_url, queue) - 1
     with app.connection_for_write() as connection:
         connection.default_channel.queue_delete(queue)
     return {

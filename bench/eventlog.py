@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bench.stats import percentile
+
 
 @dataclass(frozen=True)
 class Window:
@@ -67,8 +69,6 @@ def postsave_breakdown(conninfo: str, window: Window) -> dict[str, float | int]:
     """Where postsave's latency goes: commit to dispatch (the relay) and dispatch to applied
     (broker and worker); events applied by another event's pass before being dispatched have
     no dispatch time (`coalesced_before_dispatch`)."""
-    from bench.stats import percentile
-
     query = (
         "SELECT extract(epoch FROM dispatched_at - occurred_at)::float8,"
         " extract(epoch FROM applied_at - dispatched_at)::float8"

@@ -7,18 +7,23 @@ message per event right away, as its application code would, and the broker hold
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from kombu import Connection
 
-from bench import procs
-from bench.contenders import CeleryContender, Postsave, invariant
+from bench import amqp, procs
+from bench.contenders import CeleryContender, Contender, Postsave, invariant
+from bench.eventlog import Window
 from bench.progress import step
+from bench.schema import COMPLETE_RANGE_SQL
 from bench.services import RunServices
+from infrastructure.broker.names import RECALC_QUEUE
+from tests.rabbitmq import DepthSampler
 
 
 def _db_now(dsn: str) -> float:
@@ -29,63 +34,56 @@ def _db_now(dsn: str) -> float:
 
 
 @dataclass
-class DepthSampler:
-    """Peak depth of one queue: rabbitmqctl (ready + unacknowledged) once a second, and the
-    AMQP passive declare (ready only, cheap) five times a second in between."""
+class _SkipFailed:
+    """A failed rabbitmqctl reading counts as an empty one: never fatal to the figure."""
 
     services: RunServices
-    amqp_url: str
-    queue: str
-    peak_ctl: int = 0
-    peak_ready: int = 0
-    ctl_samples: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> DepthSampler:
-        for target in (self._ctl_loop, self._amqp_loop):
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+    def broker_depths(self) -> dict[str, int]:
+        try:
+            return self.services.broker_depths()
+        except (subprocess.SubprocessError, OSError, ValueError):
+            return {}
+
+
+class QueuePeak:
+    """Peak depth of one queue: rabbitmqctl once a second (ready + unacknowledged, the tests'
+    DepthSampler) and the AMQP passive declare (ready only, cheap) five times a second."""
+
+    def __init__(self, services: RunServices, queue: str) -> None:
+        self.queue = queue
+        self.amqp_url = services.amqp_url
+        self.peak_ready = 0
+        self._depths = DepthSampler(_SkipFailed(services))
+        self._stop = threading.Event()
+        self._ready = threading.Thread(target=self._ready_loop, daemon=True)
+
+    def start(self) -> QueuePeak:
+        self._depths.start()
+        self._ready.start()
         return self
 
-    def _ctl_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                depth = self.services.queue_depths().get(self.queue, 0)
-            except Exception:  # noqa: BLE001 - a failed sample is skipped, never fatal
-                depth = 0
-            self.peak_ctl = max(self.peak_ctl, depth)
-            self.ctl_samples += 1
-            self._stop.wait(1.0)
-
-    def _amqp_loop(self) -> None:
+    def _ready_loop(self) -> None:
         with Connection(self.amqp_url) as connection:
-            channel = connection.default_channel
             while not self._stop.is_set():
-                ready = int(channel.queue_declare(self.queue, passive=True)[1])
+                ready = amqp.ready_in(connection.default_channel, self.queue)
                 self.peak_ready = max(self.peak_ready, ready)
                 self._stop.wait(0.2)
 
     def stop(self) -> dict[str, int]:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
+        self._ready.join(timeout=60)
+        readings = self._depths.stop()
         return {
-            "peak_depth_rabbitmqctl": self.peak_ctl,
+            "peak_depth_rabbitmqctl": max((r.get(self.queue, 0) for r in readings), default=0),
             "peak_ready_amqp": self.peak_ready,
-            "rabbitmqctl_samples": self.ctl_samples,
+            "rabbitmqctl_samples": len(readings),
         }
 
 
-def _ready(amqp_url: str, queue: str) -> int:
-    with Connection(amqp_url) as connection:
-        return int(connection.default_channel.queue_declare(queue, passive=True)[1])
-
-
 def _drain(
-    contender: Any,
-    window: Any,
+    contender: Contender,
+    window: Window,
     committed: float,
     count: int,
     amqp_url: str,
@@ -95,6 +93,7 @@ def _drain(
     """Wait until every event is applied and the broker queue is empty. With `limit_s`, stop
     waiting then, project the drain time from the rate so far, and purge what is left (the
     contender's later scenarios and its shutdown must not wait for it)."""
+    assert contender.log is not None
     deadline = time.monotonic() + (limit_s if limit_s is not None else 120.0 + count / 100.0)
     unfinished = count
     while time.monotonic() < deadline:
@@ -112,7 +111,7 @@ def _drain(
         # Every event is applied; messages may still wait in the broker (postsave: those of
         # events that another task's coalesced pass applied). The broker is done when empty.
         procs.wait_until(
-            lambda: _ready(amqp_url, queue) == 0,
+            lambda: amqp.ready(amqp_url, queue) == 0,
             f"{contender.name}: broker queue empty",
             timeout_s=120.0,
             alive=contender.alive(),
@@ -123,7 +122,7 @@ def _drain(
     applied = [a for _, a in times if a is not None]
     last = max(applied)
     if capped:
-        _purge(amqp_url, queue)
+        amqp.purge(amqp_url, queue)
         rate = len(applied) / (last - committed)
         return {
             "events": len(times),
@@ -143,24 +142,25 @@ def _drain(
     }
 
 
-def _purge(amqp_url: str, queue: str) -> None:
-    with Connection(amqp_url) as connection:
-        connection.default_channel.queue_purge(queue)
+def _complete(contender: Contender, count: int, record_sql: str) -> list[Any]:
+    """Complete `count` fresh foos and record their events, in one statement."""
+    first = contender.take_foos(count)
+    with psycopg.connect(contender.dsn) as connection:
+        cursor = connection.execute(
+            f"{COMPLETE_RANGE_SQL} {record_sql}", (first, first + count - 1)
+        )
+        return cursor.fetchall() if cursor.description else []
 
 
 def complete_in_one_transaction(contender: Postsave, count: int) -> None:
-    """Complete `count` fresh foos and write their outbox rows, in one statement."""
-    first = contender.take_foos(count)
-    with psycopg.connect(contender.dsn) as connection:
-        # The outbox rows exactly as the unit of work writes them (event_type, payload).
-        connection.execute(
-            "WITH done AS (UPDATE foos SET state = 'completed', version = version + 1"
-            " WHERE id BETWEEN %s AND %s AND state = 'pending' RETURNING id, amount)"
-            " INSERT INTO outbox_events (event_type, payload)"
-            " SELECT 'FooCompleted', jsonb_build_object('foo_id', id, 'delta', amount)"
-            " FROM done ORDER BY id",
-            (first, first + count - 1),
-        )
+    """The outbox rows exactly as the unit of work writes them (event_type, payload)."""
+    _complete(
+        contender,
+        count,
+        "INSERT INTO outbox_events (event_type, payload)"
+        " SELECT 'FooCompleted', jsonb_build_object('foo_id', id, 'delta', amount)"
+        " FROM done ORDER BY id",
+    )
 
 
 def flood_postsave(contender: Postsave, services: RunServices, count: int) -> dict[str, Any]:
@@ -170,34 +170,32 @@ def flood_postsave(contender: Postsave, services: RunServices, count: int) -> di
     step(f"fig4: {contender.name}: committing {count} events in one transaction")
     complete_in_one_transaction(contender, count)
     committed = _db_now(contender.dsn)
-    sampler = DepthSampler(services, services.amqp_url, "postsave.recalc").start()
+    peak = QueuePeak(services, RECALC_QUEUE).start()
     try:
-        result = _drain(contender, window, committed, count, services.amqp_url, "postsave.recalc")
+        result = _drain(contender, window, committed, count, services.amqp_url, RECALC_QUEUE)
     finally:
-        result_depth = sampler.stop()
-    return {**result, **result_depth, **invariant(contender, before)}
+        depth = peak.stop()
+    return {**result, **depth, **invariant(contender, before)}
 
 
 def flood_direct(
     contender: CeleryContender, services: RunServices, count: int, limit_s: float
 ) -> dict[str, Any]:
+    # Late: its Celery app reads BENCH_BROKER_URL (the run's vhost) when first imported.
     from bench.direct_app import app, direct_apply
 
     assert contender.log is not None
-    first = contender.take_foos(count)
     window = contender.log.watermark()
     before = contender.drift()
     step(f"fig4: {contender.name}: committing {count} events, then one apply_async each")
-    with psycopg.connect(contender.dsn) as connection:
-        rows = connection.execute(
-            "WITH done AS (UPDATE foos SET state = 'completed', version = version + 1"
-            " WHERE id BETWEEN %s AND %s AND state = 'pending' RETURNING id, amount)"
-            " INSERT INTO bench_events (foo_id, delta) SELECT id, amount FROM done ORDER BY id"
-            " RETURNING id, delta",
-            (first, first + count - 1),
-        ).fetchall()
+    rows = _complete(
+        contender,
+        count,
+        "INSERT INTO bench_events (foo_id, delta) SELECT id, amount FROM done ORDER BY id"
+        " RETURNING id, delta",
+    )
     committed = _db_now(contender.dsn)
-    sampler = DepthSampler(services, services.amqp_url, contender.queue).start()
+    peak = QueuePeak(services, contender.queue).start()
     try:
         app.conf.broker_url = contender.amqp_url
         published = time.perf_counter()
@@ -209,10 +207,10 @@ def flood_direct(
             contender, window, committed, count, services.amqp_url, contender.queue, limit_s
         )
     finally:
-        result_depth = sampler.stop()
+        depth = peak.stop()
     return {
         **result,
-        **result_depth,
+        **depth,
         "publish_s": publish_s,
         # Capped: the rest of the flood was purged, so the bars are short of it by design.
         **({"invariant_holds": None} if result["capped_at_s"] else invariant(contender, before)),

@@ -10,53 +10,56 @@ import time
 from typing import Any
 
 import psycopg
+from sqlalchemy import select
 
+from bench.product import postsave
 from bench.progress import step
+from bench.schema import insert_bars, vacuum_analyze
+from bench.services import Database
 from bench.stats import median
+from domain.bar import Bar
+from infrastructure.bootstrap import Container
 
 
 def _reset_bars(dsn: str, count: int) -> None:
     with psycopg.connect(dsn) as connection:
         connection.execute("TRUNCATE bars")
-        connection.execute(
-            "INSERT INTO bars (weight, value) SELECT 1 + g %% 10, 0 FROM generate_series(1, %s) g",
-            (count,),
-        )
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE bars")
+        insert_bars(connection, count)
+    vacuum_analyze(dsn, "bars")
 
 
-def figure5(
-    dsn: str, database_url: str, sizes: tuple[int, ...], repetitions: int
-) -> list[dict[str, Any]]:
-    from sqlalchemy import select
+def _set_based(container: Container, size: int) -> float:
+    with container.uow() as uow:
+        started = time.perf_counter()
+        changed = uow.bars.apply_delta(3)
+        uow.commit()
+        seconds = time.perf_counter() - started
+    assert changed == size, f"apply_delta changed {changed} of {size} bars"
+    return seconds
 
-    from domain.bar import Bar
-    from infrastructure.bootstrap import Container
-    from infrastructure.settings import Settings
 
-    container = Container(Settings(database_url=database_url))
+def _orm_loop(container: Container) -> float:
+    # postsave's own session settings: the loop differs from apply_delta in the work only.
+    with container.session_factory() as session:
+        started = time.perf_counter()
+        for bar in session.scalars(select(Bar)).all():
+            bar.value += 3 * bar.weight
+        session.flush()
+        session.commit()
+        return time.perf_counter() - started
+
+
+def figure5(database: Database, sizes: tuple[int, ...], repetitions: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    try:
+    with postsave(database.url) as container:
         for size in sizes:
-            _reset_bars(dsn, size)
+            _reset_bars(database.conninfo, size)
             set_based: list[float] = []
             orm_loop: list[float] = []
             for repetition in range(repetitions):
                 step(f"fig5: {size} bars, repetition {repetition + 1}/{repetitions}")
-                with container.uow() as uow:
-                    started = time.perf_counter()
-                    changed = uow.bars.apply_delta(3)
-                    uow.commit()
-                    set_based.append(time.perf_counter() - started)
-                assert changed == size, f"apply_delta changed {changed} of {size} bars"
-                with container.session_factory() as session:
-                    started = time.perf_counter()
-                    for bar in session.scalars(select(Bar)).all():
-                        bar.value += 3 * bar.weight
-                    session.flush()
-                    session.commit()
-                    orm_loop.append(time.perf_counter() - started)
+                set_based.append(_set_based(container, size))
+                orm_loop.append(_orm_loop(container))
             rows.append(
                 {
                     "bars": size,
@@ -68,6 +71,4 @@ def figure5(
                     "repetitions": repetitions,
                 }
             )
-    finally:
-        container.close()
     return rows

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from tests import services
+
 
 def _version(module: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(module)
     except PackageNotFoundError:
@@ -19,8 +22,6 @@ def _version(module: str) -> str:
 
 
 def machine(dsn: str) -> dict[str, Any]:
-    import psycopg
-
     cpu_model = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -32,10 +33,8 @@ def machine(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn, autocommit=True) as connection:
         row = connection.execute("SHOW server_version").fetchone()
     try:
-        status = subprocess.run(
-            ["rabbitmqctl", "-q", "version"], capture_output=True, text=True, timeout=60
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        status = services.rabbitmqctl("-q", "version").strip()
+    except (OSError, subprocess.SubprocessError, RuntimeError):
         status = "?"
     return {
         "cpus": os.cpu_count(),

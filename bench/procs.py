@@ -1,11 +1,11 @@
-"""Worker processes of the bench's contenders: started in their own session, stopped by pid."""
+"""The contenders' worker processes, beside infrastructure.processes (which starts postsave's
+own): the bench's package importable in every one, bounded waits, a quick stop of all."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +25,7 @@ def env_for(extra: Mapping[str, str]) -> dict[str, str]:
 def start(
     command: Sequence[str], env: Mapping[str, str], log_path: Path
 ) -> subprocess.Popen[bytes]:
+    """A process that is not postsave's: the bench's own Celery apps, procrastinate."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
@@ -35,25 +36,6 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a kill takes the pool children too
         )
-
-
-def celery_worker(app: str, queue: str, name: str, concurrency: int = 2) -> list[str]:
-    """The arguments infrastructure.processes.start_worker gives postsave's workers."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        app,
-        "worker",
-        "--pool=prefork",
-        f"--concurrency={concurrency}",
-        f"--hostname={name}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel=INFO",
-        f"--queues={queue}",
-    ]
 
 
 def wait_until(
@@ -76,6 +58,8 @@ def wait_until(
 
 
 def wait_for_log(log_path: Path, process: subprocess.Popen[bytes], marker: str = " ready.") -> None:
+    """Until a Celery worker logs that it consumes."""
+
     def ready() -> bool:
         return log_path.exists() and marker in log_path.read_text(errors="replace")
 
@@ -83,7 +67,8 @@ def wait_for_log(log_path: Path, process: subprocess.Popen[bytes], marker: str =
 
 
 def stop_all(started: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
-    """SIGTERM (Celery's warm shutdown) to all at once, then SIGKILL the groups that hang."""
+    """SIGTERM (Celery's warm shutdown) to all at once, then SIGKILL the groups that hang:
+    processes.stop would wait for each in turn."""
     for process in started:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -93,7 +78,3 @@ def stop_all(started: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10.0
             process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             processes.kill(process)
-
-
-def kill(process: subprocess.Popen[bytes]) -> None:
-    processes.kill(process)

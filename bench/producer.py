@@ -19,6 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from psycopg.types.json import Jsonb
+
+from domain import use_cases
+from domain.events import FooCompleted
+from infrastructure.bootstrap import Container
+
 Commit = Callable[[int], None]
 
 
@@ -47,8 +54,6 @@ def _raw_commit(
     `hook` is 'inside' (call `after` in the transaction, procrastinate's defer) or 'after'
     (call it once committed, direct's apply_async). `record` writes the event row (a
     bench_events row unless given)."""
-    import psycopg
-
     connection = psycopg.connect(dsn, autocommit=True)
 
     def bench_event(connection: Any, foo_id: int, delta: int) -> int:
@@ -81,9 +86,6 @@ def _commit_factory(spec: Spec) -> Callable[[], Commit]:
     if spec.kind == "postsave":
         return _postsave_sql(spec.dsn)
     if spec.kind == "postsave-use-cases":
-        from domain import use_cases
-        from infrastructure.bootstrap import Container
-
         # As the README tells an application to: settings from POSTSAVE_*, the relay nudged
         # after each commit that wrote events.
         container = Container(nudge=True)
@@ -91,10 +93,12 @@ def _commit_factory(spec: Spec) -> Callable[[], Commit]:
         def postsave() -> Commit:
             with container.engine.connect():
                 pass  # connected before the schedule starts, like the SQL clients
-            _warm_up(container.relay_nudge)
+            _warm_up(container)
             return lambda foo_id: use_cases.complete_foo(container.uow(), foo_id)
 
         return postsave
+    # The bench's own apps are imported for their kind only: each makes its app from the
+    # environment when imported.
     if spec.kind == "direct":
         from bench.direct_app import direct_apply
 
@@ -118,7 +122,9 @@ def _commit_factory(spec: Spec) -> Callable[[], Commit]:
     raise ValueError(f"unknown producer kind {spec.kind!r}")
 
 
-def _warm_up(nudge: Any) -> None:
+def _warm_up(container: Container) -> None:
+    """The nudge's broker connection opened before the schedule starts."""
+    nudge = container.relay_nudge
     if nudge is not None:
         nudge()
         nudge.flush()
@@ -128,15 +134,10 @@ def _postsave_sql(dsn: str) -> Callable[[], Commit]:
     """The same SQL as every contender; the event row is the outbox row that postsave's unit of
     work writes (FooCompleted, from the domain's own event type), and after the commit the
     relay is nudged, as the unit of work does."""
-    from domain.events import FooCompleted
-    from infrastructure.bootstrap import Container
-
     container = Container(nudge=True)  # only for the nudge: settings from POSTSAVE_*
     nudge = container.relay_nudge
 
     def outbox_event(connection: Any, foo_id: int, delta: int) -> int:
-        from psycopg.types.json import Jsonb
-
         event = FooCompleted(foo_id=foo_id, delta=delta)
         inserted = connection.execute(
             "INSERT INTO outbox_events (event_type, payload) VALUES (%s, %s) RETURNING id",
@@ -150,7 +151,7 @@ def _postsave_sql(dsn: str) -> Callable[[], Commit]:
             nudge()
 
     def client() -> Commit:
-        _warm_up(nudge)
+        _warm_up(container)
         return _raw_commit(dsn, after, "after", record=outbox_event)
 
     return client
@@ -163,6 +164,13 @@ class Tally:
     first: float | None = None
     last: float | None = None
     error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        """Commits per second between the first and the last."""
+        if not self.first or not self.last or self.last <= self.first:
+            return float("nan")
+        return (self.committed - 1) / (self.last - self.first)
 
 
 def produce(spec: Spec) -> Tally:

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from kombu import Connection, Exchange, Producer, Queue
 
+from bench.product import postsave
 from bench.progress import step
+from bench.schema import vacuum_analyze
+from bench.services import Database
 from bench.stats import median
+from domain import use_cases
+from domain.events import FooCompleted
+from infrastructure.bootstrap import Container
 
 
 def pg_test_fsync(seconds: int) -> dict[str, Any]:
@@ -52,18 +60,25 @@ def pg_test_fsync(seconds: int) -> dict[str, Any]:
     return result
 
 
+def _repeat_for(seconds: float, once: Callable[[int], object]) -> tuple[int, float]:
+    """Call `once(i)` for i = 0, 1, ... until `seconds` have passed: (calls, seconds taken)."""
+    count = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        once(count)
+        count += 1
+    return count, time.perf_counter() - started
+
+
 def insert_commit_rate(dsn: str, seconds: float) -> dict[str, Any]:
     """Single-row INSERT and COMMIT from one client: the floor of any transactional write."""
     with psycopg.connect(dsn, autocommit=True) as connection:
         connection.execute(
             "CREATE TABLE IF NOT EXISTS bench_reference (id bigserial PRIMARY KEY, v int)"
         )
-        count = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            connection.execute("INSERT INTO bench_reference (v) VALUES (1)")
-            count += 1
-        elapsed = time.perf_counter() - started
+        count, elapsed = _repeat_for(
+            seconds, lambda _: connection.execute("INSERT INTO bench_reference (v) VALUES (1)")
+        )
         connection.execute("DROP TABLE bench_reference")
     return {"commits": count, "seconds": elapsed, "per_s": count / elapsed}
 
@@ -75,12 +90,9 @@ def kombu_publish_rate(amqp_url: str, seconds: float) -> dict[str, Any]:
         channel = connection.channel()
         queue(channel).declare()
         producer = Producer(channel, exchange=queue.exchange, routing_key="bench.kombu")
-        count = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            producer.publish({"event_id": count}, serializer="json")
-            count += 1
-        elapsed = time.perf_counter() - started
+        count, elapsed = _repeat_for(
+            seconds, lambda i: producer.publish({"event_id": i}, serializer="json")
+        )
         queue(channel).delete()
     return {"messages": count, "seconds": elapsed, "per_s": count / elapsed}
 
@@ -89,29 +101,16 @@ def use_case_rate(database_url: str, amqp_url: str, seconds: float) -> dict[str,
     """postsave's write path as an application calls it (use_cases.complete_foo: ORM load,
     version-checked update, outbox insert, commit), one client, without and with the nudge.
     No worker runs: nudges wait in postsave.poll, which keeps only the newest."""
-    from domain import use_cases
-    from infrastructure.bootstrap import Container
-    from infrastructure.settings import Settings
-
-    settings = Settings(database_url=database_url, broker_url=amqp_url)
     result: dict[str, Any] = {}
-    foo_id = 1
+    foo_ids = itertools.count(1)  # each foo completed once, across both loops
     for nudge in (False, True):
-        container = Container(settings, nudge=nudge)
-        try:
-            use_cases.complete_foo(container.uow(), foo_id)  # connections: not timed
+        with postsave(database_url, amqp_url, nudge=nudge) as container:
+            use_cases.complete_foo(container.uow(), next(foo_ids))  # connections: not timed
             if container.relay_nudge is not None:
                 container.relay_nudge.flush()  # the broker connection too
-            foo_id += 1
-            count = 0
-            started = time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                use_cases.complete_foo(container.uow(), foo_id)
-                foo_id += 1
-                count += 1
-            elapsed = time.perf_counter() - started
-        finally:
-            container.close()
+            count, elapsed = _repeat_for(
+                seconds, lambda _: use_cases.complete_foo(container.uow(), next(foo_ids))
+            )
         result["with_nudge" if nudge else "without_nudge"] = {
             "commits": count,
             "seconds": elapsed,
@@ -120,34 +119,26 @@ def use_case_rate(database_url: str, amqp_url: str, seconds: float) -> dict[str,
     return result
 
 
-def _claim_once(container: Any) -> tuple[float, int]:
-    """The relay's claim of one batch (SqlOutbox.claim_pending(100)), rolled back."""
+def _claim_once(container: Container) -> tuple[float, int]:
+    """The relay's claim of one batch (SqlRelayQueue.claim_pending(100)), rolled back."""
     with container.uow() as uow:
         started = time.perf_counter()
-        claimed = len(uow.outbox.claim_pending(100))
+        claimed = len(uow.relay_queue.claim_pending(100))
         return time.perf_counter() - started, claimed
 
 
-def _pending(container: Any, count: int) -> None:
-    from domain.events import FooCompleted
-
+def _pending(container: Container, count: int) -> None:
     with container.uow() as uow:
         for foo_id in range(1, count + 1):
             uow.outbox.append(FooCompleted(foo_id=foo_id, delta=1))
         uow.commit()
 
 
-def claim_time(
-    empty: tuple[str, str], full: tuple[str, str], history: int, repetitions: int
-) -> dict[str, Any]:
-    """Two databases, (conninfo, SQLAlchemy URL) each: 100 pending events alone, and the same
-    behind `history` processed ones. Claims alternate between them, so that the machine's
-    noise falls on both alike."""
-    from infrastructure.bootstrap import Container
-    from infrastructure.settings import Settings
-
+def claim_time(empty: Database, full: Database, history: int, repetitions: int) -> dict[str, Any]:
+    """Two databases: 100 pending events alone, and the same behind `history` processed ones.
+    Claims alternate between them, so that the machine's noise falls on both alike."""
     step(f"claim: bulk-inserting {history} processed events (older than the pending ones)")
-    with psycopg.connect(full[0]) as connection:
+    with psycopg.connect(full.conninfo) as connection:
         connection.execute(
             "INSERT INTO outbox_events (event_type, payload, state, dispatches, occurred_at,"
             " available_at, dispatched_at, applied_at)"
@@ -156,13 +147,12 @@ def claim_time(
             " LATERAL (SELECT now() - interval '1 day' + g * interval '1 ms') AS s(t)",
             (history,),
         )
-    containers = [Container(Settings(database_url=url)) for _, url in (empty, full)]
-    try:
+    with contextlib.ExitStack() as stack:
+        containers = [stack.enter_context(postsave(db.url)) for db in (empty, full)]
         for container in containers:
             _pending(container, 100)
-        for conninfo_, _ in (empty, full):
-            with psycopg.connect(conninfo_, autocommit=True) as connection:
-                connection.execute("VACUUM ANALYZE outbox_events")
+        for database in (empty, full):
+            vacuum_analyze(database.conninfo, "outbox_events")
         step(f"claim: claim_pending(100), {repetitions} times each, alternating")
         timings: list[list[float]] = [[], []]
         claimed = [0, 0]
@@ -171,9 +161,6 @@ def claim_time(
                 seconds, claimed[index] = _claim_once(container)
                 if repetition >= 3:  # the first ones warm connections and plans
                     timings[index].append(seconds)
-    finally:
-        for container in containers:
-            container.close()
     empty_s, full_s = median(timings[0]), median(timings[1])
     return {
         "history": history,
@@ -185,17 +172,15 @@ def claim_time(
     }
 
 
-def figure6(
-    dsn: str, database_url: str, amqp_url: str, fsync_s: int, loop_s: float
-) -> dict[str, Any]:
+def figure6(database: Database, amqp_url: str, fsync_s: int, loop_s: float) -> dict[str, Any]:
     step(f"fig6: pg_test_fsync -s {fsync_s} (first section only)")
     fsync = pg_test_fsync(fsync_s)
     step("fig6: single-row insert-and-commit rate")
-    inserts = insert_commit_rate(dsn, loop_s)
+    inserts = insert_commit_rate(database.conninfo, loop_s)
     step("fig6: raw kombu publish rate")
     kombu = kombu_publish_rate(amqp_url, loop_s)
     step("fig6: postsave's write path (use_cases.complete_foo), one client")
-    use_case = use_case_rate(database_url, amqp_url, loop_s)
+    use_case = use_case_rate(database.url, amqp_url, loop_s)
     return {
         "pg_test_fsync": fsync,
         "insert_commit": inserts,

@@ -6,32 +6,18 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from typing import Any
 
 from bench import procs
 from bench.contenders import CeleryContender, Contender, NaiveTimer, Postsave, invariant
 from bench.eventlog import Window, postsave_breakdown
 from bench.outage import BrokerProxy
+from bench.producer import Tally
 from bench.progress import step
 from bench.stats import summary_ms
 
 OUTAGE_CLIENTS = 8
-
-
-@dataclass
-class Produced:
-    committed: int
-    failed: int
-    first: float | None
-    last: float | None
-    error: str | None = None
-
-    @property
-    def rate(self) -> float:
-        if not self.first or not self.last or self.last <= self.first:
-            return float("nan")
-        return (self.committed - 1) / (self.last - self.first)
 
 
 def start_producer(
@@ -40,9 +26,11 @@ def start_producer(
     rate: float | None,
     threads: int | None = None,
     deadline_s: float | None = None,
+    producer: str | None = None,
 ) -> subprocess.Popen[str]:
+    """`producer`: another kind than the contender's own (bench/producer.py)."""
     spec = {
-        "kind": contender.kind,
+        "kind": producer or contender.kind,
         "first_foo": contender.take_foos(count),
         "count": count,
         "rate": rate,
@@ -61,7 +49,7 @@ def start_producer(
     )
 
 
-def finish_producer(process: subprocess.Popen[str], timeout_s: float) -> Produced:
+def finish_producer(process: subprocess.Popen[str], timeout_s: float) -> Tally:
     try:
         out, _ = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -75,14 +63,19 @@ def finish_producer(process: subprocess.Popen[str], timeout_s: float) -> Produce
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not lines:
         raise RuntimeError(f"the producer failed (exit {process.returncode}); see its log")
-    return Produced(**json.loads(lines[-1]))
+    return Tally(**json.loads(lines[-1]))
 
 
 def produce(
-    contender: Contender, count: int, rate: float | None = None, deadline_s: float | None = None
-) -> Produced:
+    contender: Contender,
+    count: int,
+    rate: float | None = None,
+    deadline_s: float | None = None,
+    producer: str | None = None,
+) -> Tally:
     budget = 60.0 + (count / rate if rate else count / 100.0)
-    return finish_producer(start_producer(contender, count, rate, None, deadline_s), budget)
+    process = start_producer(contender, count, rate, None, deadline_s, producer)
+    return finish_producer(process, budget)
 
 
 def wait_processed(contender: Contender, window: Window, timeout_s: float) -> None:
@@ -101,13 +94,13 @@ def _drain_budget(count: int) -> float:
     return 60.0 + count / 50.0  # the embedded default drains ~100+/s; bounded all the same
 
 
-def throughput_run(contender: Contender, count: int) -> dict[str, Any]:
+def throughput_run(contender: Contender, count: int, producer: str | None = None) -> dict[str, Any]:
     """Figure 1: events/s from the first commit until every event has reached every bar."""
     if isinstance(contender, CeleryContender) and contender.log is None:
         return _ceiling_run(contender, count)
     assert contender.log is not None
     window = contender.log.watermark()
-    produced = produce(contender, count)
+    produced = produce(contender, count, producer=producer)
     wait_processed(contender, window, _drain_budget(count))
     times = contender.log.times(window)
     first = min(c for c, _ in times)
@@ -180,31 +173,52 @@ def latency_run(contender: Contender, rate: float, seconds: float) -> dict[str, 
     }
 
 
-def loss_run(contender: Contender, rate: float, seconds: float) -> dict[str, Any]:
-    """Kill the consuming workers (SIGKILL, pool children too) halfway through an open-loop
-    run, start fresh ones, and count the events that never reach the bars."""
+def _fault_run(
+    contender: Contender,
+    rate: float,
+    seconds: float,
+    disrupt: Callable[[], None],
+    failed: Callable[[Tally], dict[str, Any]],
+    threads: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An open-loop run with `disrupt()` called while it goes on; once it settles, the events
+    that never reach the bars. `failed` says what the producer saw, `extra` goes last."""
     assert contender.log is not None
     count = max(1, round(rate * seconds))
     window = contender.log.watermark()
     before = contender.drift()
-    process = start_producer(contender, count, rate)
-    time.sleep(seconds / 2)
-    step(f"loss: SIGKILL {contender.name}'s workers mid-run, then start fresh ones")
-    contender.kill_workers()
+    process = start_producer(contender, count, rate, threads=threads)
+    disrupt()
     produced = finish_producer(process, 60.0 + seconds)
     settled = _settle(contender, window, quiet_s=contender.settle_quiet_s)
     stuck = contender.stuck(window)
     unfinished = contender.log.unfinished(window)
     return {
-        "events": len(contender.log.times(window)),
-        "producer_failed": produced.failed,
+        "events": len(contender.log.times(window)),  # committed, whatever the publish did
+        **failed(produced),
         "lost": unfinished - stuck["unapplied"],
         "stuck": stuck["unapplied"],
         "stuck_applied": stuck["applied_but_pending"],
         "applied_twice": contender.applied_twice(),
         "settled_s": settled,
+        **(extra or {}),
         **invariant(contender, before),
     }
+
+
+def loss_run(contender: Contender, rate: float, seconds: float) -> dict[str, Any]:
+    """Kill the consuming workers (SIGKILL, pool children too) halfway through an open-loop
+    run, start fresh ones, and count the events that never reach the bars."""
+
+    def kill_halfway() -> None:
+        time.sleep(seconds / 2)
+        step(f"loss: SIGKILL {contender.name}'s workers mid-run, then start fresh ones")
+        contender.kill_workers()
+
+    return _fault_run(
+        contender, rate, seconds, kill_halfway, lambda p: {"producer_failed": p.failed}
+    )
 
 
 def outage_run(
@@ -212,34 +226,26 @@ def outage_run(
 ) -> dict[str, Any]:
     """The publishers' broker connections are cut for the middle third of an open-loop run
     (connections refused meanwhile); count the events that never reach the bars."""
-    assert contender.log is not None
-    count = max(1, round(rate * seconds))
-    window = contender.log.watermark()
-    before = contender.drift()
-    # Each client blocks in the publish's own retries while the broker is away, so the number
-    # of clients (concurrent requests of an application) bounds what direct can lose.
-    process = start_producer(contender, count, rate, threads=OUTAGE_CLIENTS)
-    time.sleep(seconds / 3)
-    step(f"outage: {contender.name}: the broker is unreachable for {seconds / 3:.1f} s")
-    proxy.down()
-    time.sleep(seconds / 3)
-    proxy.up()
-    produced = finish_producer(process, 60.0 + seconds)
-    settled = _settle(contender, window, quiet_s=contender.settle_quiet_s)
-    stuck = contender.stuck(window)
-    unfinished = contender.log.unfinished(window)
-    return {
-        "events": len(contender.log.times(window)),  # committed, whatever the publish did
-        "publish_failed": produced.failed,
-        "publish_error": produced.error,  # the last one, for the record
-        "lost": unfinished - stuck["unapplied"],
-        "stuck": stuck["unapplied"],
-        "stuck_applied": stuck["applied_but_pending"],
-        "applied_twice": contender.applied_twice(),
-        "settled_s": settled,
-        "outage_s": seconds / 3,
-        **invariant(contender, before),
-    }
+
+    def cut_middle_third() -> None:
+        time.sleep(seconds / 3)
+        step(f"outage: {contender.name}: the broker is unreachable for {seconds / 3:.1f} s")
+        proxy.down()
+        time.sleep(seconds / 3)
+        proxy.up()
+
+    return _fault_run(
+        contender,
+        rate,
+        seconds,
+        cut_middle_third,
+        # the last error, for the record
+        lambda p: {"publish_failed": p.failed, "publish_error": p.error},
+        # Each client blocks in the publish's own retries while the broker is away, so the
+        # number of clients (concurrent requests of an application) bounds what direct loses.
+        threads=OUTAGE_CLIENTS,
+        extra={"outage_s": seconds / 3},
+    )
 
 
 def _settle(
@@ -260,7 +266,3 @@ def _settle(
             break
         time.sleep(0.2)
     return time.monotonic() - started
-
-
-def as_dict(produced: Produced) -> dict[str, Any]:
-    return asdict(produced)

@@ -27,8 +27,17 @@ CREATE TABLE bench_ticks (
 )
 """
 
-# The event stream: foo i (ids start at 1) completes with this amount, in every contender.
-AMOUNT_SQL = "1 + (g * 7919) %% 100"  # %% is a literal % for psycopg
+# The event stream: foo i (ids start at 1) completes with this amount, in every contender;
+# bar i has this weight. %% is a literal % for psycopg.
+AMOUNT_SQL = "1 + (g * 7919) %% 100"
+WEIGHT_SQL = "1 + g %% 10"
+
+# Completes the pending foos with ids in [%s, %s] in one statement: `done` (id, amount) is what
+# the INSERT appended to it records as their events.
+COMPLETE_RANGE_SQL = (
+    "WITH done AS (UPDATE foos SET state = 'completed', version = version + 1"
+    " WHERE id BETWEEN %s AND %s AND state = 'pending' RETURNING id, amount)"
+)
 
 
 def amount_of(foo_id: int) -> int:
@@ -39,15 +48,27 @@ def weight_of(bar_index: int) -> int:
     return 1 + bar_index % 10
 
 
+def insert_bars(connection: psycopg.Connection, count: int, per_weight: int = 0) -> None:
+    """`count` more bars, each at `per_weight` x its weight: the deltas already applied."""
+    connection.execute(
+        f"INSERT INTO bars (weight, value) SELECT {WEIGHT_SQL}, ({WEIGHT_SQL}) * %s"
+        " FROM generate_series(1, %s) g",
+        (per_weight, count),
+    )
+
+
+def vacuum_analyze(conninfo: str, table: str) -> None:
+    """After a bulk insert: the plans being measured see the table's real size."""
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(f"VACUUM ANALYZE {table}")
+
+
 def seed_postgres(conninfo: str, bars: int, foos: int) -> None:
     """Bench tables, `bars` bars at value 0 and `foos` pending foos, on a migrated database."""
     with psycopg.connect(conninfo) as connection:
         for statement in BENCH_TABLES.split(";"):
             connection.execute(statement)
-        connection.execute(
-            "INSERT INTO bars (weight, value) SELECT 1 + g %% 10, 0 FROM generate_series(1, %s) g",
-            (bars,),
-        )
+        insert_bars(connection, bars)
         connection.execute(
             "INSERT INTO foos (amount, state, version) "
             f"SELECT {AMOUNT_SQL}, 'pending', 1 FROM generate_series(1, %s) g",

@@ -10,19 +10,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
-def celery_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "tasks", *args]
+def celery_command(*args: str, app: str = "tasks") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", app, *args]
 
 
-def start_worker(
-    env: Mapping[str, str],
-    log_path: Path,
+def worker_command(
     *,
+    app: str = "tasks",
     queues: Sequence[str] = (),
     concurrency: int = 2,
     pool: str = "prefork",
     name: str = "postsave",
-) -> subprocess.Popen[bytes]:
+) -> list[str]:
     args = [
         "worker",
         f"--pool={pool}",
@@ -34,7 +33,20 @@ def start_worker(
     ]
     if queues:
         args.append(f"--queues={','.join(queues)}")
-    return _start(celery_command(*args), env, log_path)
+    return celery_command(*args, app=app)
+
+
+def start_worker(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    queues: Sequence[str] = (),
+    concurrency: int = 2,
+    pool: str = "prefork",
+    name: str = "postsave",
+) -> subprocess.Popen[bytes]:
+    command = worker_command(queues=queues, concurrency=concurrency, pool=pool, name=name)
+    return _start(command, env, log_path)
 
 
 def start_beat(

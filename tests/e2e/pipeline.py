@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -20,6 +16,7 @@ from infrastructure import processes
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK
 from infrastructure.settings import Settings
+from tests.rabbitmq import broker_depths
 
 # What the fault tests measured, printed at the end of the run (tests/conftest.py).
 FAULT_REPORTS: list[str] = []
@@ -105,33 +102,8 @@ class Pipeline:
 
     def broker_depths(self) -> dict[str, int]:
         """Messages RabbitMQ holds per queue, ready plus delivered-but-unacknowledged."""
-        vhost = unquote(urlparse(self.broker_url).path[1:]) or "/"
-        ctl = shutil.which("rabbitmqctl")
-        assert ctl, "rabbitmqctl is needed to read unacknowledged counts"
-        done = subprocess.run(
-            [
-                ctl,
-                "-q",
-                "list_queues",
-                "-p",
-                vhost,
-                "name",
-                "messages_ready",
-                "messages_unacknowledged",
-                "--formatter",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        rows = json.loads(done.stdout or "[]")
-        depths = {POLL_QUEUE: 0, RECALC_QUEUE: 0}
-        for row in rows:
-            if row["name"] in depths:
-                depths[row["name"]] = row["messages_ready"] + row["messages_unacknowledged"]
-        return depths
+        depths = broker_depths(unquote(urlparse(self.broker_url).path[1:]) or "/")
+        return {queue: depths.get(queue, 0) for queue in (POLL_QUEUE, RECALC_QUEUE)}
 
     def counts(self) -> dict[str, int]:
         """What the fault tests report: events lost, and events applied more than once."""
@@ -200,41 +172,3 @@ class Pipeline:
             processes.stop(process)
         self.started.clear()
         self.container.close()
-
-
-class DepthSampler:
-    """Reads the broker's queue depths once a second, on the second.
-
-    Each reading starts a `rabbitmqctl` (an Erlang VM boot, 0.5 s idle, seconds on a busy
-    machine), so readings overlap instead of queueing behind each other: a slow reading never
-    stretches the cadence."""
-
-    def __init__(self, pipeline: Pipeline, overlap: int = 6) -> None:
-        self._pipeline = pipeline
-        self._pool = ThreadPoolExecutor(max_workers=overlap, thread_name_prefix="depths")
-        self._readings: list[tuple[float, Future[dict[str, int]]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.started_at = 0.0
-
-    def start(self) -> None:
-        self.started_at = time.monotonic()
-        self._thread.start()
-
-    def _run(self) -> None:
-        tick = self.started_at
-        while not self._stop.is_set():
-            self._readings.append((tick, self._pool.submit(self._pipeline.broker_depths)))
-            tick += 1.0
-            self._stop.wait(max(tick - time.monotonic(), 0.0))
-
-    def between(self, start: float, end: float) -> list[dict[str, int]]:
-        """The readings scheduled in [start, end) (monotonic clock), waiting for their results."""
-        return [f.result(60) for tick, f in list(self._readings) if start <= tick < end]
-
-    def stop(self) -> list[dict[str, int]]:
-        self._stop.set()
-        if self._thread.is_alive():  # never started (setup failed) or already stopped
-            self._thread.join(10)
-        self._pool.shutdown(wait=True)
-        return [f.result(0) for _, f in self._readings]

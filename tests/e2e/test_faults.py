@@ -21,7 +21,8 @@ from sqlalchemy import create_engine, text
 from domain import projection, use_cases
 from infrastructure import processes
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
-from tests.e2e.pipeline import FAULT_REPORTS, DepthSampler, Pipeline
+from tests.e2e.pipeline import FAULT_REPORTS, Pipeline
+from tests.rabbitmq import DepthSampler
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
 

@@ -1,0 +1,76 @@
+"""RabbitMQ's queue depths as the end-to-end tests and the benchmark watch them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+from tests.services import rabbitmqctl
+
+
+class DepthSource(Protocol):
+    def broker_depths(self) -> dict[str, int]:
+        """Messages RabbitMQ holds per queue, ready plus delivered-but-unacknowledged."""
+        ...
+
+
+def broker_depths(vhost: str, nice: bool = False) -> dict[str, int]:
+    """Every queue of `vhost`, ready plus unacknowledged: the AMQP passive declare counts
+    ready messages only."""
+    out = rabbitmqctl(
+        "-q",
+        "list_queues",
+        "-p",
+        vhost,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "--formatter",
+        "json",
+        nice=nice,
+    )
+    return {
+        row["name"]: int(row["messages_ready"]) + int(row["messages_unacknowledged"])
+        for row in json.loads(out or "[]")
+    }
+
+
+class DepthSampler:
+    """Reads the broker's queue depths once a second, on the second.
+
+    Each reading starts a `rabbitmqctl` (an Erlang VM boot, 0.5 s idle, seconds on a busy
+    machine), so readings overlap instead of queueing behind each other: a slow reading never
+    stretches the cadence."""
+
+    def __init__(self, source: DepthSource, overlap: int = 6) -> None:
+        self._source = source
+        self._pool = ThreadPoolExecutor(max_workers=overlap, thread_name_prefix="depths")
+        self._readings: list[tuple[float, Future[dict[str, int]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        self._thread.start()
+
+    def _run(self) -> None:
+        tick = self.started_at
+        while not self._stop.is_set():
+            self._readings.append((tick, self._pool.submit(self._source.broker_depths)))
+            tick += 1.0
+            self._stop.wait(max(tick - time.monotonic(), 0.0))
+
+    def between(self, start: float, end: float) -> list[dict[str, int]]:
+        """The readings scheduled in [start, end) (monotonic clock), waiting for their results."""
+        return [f.result(60) for tick, f in list(self._readings) if start <= tick < end]
+
+    def stop(self) -> list[dict[str, int]]:
+        self._stop.set()
+        if self._thread.is_alive():  # never started (setup failed) or already stopped
+            self._thread.join(10)
+        self._pool.shutdown(wait=True)
+        return [f.result(0) for _, f in self._readings]
