@@ -12,11 +12,11 @@ from typing import Any
 
 from celery import Celery
 
-from bench import amqp
 from bench.celery_common import config
 from bench.product import postsave
 from bench.progress import step
 from infrastructure.broker.names import RECALC_QUEUE
+from tests import rabbitmq as amqp
 
 EXPIRES_S = 27.0  # what the relay sets with its default 30 s lease
 BATCH = 100  # POSTSAVE_BATCH_SIZE's default: one claim's worth of ids

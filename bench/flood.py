@@ -16,13 +16,14 @@ from typing import Any
 import psycopg
 from kombu import Connection
 
-from bench import amqp, procs
+from bench import procs
 from bench.contenders import CeleryContender, Contender, Postsave, invariant
 from bench.eventlog import Window
 from bench.progress import step
 from bench.schema import COMPLETE_RANGE_SQL
 from bench.services import RunServices
 from infrastructure.broker.names import RECALC_QUEUE
+from tests import rabbitmq as amqp
 from tests.rabbitmq import DepthSampler
 
 

@@ -99,10 +99,27 @@ def record_failure(
         failures = stored.failures + 1
         if permanent or retry.is_exhausted(failures):
             uow.deliveries.record_failure(event_id, describe(error), retry_in_s=None)
-            outcome = Outcome.DEAD
-        else:
-            delay = retry.delay_s(failures)
-            uow.deliveries.record_failure(event_id, describe(error), retry_in_s=delay)
-            outcome = Outcome.RETRY_SCHEDULED
+            uow.commit()
+            logger.error(
+                "event %s (%s) is dead after %s failure(s): %s; "
+                "`postsave dead retry %s` once the cause is fixed",
+                event_id,
+                stored.event_type,
+                failures,
+                describe(error),
+                event_id,
+            )
+            return Outcome.DEAD
+        delay = retry.delay_s(failures)
+        uow.deliveries.record_failure(event_id, describe(error), retry_in_s=delay)
         uow.commit()
-        return outcome
+        logger.warning(
+            "event %s (%s) failed (failure %s of %s), next try in %.1f s: %s",
+            event_id,
+            stored.event_type,
+            failures,
+            retry.max_attempts,
+            delay,
+            describe(error),
+        )
+        return Outcome.RETRY_SCHEDULED

@@ -43,6 +43,13 @@ def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> 
         if not claimed:
             return RelayReport(dispatched=0, in_flight=in_flight)
         ids = [event.id for event in claimed]
+        if expired:
+            logger.warning(
+                "relay: %d leases ended before their events were applied (the messages expired "
+                "unconsumed or were lost); dispatching again: events %s",
+                len(expired),
+                _some([event.id for event in expired]),
+            )
         # The message must be gone before the lease ends; a tenth of the lease is the margin.
         dispatcher.dispatch(ids, expires_in_s=limits.lease_seconds * 0.9)
         uow.relay_queue.mark_dispatched(ids, limits.lease_seconds)
@@ -78,3 +85,8 @@ def relay_until_idle(
         dispatched += report.dispatched
         if report.dispatched < limits.batch_size or clock() - started >= time_budget_s:
             return RelayReport(dispatched, report.in_flight, report.skipped)
+
+
+def _some(ids: list[int], shown: int = 10) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(map(str, ids[:shown])) + more

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from domain.bar import Bar, validate_weight
@@ -13,6 +13,7 @@ from domain.ports import UnitOfWork
 
 T = TypeVar("T")
 CONFLICT_RETRIES = 5
+BATCH_SIZE = 1_000  # rows per transaction when creating many: bounded time, memory and locks
 
 
 def _retry_on_conflict(attempt: Callable[[], T]) -> T:
@@ -39,6 +40,23 @@ def create_foos(uow: UnitOfWork, amount: int, count: int = 1) -> list[int]:
             uow.foos.add(foo)
         uow.commit()
         return [foo.id for foo in foos if foo.id is not None]
+
+
+def _in_batches(
+    create: Callable[[int], list[int]], count: int, batch_size: int
+) -> Iterator[list[int]]:
+    _require_count(count)  # checked at the call, before any batch
+    _require_count(batch_size)
+    return (create(min(batch_size, count - start)) for start in range(0, count, batch_size))
+
+
+def create_foos_in_batches(
+    uow: UnitOfWork, amount: int, count: int, batch_size: int = BATCH_SIZE
+) -> Iterator[list[int]]:
+    """`count` pending foos, one transaction per `batch_size`; yields each batch's ids once it
+    is committed. Not all or nothing: if a batch fails, the batches yielded before it stay."""
+    validate_amount(amount)
+    return _in_batches(lambda n: create_foos(uow, amount, n), count, batch_size)
 
 
 def _change_foos(
@@ -89,6 +107,14 @@ def create_bars(uow: UnitOfWork, weight: int, count: int = 1) -> list[int]:
             uow.bars.add(bar)
         uow.commit()
         return [bar.id for bar in bars if bar.id is not None]
+
+
+def create_bars_in_batches(
+    uow: UnitOfWork, weight: int, count: int, batch_size: int = BATCH_SIZE
+) -> Iterator[list[int]]:
+    """`count` bars, one transaction per `batch_size`, as `create_foos_in_batches`."""
+    validate_weight(weight)
+    return _in_batches(lambda n: create_bars(uow, weight, n), count, batch_size)
 
 
 def create_bar(uow: UnitOfWork, weight: int) -> int:

@@ -34,7 +34,7 @@ class Container:
     @cached_property
     def engine(self) -> Engine:
         map_domain()
-        return make_engine(self.settings.database_url)
+        return make_engine(self.settings.database_url, self.settings.statement_timeout_s)
 
     @cached_property
     def session_factory(self) -> sessionmaker[Session]:
@@ -48,7 +48,9 @@ class Container:
     def dispatcher(self) -> Dispatcher:
         """The relay's publisher; it opens its own broker connection on first use."""
         return CeleryDispatcher(
-            self.celery_app, prune_embedded_broker=self.settings.uses_embedded_broker
+            self.celery_app,
+            timeout_s=self.settings.broker_timeout_s,
+            prune_embedded_broker=self.settings.uses_embedded_broker,
         )
 
     @cached_property
@@ -60,7 +62,11 @@ class Container:
     def relay_nudge(self) -> RelayNudge | None:
         if not (self.nudge and self.settings.nudge):
             return None
-        return RelayNudge(self.celery_app, expires_s=poll_expiry_s(self.settings))
+        return RelayNudge(
+            self.celery_app,
+            expires_s=poll_expiry_s(self.settings),
+            timeout_s=self.settings.broker_timeout_s,
+        )
 
     def uow(self, transaction: Connection | Session | None = None) -> UnitOfWork:
         """A unit of work of its own; or, given the application's `Connection` or `Session`,
@@ -69,6 +75,14 @@ class Container:
             return SqlUnitOfWork(self.session_factory, self.relay_nudge)
         map_domain()
         return SqlUnitOfWork.joining(transaction, self.relay_nudge)
+
+    def nudge_problem(self) -> str | None:
+        """Once the nudges asked for are out: why the latest did not get through, if it did not."""
+        nudge = self.__dict__.get("relay_nudge")
+        if nudge is None:
+            return None
+        nudge.flush(self.settings.broker_timeout_s + 1)
+        return nudge.last_error
 
     def after_fork(self) -> None:
         """In a new worker process: connections must never cross a fork, so each pool process

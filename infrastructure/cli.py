@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from alembic.util import CommandError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from domain import operations, projection, use_cases
 from domain.errors import DomainError
 from domain.ports import UnitOfWork
+from domain.use_cases import BATCH_SIZE
 from infrastructure.bootstrap import Container
+from infrastructure.broker.nudge import logger as nudge_logger
+from infrastructure.bulk import MAX_COUNT, PartlyCreated, print_batches
+from infrastructure.database import DatabaseFileError
 from infrastructure.demo import run_demo
 from infrastructure.migrate import upgrade
 from infrastructure.schema import BIGINT_MAX
 from infrastructure.settings import Settings, SettingsError
+from infrastructure.urls import redact_url
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -49,6 +55,17 @@ def _non_negative(raw: str) -> int:
     return int(raw)
 
 
+def _count(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number >= 1")
+    if int(raw) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"{raw} is more than {MAX_COUNT}, the most one command creates; "
+            "run it several times for more"
+        )
+    return int(raw)
+
+
 def _print_ids(ids: Sequence[int]) -> None:
     sys.stdout.write("".join(f"{i}\n" for i in ids))
 
@@ -66,11 +83,21 @@ def _printing_ids(action: IdsAction) -> Handler:
     return handler
 
 
-_foo_create = _printing_ids(lambda uow, a: use_cases.create_foos(uow, a.amount, a.count))
+def _foo_create(c: Container, args: argparse.Namespace) -> int:
+    batches = use_cases.create_foos_in_batches(c.uow(), args.amount, args.count)
+    print_batches(batches, args.count, "foos")
+    return 0
+
+
+def _bar_create(c: Container, args: argparse.Namespace) -> int:
+    batches = use_cases.create_bars_in_batches(c.uow(), args.weight, args.count)
+    print_batches(batches, args.count, "bars")
+    return 0
+
+
 _foo_complete = _printing_ids(lambda uow, a: use_cases.complete_foos(uow, a.ids))
 _foo_revise = _printing_ids(lambda uow, a: use_cases.revise_foo(uow, a.id, a.amount))
 _foo_cancel = _printing_ids(lambda uow, a: use_cases.cancel_foos(uow, a.ids))
-_bar_create = _printing_ids(lambda uow, a: use_cases.create_bars(uow, a.weight, a.count))
 
 
 def _status(c: Container, args: argparse.Namespace) -> int:
@@ -154,31 +181,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="postsave", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def command(group: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+    def command(
+        group: Any, name: str, handler: Handler, help: str, nudges: bool = False
+    ) -> argparse.ArgumentParser:
+        """`nudges`: the command writes events, and its commit asks the relay to poll at once.
+        The other commands never touch the broker (nor create its directory)."""
         sub: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, nudges=nudges)
         return sub
+
+    batches = (
+        f"{BATCH_SIZE:,} per transaction, each one's ids printed once it commits (not all or "
+        "nothing: after an error, those printed stay)"
+    )
+    count_help = f"how many, 1 to {MAX_COUNT} (default 1)"
 
     foo = commands.add_parser("foo", help="create and change foos").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
-    p = command(foo, "create", _foo_create, "create pending foos; prints their ids")
+    p = command(foo, "create", _foo_create, f"create pending foos, {batches}")
     p.add_argument("--amount", type=_non_negative, required=True)
-    p.add_argument("--count", type=_positive_id, default=1)
-    p = command(foo, "complete", _foo_complete, "complete pending foos (all or none)")
+    p.add_argument("--count", type=_count, default=1, help=count_help)
+    p = command(foo, "complete", _foo_complete, "complete pending foos (all or none)", nudges=True)
     p.add_argument("ids", type=_positive_id, nargs="+", metavar="ID")
-    p = command(foo, "revise", _foo_revise, "change a foo's amount")
+    p = command(foo, "revise", _foo_revise, "change a foo's amount", nudges=True)
     p.add_argument("id", type=_positive_id, metavar="ID")
     p.add_argument("--amount", type=_non_negative, required=True)
-    p = command(foo, "cancel", _foo_cancel, "cancel foos (all or none)")
+    p = command(foo, "cancel", _foo_cancel, "cancel foos (all or none)", nudges=True)
     p.add_argument("ids", type=_positive_id, nargs="+", metavar="ID")
 
     bar = commands.add_parser("bar", help="create bars").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
-    p = command(bar, "create", _bar_create, "create bars; prints their ids")
+    p = command(bar, "create", _bar_create, f"create bars, {batches}")
     p.add_argument("--weight", type=_non_negative, required=True)
-    p.add_argument("--count", type=_positive_id, default=1)
+    p.add_argument("--count", type=_count, default=1, help=count_help)
 
     p = command(commands, "status", _status, "events pending, in flight, processed, dead")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -201,43 +238,71 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A refused nudge is reported once, as this command's error line, not also as a log line.
+    nudge_logger.setLevel(logging.ERROR)
     try:
         args = build_parser().parse_args(argv)
-        container = Container(Settings.from_env(), nudge=True)
+        container = Container(Settings.from_env(), nudge=args.nudges)
     except UsageError as error:
         return _fail(str(error), EXIT_USAGE)
     except SettingsError as error:
         return _fail(str(error), EXIT_USAGE)
     try:
         handler: Handler = args.handler
-        return int(handler(container, args))
+        code = int(handler(container, args))
+        problem = container.nudge_problem()
+        if code == 0 and problem is not None:
+            return _fail(
+                f"saved, but the broker refused the relay's nudge ({problem}); "
+                f"check POSTSAVE_BROKER_URL ({redact_url(container.settings.broker_url)})"
+            )
+        return code
+    except PartlyCreated as partial:
+        return _fail(f"{_explain(partial.error, container.settings)}; {partial}")
     except DomainError as error:
         return _fail(f"{error}; nothing was changed")
-    except SQLAlchemyError as error:
-        return _fail(_explain_database_error(error, container.settings.database_url))
-    except CommandError as error:
-        return _fail(f"migration failed: {error}")
+    except (SQLAlchemyError, CommandError, DatabaseFileError) as error:
+        return _fail(_explain(error, container.settings))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     finally:
         container.close()
 
 
+def _explain(error: Exception, settings: Settings) -> str:
+    if isinstance(error, SQLAlchemyError):
+        return _explain_database_error(error, settings.database_url)
+    if isinstance(error, CommandError):
+        return f"migration failed: {error}"
+    return str(error)
+
+
+# PostgreSQL refuses the connection: FATAL:  database "x" does not exist (or role "x").
+_MISSING_DATABASE_OR_ROLE = re.compile(r'\b(?:database|role) "[^"]*" does not exist')
+_UNDEFINED_TABLE, _UNDEFINED_COLUMN = "42P01", "42703"
+
+
 def _explain_database_error(error: SQLAlchemyError, url: str) -> str:
-    detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-    if "no such table" in detail or "does not exist" in detail:
+    cause = getattr(error, "orig", None)
+    detail = (str(cause or error).strip().splitlines() or [type(error).__name__])[0]
+    where = f"(database: {redact_url(url)})"
+    missing = _MISSING_DATABASE_OR_ROLE.search(detail)
+    if missing:
+        return f"{missing.group(0)} {where}; create it or fix POSTSAVE_DATABASE_URL"
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate == _UNDEFINED_TABLE or "no such table" in detail:
         return (
             f"the database has no postsave tables ({detail}); "
             "run `postsave migrate` (or `alembic upgrade head`) first"
         )
-    return f"database error: {detail} (database: {_safe(url)})"
-
-
-def _safe(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable url>"
+    if sqlstate == _UNDEFINED_COLUMN or "no such column" in detail:
+        return (
+            f"the database's postsave tables are older than this postsave ({detail}); "
+            "run `postsave migrate` (or `alembic upgrade head`) first"
+        )
+    if detail.startswith("connection failed"):
+        return f"database error: {detail} {where}; check that it is up and POSTSAVE_DATABASE_URL"
+    return f"database error: {detail} {where}"
 
 
 if __name__ == "__main__":

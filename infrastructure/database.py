@@ -8,17 +8,56 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from infrastructure.private_files import create_private_file, make_private_directories
+
 SQLITE_BUSY_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 10
+
+
+class DatabaseFileError(Exception):
+    """The SQLite database file is missing, or cannot be created."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (`sqla+sqlite:` too); None for any other database, an
+    in-memory one, or a `uri=true` URL that SQLite itself interprets."""
+    parsed = make_url(url.removeprefix("sqla+"))
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return None
+    if parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def ensure_sqlite_directory(url: str) -> None:
-    parsed = make_url(url.removeprefix("sqla+"))
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    """The directories of a SQLite file, 0700, for whoever creates the file (kombu's broker)."""
+    path = sqlite_file(url)
+    if path is not None:
+        make_private_directories(path.parent)
 
 
-def _sqlite_engine(url: str) -> Engine:
-    ensure_sqlite_directory(url)
+def _prepare_sqlite_file(url: str, create: bool) -> None:
+    # sqlite3.connect would create a missing file, readable by all under the usual umask: a
+    # command that only reads must not leave an empty database behind, and a new one is private.
+    path = sqlite_file(url)
+    if path is None or path.exists():
+        return
+    if not create:
+        raise DatabaseFileError(
+            f"database file {path} does not exist; run `postsave migrate` first "
+            "(or fix POSTSAVE_DATABASE_URL)"
+        )
+    try:
+        create_private_file(path)
+    except OSError as error:
+        raise DatabaseFileError(
+            f"cannot create database file {path} ({error.strerror or error}); "
+            "fix POSTSAVE_DATABASE_URL or the directory's permissions"
+        ) from error
+
+
+def _sqlite_engine(url: str, create: bool) -> Engine:
+    _prepare_sqlite_file(url, create)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")
@@ -40,8 +79,29 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def make_engine(url: str) -> Engine:
-    """One engine per process (create it after a fork, never before)."""
+def make_engine(
+    url: str, statement_timeout_s: float | None = None, *, create: bool = False
+) -> Engine:
+    """One engine per process (create it after a fork, never before).
+
+    A SQLite file that does not exist raises DatabaseFileError, unless `create` (migrations):
+    then it is created 0600, in directories created 0700."""
     if make_url(url).get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return _sqlite_engine(url, create)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args=postgres_timeouts(statement_timeout_s),
+    )
+
+
+def postgres_timeouts(statement_timeout_s: float | None) -> dict[str, Any]:
+    """Bounded waits on PostgreSQL: connecting, and every statement, lock waits included, so a
+    stuck lock fails into the retry path instead of holding a worker forever. 0 or None: no
+    statement limit (an operator's long rebuild, say)."""
+    options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if statement_timeout_s:
+        options["options"] = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+    return options

@@ -17,7 +17,9 @@ from infrastructure import processes
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import RECALC_QUEUE, RECALC_TASK
 from infrastructure.migrate import upgrade
+from infrastructure.private_files import create_private_file
 from infrastructure.settings import VAR_DIR, Settings
+from infrastructure.urls import redact_url
 
 BARS, FOOS, MID_FLIGHT_BARS, REVISIONS, CANCELLATIONS, DUPLICATES = 200, 300, 40, 100, 50, 25
 DRAIN_TIMEOUT_S = 90.0
@@ -93,7 +95,8 @@ def _wait_for_empty_queue(app: Celery, seconds: float) -> None:
 
 def run_demo(settings: Settings) -> int:
     rng = random.Random(2016)
-    _say(f"postsave demo: database {settings.database_url}, broker {settings.broker_url}")
+    database, broker = redact_url(settings.database_url), redact_url(settings.broker_url)
+    _say(f"postsave demo: database {database}, broker {broker}")
     upgrade(settings.database_url)
     container = Container(settings, nudge=True)
     env = {
@@ -101,9 +104,9 @@ def run_demo(settings: Settings) -> int:
         "POSTSAVE_BROKER_URL": settings.broker_url,
     }
     logs = Path(VAR_DIR)
-    logs.mkdir(parents=True, exist_ok=True)
     for name in ("demo-worker.log", "demo-beat.log"):
-        (logs / name).write_text("")
+        if not create_private_file(logs / name):  # new: 0600, in a 0700 ./var; old: emptied
+            (logs / name).write_text("")
     _say(f"starting a worker and beat (logs: {logs}/demo-worker.log, {logs}/demo-beat.log)")
     worker = processes.start_worker(env, logs / "demo-worker.log", name="demo")
     beat = processes.start_beat(env, logs / "demo-beat.log", logs / "demo-celerybeat-schedule")

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from infrastructure.private_files import create_private_file
+
 
 def celery_command(*args: str, app: str = "tasks") -> list[str]:
     return [sys.executable, "-m", "celery", "-A", app, *args]
@@ -57,7 +59,7 @@ def start_beat(
 
 
 def _start(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    create_private_file(log_path)  # 0600 in 0700 directories, unless it exists already
     with log_path.open("ab") as log:
         return subprocess.Popen(
             command,

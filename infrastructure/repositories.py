@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from domain.bar import Bar
 from domain.foo import Foo, FooState
 from domain.ports import BarRepository, FooRepository
-from infrastructure.schema import bar_projection, bars, foos
+from infrastructure.schema import BigSum, bar_projection, bars, foos
+
+
+def _weighted(n: int) -> ColumnElement[int]:
+    """`n * weight` in the value's type: on PostgreSQL a NUMERIC product, where a BIGINT one
+    would overflow for a large total (SQLite's guard is the value's CHECK)."""
+    return cast(bars.c.weight, BigSum()) * n
 
 
 class SqlFooRepository(FooRepository):
@@ -65,9 +71,7 @@ class SqlBarRepository(BarRepository):
         )
         if delta == 0:
             return 0
-        result = self.session.execute(
-            update(bars).values(value=bars.c.value + delta * bars.c.weight)
-        )
+        result = self.session.execute(update(bars).values(value=bars.c.value + _weighted(delta)))
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def reset_all(self, total: int, events: int) -> int:
@@ -76,11 +80,11 @@ class SqlBarRepository(BarRepository):
             .where(bar_projection.c.id == 1)
             .values(applied_total=total, events_applied=events)
         )
-        result = self.session.execute(update(bars).values(value=total * bars.c.weight))
+        result = self.session.execute(update(bars).values(value=_weighted(total)))
         return int(result.rowcount)  # type: ignore[attr-defined]
 
     def mismatched(self, total: int, limit: int) -> list[Bar]:
-        query = select(Bar).where(bars.c.value != total * bars.c.weight).order_by(bars.c.id)
+        query = select(Bar).where(bars.c.value != _weighted(total)).order_by(bars.c.id)
         return list(self.session.scalars(query.limit(limit)))
 
     def count(self) -> int:

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from domain.backoff import RetryPolicy
 from domain.outbox import RelayLimits
+from infrastructure.urls import broker_url_problem, database_url_problem, redact_url
 
 T = TypeVar("T", int, float)
 
@@ -57,12 +55,13 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("1", "true", "yes", "on")
 
 
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
+def _url(
+    env: Mapping[str, str], name: str, default: str, problem: Callable[[str], str | None]
+) -> str:
     url = env.get(name) or default
-    try:
-        make_url(url.removeprefix("sqla+"))
-    except ArgumentError:
-        raise SettingsError(f"{name}={url!r} is not a SQLAlchemy URL") from None
+    wrong = problem(url)
+    if wrong is not None:
+        raise SettingsError(f"{name}={redact_url(url)!r} {wrong}")  # never the password
     return url
 
 
@@ -78,13 +77,19 @@ class Settings:
     max_attempts: int = RetryPolicy.max_attempts
     coalesce_limit: int = 500
     nudge: bool = True
+    # Every wait is bounded: a broker connect, publish or confirm (a blocked broker never
+    # answers), and a database statement, lock waits included.
+    broker_timeout_s: float = 10.0
+    statement_timeout_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
-            database_url=_url(env, "POSTSAVE_DATABASE_URL", DEFAULT_DATABASE_URL),
-            broker_url=env.get("POSTSAVE_BROKER_URL") or DEFAULT_BROKER_URL,
+            database_url=_url(
+                env, "POSTSAVE_DATABASE_URL", DEFAULT_DATABASE_URL, database_url_problem
+            ),
+            broker_url=_url(env, "POSTSAVE_BROKER_URL", DEFAULT_BROKER_URL, broker_url_problem),
             poll_interval_s=_number(env, "POSTSAVE_POLL_INTERVAL", cls.poll_interval_s, float),
             batch_size=_number(env, "POSTSAVE_BATCH_SIZE", cls.batch_size, int),
             max_in_flight=_number(env, "POSTSAVE_MAX_IN_FLIGHT", cls.max_in_flight, int),
@@ -98,6 +103,10 @@ class Settings:
                 zero_means="one pass per event",
             ),
             nudge=_flag(env, "POSTSAVE_NUDGE", cls.nudge),
+            broker_timeout_s=_number(env, "POSTSAVE_BROKER_TIMEOUT", cls.broker_timeout_s, float),
+            statement_timeout_s=_number(
+                env, "POSTSAVE_STATEMENT_TIMEOUT", cls.statement_timeout_s, float
+            ),
         )
 
     @property
@@ -119,3 +128,7 @@ class Settings:
     @property
     def uses_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+sqlite")
+
+    @property
+    def uses_amqp(self) -> bool:
+        return self.broker_url.startswith(("amqp", "pyamqp"))

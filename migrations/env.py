@@ -61,7 +61,7 @@ def run_migrations_online() -> None:
     if handed_in is not None:
         migrate(handed_in)  # the caller's connection: neither committed nor closed here
         return
-    engine = make_engine(database_url())
+    engine = make_engine(database_url(), create=True)  # only migrating creates a SQLite file
     try:
         with engine.connect() as connection:
             migrate(connection)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from domain.relay import relay_until_idle
+from infrastructure.broker.celery_app import poll_time_limit_s
 from infrastructure.broker.names import POLL_TASK
 from tasks.app import app, container, settings
 
+LIMIT_S = poll_time_limit_s(settings)
 
-@app.task(name=POLL_TASK, acks_late=False)
+
+@app.task(name=POLL_TASK, acks_late=False, soft_time_limit=LIMIT_S, time_limit=LIMIT_S + 10)
 def poll_outbox() -> int:
     """Relay due events to postsave.recalc, never more than the in-flight bound."""
     return relay_until_idle(

@@ -5,14 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from domain.delivery import handle_delivery
+from infrastructure.broker.celery_app import recalc_time_limit_s
 from infrastructure.broker.messages import event_id_or_drop
 from infrastructure.broker.names import RECALC_TASK
 from tasks.app import app, container, settings
 
+# Past the soft limit, the pass raises inside the delivery and is recorded as a failure.
+LIMIT_S = recalc_time_limit_s(settings)
+
 
 # Any arguments are accepted, so that a malformed message is logged and dropped by us rather
 # than failing inside Celery's call machinery. Acked late: a delivery is idempotent.
-@app.task(name=RECALC_TASK, acks_late=True, reject_on_worker_lost=True, typing=False)
+@app.task(
+    name=RECALC_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    typing=False,
+    soft_time_limit=LIMIT_S,
+    time_limit=LIMIT_S + 30,
+)
 def recalculate_bars(*args: Any, **kwargs: Any) -> str:
     """Apply one outbox event to every bar, at most once whatever the deliveries."""
     event_id = event_id_or_drop(args, kwargs)

@@ -1,4 +1,5 @@
-"""RabbitMQ's queue depths as the end-to-end tests and the benchmark watch them."""
+"""RabbitMQ's queue depths as the end-to-end tests and the benchmark watch them: ready messages
+over AMQP (cheap), or ready plus unacknowledged through rabbitmqctl (an Erlang VM per reading)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
+
+from celery import Celery
+from kombu import Connection
 
 from tests.services import rabbitmqctl
 
@@ -74,3 +78,73 @@ class DepthSampler:
             self._thread.join(10)
         self._pool.shutdown(wait=True)
         return [f.result(0) for _, f in self._readings]
+
+
+def ready_in(channel: Any, queue: str) -> int:
+    """Messages ready in `queue` (a passive declare: unacknowledged ones are not counted)."""
+    return int(channel.queue_declare(queue, passive=True)[1])
+
+
+def ready(amqp_url: str, queue: str) -> int:
+    with Connection(amqp_url) as connection:
+        return ready_in(connection.default_channel, queue)
+
+
+def purge(amqp_url: str, queue: str) -> None:
+    with Connection(amqp_url) as connection:
+        connection.default_channel.queue_purge(queue)
+
+
+def purge_app_queues(app: Celery) -> None:
+    """Declare and empty every queue the app routes to."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.conf.task_queues:
+            queue(channel).declare()
+            queue(channel).purge()
+
+
+class ReadyWatch:
+    """`ready()` on a connection kept open: cheap enough to poll every 10 ms."""
+
+    def __init__(self, amqp_url: str, queue: str) -> None:
+        self.amqp_url = amqp_url
+        self.queue = queue
+        self._connection: Connection | None = None
+
+    def ready(self) -> int:
+        if self._connection is None:
+            self._connection = Connection(self.amqp_url)
+        return ready_in(self._connection.default_channel, self.queue)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.release()
+            self._connection = None
+
+
+class PeakReady:
+    """The highest number of ready messages `queue` held, polled four times a second."""
+
+    def __init__(self, amqp_url: str, queue: str, every_s: float = 0.25) -> None:
+        self._watch = ReadyWatch(amqp_url, queue)
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+        self.samples = 0
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                self.peak = max(self.peak, self._watch.ready())
+                self.samples += 1
+            except Exception:  # noqa: BLE001 - the broker may be down on purpose
+                self._watch.close()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        self._watch.close()
+        return self.peak

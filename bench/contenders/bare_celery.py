@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procs
-from bench.amqp import ReadyWatch
 from bench.contenders.base import OneWorker
 from bench.eventlog import bench_log
 from bench.services import Database
 from infrastructure import processes
+from tests.rabbitmq import ReadyWatch
 
 
 @dataclass

@@ -47,6 +47,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         "broker_transport_options": _transport_options(settings),
         "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.broker_timeout_s,
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",
@@ -72,6 +73,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def poll_expiry_s(settings: Settings) -> float:
     """A tick or nudge nobody ran within this is stale: a newer one replaces it."""
     return max(settings.poll_interval_s * 2, 1.0)
+
+
+def poll_time_limit_s(settings: Settings) -> float:
+    """A relay pass longer than this is stuck: its tick's budget, one bounded publish and one
+    bounded statement."""
+    return settings.poll_interval_s + settings.broker_timeout_s + settings.statement_timeout_s
+
+
+def recalc_time_limit_s(settings: Settings) -> float:
+    """A recalculation still running when its lease ends is stuck: its event is dispatched
+    again by then."""
+    return settings.lease_seconds
 
 
 def make_celery_app(settings: Settings, name: str = "postsave") -> Celery:

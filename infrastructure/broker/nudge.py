@@ -8,14 +8,17 @@ periodic tick is the safety net."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from typing import Any
 
-from celery import Celery
-from kombu.exceptions import KombuError, OperationalError
+from celery import Celery, uuid
+from kombu import Connection
 
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
+from infrastructure.broker.publishing import BROKER_ERRORS, bounded_connection, discard, expiry
 
 logger = logging.getLogger(__name__)
 # Commits closer together than this share a nudge: the relay claims whole batches anyway, and
@@ -24,9 +27,18 @@ MIN_INTERVAL_S = 0.01
 
 
 class RelayNudge:
-    def __init__(self, app: Celery, expires_s: float) -> None:
+    """Publishes on a connection of its own, with every wait bounded by `timeout_s`. A failure
+    drops the connection (the next nudge opens a new one) and is logged once, as a WARNING,
+    until a nudge gets through again."""
+
+    def __init__(self, app: Celery, expires_s: float, timeout_s: float = 10.0) -> None:
         self.app = app
         self.expires_s = expires_s
+        self.timeout_s = timeout_s
+        self._connection: Connection | None = None
+        self._producer: Any = None
+        self._failing = False
+        self.last_error: str | None = None  # why the latest nudge did not get through
         self._wanted = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -50,6 +62,10 @@ class RelayNudge:
         self._wanted.set()
         if self._thread is not None:
             self._thread.join(2.0)
+        connection, self._connection, self._producer = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(*BROKER_ERRORS):
+                connection.release()
 
     def _ensure_thread(self) -> None:
         # Started on first use, in the process that uses it (never inherited across a fork).
@@ -74,14 +90,47 @@ class RelayNudge:
 
     def _publish(self) -> None:
         try:
-            with self.app.producer_or_acquire() as producer:
-                self.app.send_task(
-                    POLL_TASK,
-                    queue=POLL_QUEUE,
-                    routing_key=POLL_QUEUE,
-                    producer=producer,
-                    retry=False,
-                    expires=self.expires_s,
+            self._send()
+        except BROKER_ERRORS as error:
+            connection, self._connection, self._producer = self._connection, None, None
+            discard(connection)
+            self.last_error = f"{type(error).__name__}: {str(error) or 'no answer'}"
+            if not self._failing:
+                logger.warning(
+                    "relay nudges are not getting through (%s); beat's next tick relays the events",
+                    self.last_error,
                 )
-        except (OperationalError, KombuError, ConnectionError, OSError) as error:
-            logger.debug("relay nudge not sent (%s); the next tick relays the events", error)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("relay nudges get through again")
+        self._failing, self.last_error = False, None
+
+    def _send(self) -> None:
+        if self._producer is None:
+            connection = bounded_connection(self.app, self.timeout_s)
+            try:
+                connection.ensure_connection(max_retries=0)
+                channel = connection.channel()
+                for queue in self.app.conf.task_queues:  # a fresh broker has no exchange yet
+                    queue(channel).declare()
+                self._producer = self.app.amqp.Producer(channel, auto_declare=False)
+            except BaseException:
+                discard(connection)
+                raise
+            self._connection = connection
+        stale_after = expiry(self.app, self.expires_s)
+        # Celery's own message, published straight to the poll queue: no routing, no signals.
+        headers, properties, body, _ = self.app.amqp.create_task_message(
+            uuid(), POLL_TASK, (), {}, expires=stale_after.get("expires")
+        )
+        self._producer.publish(
+            body,
+            exchange=POLL_QUEUE,
+            routing_key=POLL_QUEUE,
+            headers=headers,
+            serializer="json",
+            expiration=stale_after.get("expiration"),
+            retry=False,
+            **properties,
+        )

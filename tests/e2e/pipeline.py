@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from sqlalchemy import text
 
-from domain import operations
+from domain import operations, projection, use_cases
 from domain.outbox import OutboxStats
 from infrastructure import processes
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK
 from infrastructure.settings import Settings
-from tests.rabbitmq import broker_depths
+from tests.rabbitmq import PeakReady, broker_depths, purge_app_queues, ready_in
+from tests.services import unavailable
 
 # What the fault tests measured, printed at the end of the run (tests/conftest.py).
 FAULT_REPORTS: list[str] = []
+FAKETIME_LIBRARIES = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+
+
+def shifted_clock(offset_s: float) -> dict[str, str]:
+    """Environment that shifts one process's wall clock by `offset_s` (Debian's faketime);
+    its monotonic clock, which timers use, stays true."""
+    if not offset_s:
+        return {}
+    if not FAKETIME_LIBRARIES:
+        unavailable("faketime", "libfaketime is not installed (apt-get install faketime)")
+    return {
+        "LD_PRELOAD": str(FAKETIME_LIBRARIES[0]),
+        "FAKETIME": f"{offset_s:+g}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_NO_CACHE": "1",
+    }
 
 
 @dataclass
@@ -32,7 +51,10 @@ class Pipeline:
     max_in_flight: int = 1000
     batch_size: int = 100
     max_attempts: int = 10
+    coalesce_limit: int = Settings.coalesce_limit
+    broker_timeout_s: float = Settings.broker_timeout_s
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    ready_watch: PeakReady | None = None
 
     def __post_init__(self) -> None:
         self.settings = Settings(
@@ -43,6 +65,8 @@ class Pipeline:
             max_in_flight=self.max_in_flight,
             batch_size=self.batch_size,
             max_attempts=self.max_attempts,
+            coalesce_limit=self.coalesce_limit,
+            broker_timeout_s=self.broker_timeout_s,
         )
         self.container = Container(self.settings, nudge=True)  # as an application would
         self.app = self.container.celery_app
@@ -58,11 +82,15 @@ class Pipeline:
             "POSTSAVE_MAX_IN_FLIGHT": str(self.max_in_flight),
             "POSTSAVE_BATCH_SIZE": str(self.batch_size),
             "POSTSAVE_MAX_ATTEMPTS": str(self.max_attempts),
+            "POSTSAVE_COALESCE_LIMIT": str(self.coalesce_limit),
+            "POSTSAVE_BROKER_TIMEOUT": str(self.broker_timeout_s),
         }
 
-    def start_worker(self, name: str = "w1", **options: object) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "w1", clock_offset_s: float = 0.0, **options: object
+    ) -> subprocess.Popen[bytes]:
         process = processes.start_worker(
-            self.env,
+            {**self.env, **shifted_clock(clock_offset_s)},
             self.workdir / f"worker-{name}.log",
             name=name,
             **options,  # type: ignore[arg-type]
@@ -70,9 +98,13 @@ class Pipeline:
         self.started.append(process)
         return process
 
-    def start_beat(self, name: str = "beat") -> subprocess.Popen[bytes]:
+    def start_beat(
+        self, name: str = "beat", clock_offset_s: float = 0.0
+    ) -> subprocess.Popen[bytes]:
         process = processes.start_beat(
-            self.env, self.workdir / f"{name}.log", self.workdir / f"{name}-schedule"
+            {**self.env, **shifted_clock(clock_offset_s)},
+            self.workdir / f"{name}.log",
+            self.workdir / f"{name}-schedule",
         )
         self.started.append(process)
         return process
@@ -95,10 +127,11 @@ class Pipeline:
     def queue_depths(self) -> dict[str, int]:
         with self.app.connection_for_write() as connection:
             channel = connection.default_channel
-            return {
-                queue: channel.queue_declare(queue, passive=True).message_count
-                for queue in (POLL_QUEUE, RECALC_QUEUE)
-            }
+            return {queue: ready_in(channel, queue) for queue in (POLL_QUEUE, RECALC_QUEUE)}
+
+    def watch_ready(self) -> None:
+        """Track the peak of ready recalculation messages until `finish` reports it."""
+        self.ready_watch = PeakReady(self.broker_url, RECALC_QUEUE)
 
     def broker_depths(self) -> dict[str, int]:
         """Messages RabbitMQ holds per queue, ready plus delivered-but-unacknowledged."""
@@ -119,6 +152,28 @@ class Pipeline:
             "lost": stats.pending + stats.in_flight + stats.dead,
             "applied_twice": int(applied) - int(recorded),
         }
+
+    def events(self) -> list[Any]:
+        with self.container.engine.connect() as connection:
+            return list(connection.execute(text("SELECT * FROM outbox_events ORDER BY id")))
+
+    def in_hand(self) -> int:
+        """Events dispatched and not yet applied: the work a fault can hit."""
+        with self.container.engine.connect() as connection:
+            query = text(
+                "SELECT count(*) FROM outbox_events"
+                " WHERE state = 'dispatched' AND applied_at IS NULL"
+            )
+            return int(connection.execute(query).scalar_one())
+
+    def advisory_locks(self) -> int:
+        """Advisory locks held in this database: the relay's, while a pass runs."""
+        with self.container.engine.connect() as connection:
+            query = text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                " WHERE l.locktype = 'advisory' AND d.datname = current_database()"
+            )
+            return int(connection.execute(query).scalar_one())
 
     def wait_until_processed(self, at_least: int, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -142,11 +197,7 @@ class Pipeline:
         self.app.send_task(RECALC_TASK, args=(event_id,), queue=RECALC_QUEUE)
 
     def purge(self) -> None:
-        with self.app.connection_for_write() as connection:
-            channel = connection.default_channel
-            for queue in self.app.conf.task_queues:
-                queue(channel).declare()
-                queue(channel).purge()
+        purge_app_queues(self.app)
 
     def assert_processes_alive(self) -> None:
         dead = [p.args for p in self.started if p.poll() is not None]
@@ -168,7 +219,49 @@ class Pipeline:
         )
 
     def stop(self) -> None:
+        if self.ready_watch is not None:
+            self.ready_watch.stop()
         for process in reversed(self.started):
             processes.stop(process)
         self.started.clear()
         self.container.close()
+
+
+def produce(pipeline: Pipeline, foos: int, seed: int = 7) -> list[int]:
+    """Completed foos (one event each), with a few revisions and cancellations."""
+    rng = random.Random(seed)
+    uow = pipeline.container.uow
+    ids = use_cases.create_foos(uow(), 0, count=foos)
+    for foo_id in ids:
+        use_cases.revise_foo(uow(), foo_id, rng.randint(1, 90))  # pending: no event
+    for start in range(0, foos, 25):
+        use_cases.complete_foos(uow(), ids[start : start + 25])
+    for foo_id in rng.sample(ids, foos // 10):
+        use_cases.revise_foo(uow(), foo_id, rng.randint(0, 90))
+    use_cases.cancel_foos(uow(), rng.sample(ids, foos // 20))
+    return ids
+
+
+def finish(
+    pipeline: Pipeline, scenario: str, fault_at: float | None = None, **extra: object
+) -> None:
+    """Drain, then check and print what every scenario guarantees: nothing lost, nothing
+    twice, the invariant; and, where measured, the time from the fault to a drained outbox
+    and the peak of ready recalculation messages against the in-flight bound."""
+    stats = pipeline.wait_until_drained(timeout_s=180)
+    if fault_at is not None:
+        extra["recovered_s"] = round(time.monotonic() - fault_at, 1)
+    peak = None if pipeline.ready_watch is None else pipeline.ready_watch.stop()
+    if peak is not None:
+        extra["peak_ready"] = f"{peak} of {pipeline.max_in_flight}"
+    counts = pipeline.counts()
+    result = projection.verify(pipeline.container.uow())
+    FAULT_REPORTS.append(
+        f"{scenario}: lost {counts['lost']}, applied twice "
+        f"{counts['applied_twice']}, events {counts['events']} {extra or ''}"
+    )
+    assert peak is None or peak <= pipeline.max_in_flight
+    assert stats.dead == 0, pipeline.logs()
+    assert counts["lost"] == 0
+    assert counts["applied_twice"] == 0
+    assert result.mismatched == [], pipeline.logs()

@@ -6,65 +6,23 @@ no dead events, and every bar satisfying the invariant."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from domain import projection, use_cases
+from domain import use_cases
 from infrastructure import processes
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
-from tests.e2e.pipeline import FAULT_REPORTS, Pipeline
+from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, produce
 from tests.rabbitmq import DepthSampler
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
-
-
-@pytest.fixture
-def faulty(pg_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Pipeline]:
-    """Short leases, so that redelivery after a fault is quick to see."""
-    pipeline = Pipeline(
-        pg_url, amqp_url, tmp_path, poll_interval_s=0.2, lease_seconds=3.0, batch_size=50
-    )
-    yield pipeline
-    pipeline.stop()
-
-
-def produce(pipeline: Pipeline, foos: int, seed: int = 7) -> list[int]:
-    """Completed foos (one event each), with a few revisions and cancellations."""
-    rng = random.Random(seed)
-    uow = pipeline.container.uow
-    ids = use_cases.create_foos(uow(), 0, count=foos)
-    for foo_id in ids:
-        use_cases.revise_foo(uow(), foo_id, rng.randint(1, 90))  # pending: no event
-    for start in range(0, foos, 25):
-        use_cases.complete_foos(uow(), ids[start : start + 25])
-    for foo_id in rng.sample(ids, foos // 10):
-        use_cases.revise_foo(uow(), foo_id, rng.randint(0, 90))
-    use_cases.cancel_foos(uow(), rng.sample(ids, foos // 20))
-    return ids
-
-
-def finish(pipeline: Pipeline, scenario: str, **extra: object) -> None:
-    """Drain, then check and print what every scenario guarantees."""
-    stats = pipeline.wait_until_drained(timeout_s=180)
-    counts = pipeline.counts()
-    result = projection.verify(pipeline.container.uow())
-    FAULT_REPORTS.append(
-        f"{scenario}: lost {counts['lost']}, applied twice "
-        f"{counts['applied_twice']}, events {counts['events']} {extra or ''}"
-    )
-    assert stats.dead == 0, pipeline.logs()
-    assert counts["lost"] == 0
-    assert counts["applied_twice"] == 0
-    assert result.mismatched == [], pipeline.logs()
 
 
 def test_a_worker_killed_while_holding_events_loses_none(faulty: Pipeline) -> None:
@@ -73,11 +31,13 @@ def test_a_worker_killed_while_holding_events_loses_none(faulty: Pipeline) -> No
     doomed = faulty.start_worker("doomed")
     faulty.start_beat()
     faulty.wait_until_processed(20)
-    held = faulty.stats().in_flight
+    in_hand = faulty.in_hand()
     processes.kill(doomed)  # SIGKILL the main process and its pool children
+    killed_at = time.monotonic()
+    assert in_hand > 0  # the kill met events dispatched and not yet applied
     faulty.started.remove(doomed)
     faulty.start_worker("survivor")
-    finish(faulty, "SIGKILL worker", in_flight_when_killed=held)
+    finish(faulty, "SIGKILL worker", killed_at, in_hand=in_hand)
 
 
 def test_a_poller_crash_between_publish_and_commit_loses_nothing(
@@ -118,9 +78,10 @@ def test_a_poller_crash_between_publish_and_commit_loses_nothing(
     stats = faulty.stats()
     assert (stats.in_flight, stats.processed) == (0, 0)  # nothing was marked dispatched
     assert faulty.queue_depths()[RECALC_QUEUE] == published  # but the broker has them
+    restarted_at = time.monotonic()
     faulty.start_worker()
     faulty.start_beat()
-    finish(faulty, "poller crash after publish", published_before_crash=published)
+    finish(faulty, "poller crash after publish", restarted_at, published_before_crash=published)
 
 
 def test_a_rabbitmq_restart_with_events_in_flight_loses_nothing(faulty: Pipeline) -> None:
@@ -129,13 +90,16 @@ def test_a_rabbitmq_restart_with_events_in_flight_loses_nothing(faulty: Pipeline
     faulty.start_worker()
     faulty.start_beat()
     faulty.wait_until_processed(20)
+    in_hand = faulty.in_hand()
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
+    stopped_at = time.monotonic()
+    assert in_hand > 0
     try:
         produce(faulty, 60, seed=8)  # the application keeps saving while the broker is down
         time.sleep(2)
     finally:
         subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
-    finish(faulty, "RabbitMQ restart")
+    finish(faulty, "RabbitMQ restart", stopped_at, in_hand=in_hand)
 
 
 def test_terminated_database_connections_lose_nothing(faulty: Pipeline) -> None:
@@ -145,10 +109,12 @@ def test_terminated_database_connections_lose_nothing(faulty: Pipeline) -> None:
     faulty.start_beat()
     faulty.wait_until_processed(10)
     admin = create_engine(faulty.database_url, isolation_level="AUTOCOMMIT")
-    terminated = 0
+    terminated, in_hand = 0, []
+    first_at = time.monotonic()
     try:
         with admin.connect() as connection:
             for _ in range(3):
+                in_hand.append(faulty.in_hand())
                 terminated += len(
                     connection.execute(
                         text(
@@ -161,7 +127,14 @@ def test_terminated_database_connections_lose_nothing(faulty: Pipeline) -> None:
     finally:
         admin.dispose()
     assert terminated > 0
-    finish(faulty, "pg_terminate_backend", connections_terminated=terminated)
+    assert min(in_hand) > 0  # every round of terminations met events in hand
+    finish(
+        faulty,
+        "pg_terminate_backend",
+        first_at,
+        connections_terminated=terminated,
+        in_hand=in_hand,
+    )
 
 
 def test_two_beats_and_three_workers_on_different_pools_apply_each_event_once(
@@ -183,11 +156,14 @@ def test_a_sigterm_hands_back_or_finishes_the_work_in_hand(faulty: Pipeline) -> 
     worker = faulty.start_worker("leaving")
     faulty.start_beat()
     faulty.wait_until_processed(20)
+    in_hand = faulty.in_hand()
     worker.send_signal(signal.SIGTERM)
+    signalled_at = time.monotonic()
+    assert in_hand > 0
     assert worker.wait(60) == 0  # a warm shutdown
     faulty.started.remove(worker)
     faulty.start_worker("arriving")
-    finish(faulty, "SIGTERM worker")
+    finish(faulty, "SIGTERM worker", signalled_at, in_hand=in_hand)
 
 
 def test_processed_events_delivered_again_change_nothing(faulty: Pipeline) -> None:

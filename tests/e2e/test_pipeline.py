@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from domain import projection, use_cases
+from infrastructure.broker.names import POLL_QUEUE
 from tests.e2e.pipeline import Pipeline
 
 
@@ -55,3 +60,44 @@ def test_pipeline_on_postgresql_and_rabbitmq(pg_pipeline: Pipeline) -> None:
 @pytest.mark.e2e
 def test_pipeline_on_the_embedded_default(embedded_pipeline: Pipeline) -> None:
     _run_flow(embedded_pipeline, foos=80, bars=50)
+
+
+@pytest.mark.e2e
+def test_the_embedded_broker_holds_no_more_than_the_bound_while_nobody_consumes(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Its transport has no TTL: messages nobody took would stay while their events are
+    dispatched again after every lease."""
+    broker = tmp_path / "broker.db"
+    pipeline = Pipeline(
+        sqlite_url, f"sqla+sqlite:///{broker}", tmp_path, lease_seconds=1.0, max_in_flight=30
+    )
+    try:
+        use_cases.create_foos(pipeline.container.uow(), 5, count=100)
+        use_cases.complete_foos(pipeline.container.uow(), list(range(1, 101)))
+        pipeline.start_beat()
+        pipeline.start_worker("relay", queues=[POLL_QUEUE], concurrency=1)  # no recalc worker
+        depths = []
+        for _ in range(16):  # several leases long
+            time.sleep(0.5)
+            depths.append(waiting_messages(broker))
+        redispatched = max(row.dispatches for row in pipeline.events())
+        logs = pipeline.logs()
+    finally:
+        pipeline.stop()
+    assert redispatched >= 3, depths  # leases ended and their events went out again
+    assert max(depths) > 0
+    assert max(depths) <= 30, (depths, logs)
+
+
+def waiting_messages(broker: Path) -> int:
+    """Recalculation messages the embedded broker holds for a consumer."""
+    with closing(sqlite3.connect(broker, timeout=30)) as connection:
+        try:
+            return int(
+                connection.execute(
+                    "SELECT count(*) FROM kombu_message WHERE visible = 1"
+                ).fetchone()[0]
+            )
+        except sqlite3.OperationalError:
+            return 0  # no table yet

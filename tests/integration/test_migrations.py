@@ -323,3 +323,90 @@ def test_a_connection_handed_to_alembic_is_the_database_migrated(
     finally:
         engine.dispose()
         services.drop_database(name)
+
+
+# 0005: sums that may pass BIGINT. Bars and the projection keep their values both ways.
+
+BIGINT_MAX = 2**63 - 1
+BARS = [(1_000_000, BIGINT_MAX), (3, -21)]
+
+
+def insert_values(url: str) -> None:
+    for weight, value in BARS:
+        execute(url, f"INSERT INTO bars (weight, value) VALUES ({weight}, {value})")
+    execute(url, "UPDATE bar_projection SET applied_total = 9300000000000, events_applied = 2")
+
+
+def sum_types(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            found = inspect(connection)
+            return [
+                str(column["type"])
+                for table, name in [("bars", "value"), ("bar_projection", "applied_total")]
+                for column in found.get_columns(table)
+                if column["name"] == name
+            ]
+    finally:
+        engine.dispose()
+
+
+def assert_values_kept(url: str) -> None:
+    assert scalar_rows(url, "SELECT weight, value FROM bars ORDER BY id") == BARS
+    assert scalar_rows(url, "SELECT applied_total, events_applied FROM bar_projection") == [
+        (9_300_000_000_000, 2)
+    ]
+
+
+def test_upgrading_to_0005_keeps_every_value_and_makes_room_past_bigint(empty_url: str) -> None:
+    upgrade(empty_url, "0004")
+    insert_values(empty_url)
+
+    upgrade(empty_url, "0005")
+
+    assert_values_kept(empty_url)
+    if empty_url.startswith("postgresql"):
+        assert sum_types(empty_url) == ["NUMERIC(38, 0)"] * 2
+        execute(empty_url, "UPDATE bars SET value = value * 1000000 WHERE weight = 1000000")
+        assert scalar_rows(empty_url, "SELECT value FROM bars WHERE weight = 1000000") == [
+            (BIGINT_MAX * 1_000_000,)
+        ]
+        return
+    # SQLite: past its 64 bits an integer becomes a REAL; the CHECK refuses to store one.
+    assert sum_types(empty_url) == ["BIGINT"] * 2
+    with pytest.raises(IntegrityError, match="ck_bars_value_is_integer"):
+        execute(empty_url, "UPDATE bars SET value = value + 1 WHERE weight = 1000000")
+    with pytest.raises(IntegrityError, match="ck_bar_projection_applied_total_is_integer"):
+        execute(empty_url, "UPDATE bar_projection SET applied_total = 0.5")
+    assert_values_kept(empty_url)
+
+
+def test_downgrading_0005_restores_bigint_with_every_value(empty_url: str) -> None:
+    upgrade(empty_url, "0005")
+    insert_values(empty_url)
+
+    downgrade(empty_url, "0004")
+
+    assert_values_kept(empty_url)
+    assert sum_types(empty_url) == ["BIGINT"] * 2
+    if empty_url.startswith("sqlite"):  # the guard went with the revision
+        execute(empty_url, "UPDATE bar_projection SET applied_total = 0.5")
+
+
+@pytest.mark.postgres
+def test_downgrading_0005_refuses_values_that_bigint_cannot_hold() -> None:
+    services.check_postgres()
+    name = services.create_database()
+    url = services.database_url(name)
+    try:
+        upgrade(url, "0005")
+        execute(url, f"INSERT INTO bars (weight, value) VALUES (1000000, {BIGINT_MAX + 1})")
+
+        with pytest.raises(RuntimeError, match=r"1 row\(s\) of bars.value exceed BIGINT"):
+            downgrade(url, "0004")
+
+        assert sum_types(url) == ["NUMERIC(38, 0)"] * 2
+        assert scalar_rows(url, "SELECT value FROM bars") == [(BIGINT_MAX + 1,)]
+    finally:
+        services.drop_database(name)

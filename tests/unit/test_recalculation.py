@@ -387,3 +387,31 @@ def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
     assert bar_values(database) == {bars[0]: 0, bars[1]: 0, bars[2]: 0}
     assert event_states(database) == {event_id: EventState.DEAD}
     assert database.data.applied == set()
+
+
+def test_a_retried_failure_is_a_warning_and_a_dead_event_an_error_each_naming_the_event(
+    uow: FakeUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    bars: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    [event_id] = complete_new_foos(uow, 10)
+    policy = RetryPolicy(max_attempts=2, base_delay_s=4.0, max_delay_s=4.0)
+    database.apply_delta_errors.extend([RuntimeError("disk full"), RuntimeError("disk full")])
+
+    with caplog.at_level("WARNING", logger="domain.delivery"):
+        handle_delivery(uow_factory, event_id, policy)
+        handle_delivery(uow_factory, event_id, policy)
+
+    [retried, dead] = caplog.records
+    assert retried.levelname == "WARNING"
+    assert retried.getMessage().startswith(
+        f"event {event_id} (FooCompleted) failed (failure 1 of 2), next try in "
+    )
+    assert retried.getMessage().endswith(" s: RuntimeError: disk full")
+    assert (dead.levelname, dead.getMessage()) == (
+        "ERROR",
+        f"event {event_id} (FooCompleted) is dead after 2 failure(s): RuntimeError: disk full; "
+        f"`postsave dead retry {event_id}` once the cause is fixed",
+    )

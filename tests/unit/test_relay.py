@@ -599,3 +599,22 @@ def test_a_dispatch_error_mid_tick_keeps_the_batches_already_dispatched(
     states = event_states(database)
     assert [states[i] for i in event_ids] == [EventState.DISPATCHED] * 3 + [EventState.PENDING] * 7
     assert (backoff.failures, backoff.resume_at) == (1, clock() + 1.0)
+
+
+def test_a_lease_that_ends_unapplied_is_dispatched_again_with_a_warning_naming_the_events(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    clock: ManualClock,
+    event_ids: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=2, lease_seconds=30))
+    clock.advance(30)
+
+    with caplog.at_level("WARNING", logger="domain.relay"):
+        relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=2, lease_seconds=30))
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "relay: 2 leases ended before their events were applied (the messages expired "
+        f"unconsumed or were lost); dispatching again: events {event_ids[0]}, {event_ids[1]}"
+    ]

@@ -21,3 +21,43 @@ def test_zero_is_refused_where_it_means_nothing(name: str) -> None:
 def test_a_negative_coalesce_limit_says_what_zero_would_mean() -> None:
     with pytest.raises(SettingsError, match="or 0 for one pass per event"):
         Settings.from_env({"POSTSAVE_COALESCE_LIMIT": "-5"})
+
+
+def test_the_defaults_are_the_embedded_database_and_broker() -> None:
+    settings = Settings.from_env({})
+    assert (settings.database_url, settings.broker_url) == (
+        "sqlite:///var/postsave.db",
+        "sqla+sqlite:///var/broker.db",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "url", "problem"),
+    [
+        ("POSTSAVE_DATABASE_URL", "mysql://u:s3cret@h/db", "does not support ('mysql')"),
+        ("POSTSAVE_DATABASE_URL", "postgresql+psycopg://u:s3cret@h:abc/db", "port"),
+        ("POSTSAVE_BROKER_URL", "redis://u:s3cret@h/0", "does not support ('redis')"),
+        ("POSTSAVE_BROKER_URL", "amqp//u:s3cret@h//", "is not a broker URL"),
+    ],
+)
+def test_a_url_postsave_cannot_use_is_refused_without_its_password(
+    name: str, url: str, problem: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({name: url})
+    message = str(refused.value)
+    assert message.startswith(f"{name}='")
+    assert problem in message
+    assert "s3cret" not in message
+    assert ":***@" in message
+
+
+def test_the_broker_and_statement_timeouts_are_read_and_must_be_positive() -> None:
+    settings = Settings.from_env(
+        {"POSTSAVE_BROKER_TIMEOUT": "2.5", "POSTSAVE_STATEMENT_TIMEOUT": "40"}
+    )
+    assert (settings.broker_timeout_s, settings.statement_timeout_s) == (2.5, 40.0)
+    assert (Settings().broker_timeout_s, Settings().statement_timeout_s) == (10.0, 15.0)
+    for name in ("POSTSAVE_BROKER_TIMEOUT", "POSTSAVE_STATEMENT_TIMEOUT"):
+        with pytest.raises(SettingsError, match=f"{name}='0' must be a finite number"):
+            Settings.from_env({name: "0"})

@@ -360,3 +360,76 @@ def test_creating_zero_bars_is_refused(uow: FakeUnitOfWork, database: FakeDataba
         create_bars(uow, weight=1, count=0)
 
     assert database.data.bars == {}
+
+
+# Many at once: one transaction per batch, each batch's ids once it is committed.
+
+
+class FailingCommit(FakeUnitOfWork):
+    """Its `fail_at`-th commit raises, as a full disk would."""
+
+    def __init__(self, database: FakeDatabase, fail_at: int) -> None:
+        super().__init__(database)
+        self.commits = 0
+        self.fail_at = fail_at
+
+    def _commit(self) -> None:
+        self.commits += 1
+        if self.commits == self.fail_at:
+            raise RuntimeError("the disk is full")
+        super()._commit()
+
+
+def test_creating_foos_in_batches_commits_each_batch_before_yielding_its_ids(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    batches = use_cases.create_foos_in_batches(uow, amount=4, count=25, batch_size=10)
+    stored_when_yielded = []
+    for ids in batches:
+        stored_when_yielded.append((len(ids), len(database.data.foos)))
+
+    assert stored_when_yielded == [(10, 10), (10, 20), (5, 25)]
+    assert sorted(database.data.foos) == list(range(1, 26))
+    assert {foo_row(database, foo_id) for foo_id in database.data.foos} == {(FooState.PENDING, 4)}
+
+
+def test_a_failing_batch_keeps_the_batches_committed_before_it(database: FakeDatabase) -> None:
+    created: list[int] = []
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        for ids in use_cases.create_foos_in_batches(
+            FailingCommit(database, fail_at=2), amount=1, count=25, batch_size=10
+        ):
+            created += ids
+
+    assert created == list(range(1, 11))
+    assert sorted(database.data.foos) == created
+
+
+def test_creating_bars_in_batches_starts_each_at_the_applied_total(
+    uow: FakeUnitOfWork, database: FakeDatabase
+) -> None:
+    database.data.applied_total = 6
+
+    batches = list(use_cases.create_bars_in_batches(uow, weight=3, count=5, batch_size=2))
+
+    assert [len(ids) for ids in batches] == [2, 2, 1]
+    assert [database.data.bars[i].value for ids in batches for i in ids] == [18] * 5
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        lambda uow: use_cases.create_foos_in_batches(uow, 1, count=0),
+        lambda uow: use_cases.create_foos_in_batches(uow, 1, count=5, batch_size=0),
+        lambda uow: use_cases.create_foos_in_batches(uow, -1, count=5),
+        lambda uow: use_cases.create_bars_in_batches(uow, 1, count=True),
+        lambda uow: use_cases.create_bars_in_batches(uow, 0.5, count=5),
+    ],
+)
+def test_creating_in_batches_checks_its_input_at_the_call_before_any_batch(
+    uow: FakeUnitOfWork, database: FakeDatabase, create: Callable[[UnitOfWork], object]
+) -> None:
+    with pytest.raises(DomainError):
+        create(uow)  # not iterated: refused all the same
+
+    assert (database.data.foos, database.data.bars) == ({}, {})

@@ -1,0 +1,49 @@
+"""What the relay's dispatcher and the post-commit nudge share: a broker connection of their own
+whose every wait is bounded, the errors that mean "the broker did not take it", and message
+expiry that does not depend on agreeing clocks."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from amqp.exceptions import AMQPError
+from celery import Celery
+from kombu import Connection
+from kombu.exceptions import KombuError
+
+# py-amqp raises its own errors (ConnectionForced, RecoverableConnectionError, channel errors),
+# not only kombu's; OSError covers refused, reset and timed-out sockets.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuError, AMQPError, OSError)
+
+
+def uses_amqp(app: Celery) -> bool:
+    return str(app.conf.broker_url).startswith(("amqp", "pyamqp"))
+
+
+def expiry(app: Celery, seconds: float) -> dict[str, Any]:
+    """Publish options that make a message stale after `seconds`.
+
+    On RabbitMQ, the per-message TTL: the broker drops the message `seconds` after it arrived,
+    whatever the clocks of sender and worker say. Celery's `expires` is an absolute time from
+    the sender's clock, checked against the worker's: hosts whose clocks differ by more than
+    `seconds` would discard every message. The embedded broker has no TTL, and runs on one
+    host, so it keeps `expires`."""
+    return {"expiration": seconds} if uses_amqp(app) else {"expires": seconds}
+
+
+def bounded_connection(app: Celery, timeout_s: float) -> Connection:
+    """A connection of its own to the app's broker: connect, publish and wait for the broker's
+    answer each give up after `timeout_s` (a broker under a memory or disk alarm blocks its
+    publishers and never answers)."""
+    options = dict(app.conf.broker_transport_options or {})
+    if uses_amqp(app):
+        options.update(read_timeout=timeout_s, write_timeout=timeout_s)
+    return app.connection_for_write(connect_timeout=timeout_s, transport_options=options)
+
+
+def discard(connection: Connection | None) -> None:
+    """Drop a connection that failed, without network I/O: it may be half-broken, or blocked."""
+    if connection is not None:
+        with contextlib.suppress(*BROKER_ERRORS):
+            connection.collect()
