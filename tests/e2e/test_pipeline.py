@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from domain import projection, use_cases
-from infrastructure.broker.names import POLL_QUEUE
+from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from tests.e2e.pipeline import Pipeline
 
 
@@ -96,7 +96,9 @@ def waiting_messages(broker: Path) -> int:
         try:
             return int(
                 connection.execute(
-                    "SELECT count(*) FROM kombu_message WHERE visible = 1"
+                    "SELECT count(*) FROM kombu_message m JOIN kombu_queue q"
+                    " ON q.id = m.queue_id WHERE m.visible = 1 AND q.name = ?",
+                    (RECALC_QUEUE,),
                 ).fetchone()[0]
             )
         except sqlite3.OperationalError:
