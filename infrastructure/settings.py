@@ -11,7 +11,12 @@ from typing import TypeVar
 
 from domain.backoff import RetryPolicy
 from domain.outbox import RelayLimits
-from infrastructure.urls import broker_url_problem, database_url_problem, redact_url
+from infrastructure.urls import (
+    broker_url_problem,
+    database_url_problem,
+    is_amqp_url,
+    redact_url,
+)
 
 T = TypeVar("T", int, float)
 
@@ -131,4 +136,4 @@ class Settings:
 
     @property
     def uses_amqp(self) -> bool:
-        return self.broker_url.startswith(("amqp", "pyamqp"))
+        return is_amqp_url(self.broker_url)

@@ -16,6 +16,14 @@ BROKER_EXAMPLES = (
     "amqp://user:pw@host:5672/vhost (RabbitMQ) or sqla+sqlite:///path/to/broker.db (embedded)"
 )
 
+AMQP_SCHEMES = ("amqp", "pyamqp")  # amqps:// starts with amqp too
+
+
+def is_amqp_url(url: str) -> bool:
+    """A RabbitMQ broker: messages expire by its TTL, batches are confirmed by a transaction."""
+    return url.startswith(AMQP_SCHEMES)
+
+
 HIDDEN = "***"
 # libpq and kombu also take a password as a query parameter.
 _QUERY_PASSWORD = re.compile(r"([?&;](?:password|passwd|pwd|sslpassword)=)[^&;#]*", re.I)

@@ -30,7 +30,7 @@ def task_queues() -> tuple[Queue, Queue]:
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
-    if settings.broker_url.startswith(("amqp", "pyamqp")):
+    if settings.uses_amqp:
         # No reconnect loop inside a publish: the relay fails fast and backs off instead
         # (workers reconnect by broker_connection_retry, which does not read this option).
         # The relay's dispatches are confirmed by a channel transaction (dispatcher.py).

@@ -12,13 +12,15 @@ from celery import Celery
 from kombu import Connection
 from kombu.exceptions import KombuError
 
+from infrastructure.urls import is_amqp_url
+
 # py-amqp raises its own errors (ConnectionForced, RecoverableConnectionError, channel errors),
 # not only kombu's; OSError covers refused, reset and timed-out sockets.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuError, AMQPError, OSError)
 
 
 def uses_amqp(app: Celery) -> bool:
-    return str(app.conf.broker_url).startswith(("amqp", "pyamqp"))
+    return is_amqp_url(str(app.conf.broker_url))
 
 
 def expiry(app: Celery, seconds: float) -> dict[str, Any]:
