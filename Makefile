@@ -38,7 +38,7 @@ worker: $(STAMP)
 	$(BIN)/celery -A tasks worker --loglevel=INFO
 
 beat: $(STAMP)
-	$(BIN)/celery -A tasks beat --loglevel=INFO --schedule=var/celerybeat-schedule
+	$(BIN)/celery -A tasks beat --loglevel=INFO
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --full

@@ -41,11 +41,16 @@ def handle_delivery(
                     "applying the event alone",
                     event_id,
                     coalesce,
-                    describe(error),
+                    in_one_line(error),
+                    extra=_fields(event_id),
                 )
         return apply_pass(uow_factory(), event_id)
     except EventNotFoundError:
-        logger.error("event %s: dropped a message for an event the outbox does not hold", event_id)
+        logger.error(
+            "event %s: dropped a message for an event the outbox does not hold",
+            event_id,
+            extra=_fields(event_id),
+        )
         return Outcome.NO_SUCH_EVENT
     except Exception as error:  # noqa: BLE001 - every failure is recorded on the event
         return record_failure(uow_factory(), event_id, error, retry)
@@ -82,7 +87,18 @@ def _deltas(own: list[StoredEvent], waiting: list[StoredEvent]) -> dict[int, int
 
 
 def describe(error: BaseException) -> str:
+    """The error as the event records it, whole (a database error's SQL included)."""
     return f"{type(error).__name__}: {error}"
+
+
+def in_one_line(error: BaseException) -> str:
+    """The error as a log line names it: its first line."""
+    return (describe(error).splitlines() or [type(error).__name__])[0]
+
+
+def _fields(event_id: int, **more: object) -> dict[str, object]:
+    """Structured fields of a delivery's log line, for JSON logs; the text names them too."""
+    return {"event_id": event_id, **more}
 
 
 def record_failure(
@@ -106,8 +122,9 @@ def record_failure(
                 event_id,
                 stored.event_type,
                 failures,
-                describe(error),
+                in_one_line(error),
                 event_id,
+                extra=_fields(event_id, event_type=stored.event_type, failures=failures),
             )
             return Outcome.DEAD
         delay = retry.delay_s(failures)
@@ -120,6 +137,13 @@ def record_failure(
             failures,
             retry.max_attempts,
             delay,
-            describe(error),
+            in_one_line(error),
+            extra=_fields(
+                event_id,
+                event_type=stored.event_type,
+                failures=failures,
+                max_attempts=retry.max_attempts,
+                retry_in_s=round(delay, 1),
+            ),
         )
         return Outcome.RETRY_SCHEDULED

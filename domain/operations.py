@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from domain.errors import DomainError
-from domain.outbox import OutboxStats, StoredEvent
+from domain.outbox import OutboxHealth, OutboxStats, StoredEvent
 from domain.ports import UnitOfWork
 
 
 def outbox_stats(uow: UnitOfWork) -> OutboxStats:
     with uow:
         return uow.admin.stats()
+
+
+def outbox_health(uow: UnitOfWork) -> OutboxHealth:
+    with uow:
+        return uow.admin.health()
 
 
 def dead_events(uow: UnitOfWork) -> list[StoredEvent]:

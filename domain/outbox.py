@@ -58,6 +58,24 @@ class OutboxStats:
 
 
 @dataclass(frozen=True)
+class OutboxHealth:
+    """What an operator watches, read from indexes and counters only: what it costs does not
+    grow with the number of finished events. The totals count since the database was made."""
+
+    pending: int
+    in_flight: int
+    dead: int
+    oldest_pending_age_s: float  # 0 when nothing waits
+    events_applied: int
+    event_failures: int  # failed passes, retried or not
+    events_dead: int  # events that failed too often; `dead retry` does not lower it
+    events_dispatched: int  # messages the relay published
+    leases_expired: int  # events dispatched again because their lease ended
+    relay_passes: int
+    last_relay_pass_age_s: float | None  # None until a relay pass has run
+
+
+@dataclass(frozen=True)
 class RelayLimits:
     batch_size: int = 100
     max_in_flight: int = 1000

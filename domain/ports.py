@@ -15,7 +15,7 @@ from domain.bar import Bar
 from domain.errors import BarNotFoundError, FooNotFoundError
 from domain.events import FooEvent
 from domain.foo import Foo
-from domain.outbox import OutboxStats, StoredEvent
+from domain.outbox import OutboxHealth, OutboxStats, StoredEvent
 
 
 class FooRepository(ABC):
@@ -114,6 +114,11 @@ class RelayQueue(ABC):
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
         """Lease the events, counting a dispatch each: due again unless processed in time."""
 
+    @abstractmethod
+    def record_pass(self, dispatched: int, leases_expired: int) -> None:
+        """Note that a relay pass completed, when (by the database's clock) and what it moved:
+        what tells an operator, from any host, that the relay is alive."""
+
 
 class DeliveryLedger(ABC):
     """The outbox as a delivery sees it: which events a pass applies, and what failed."""
@@ -140,7 +145,8 @@ class DeliveryLedger(ABC):
 
     @abstractmethod
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
-        """Count a failure; make the event due again after `retry_in_s`, or dead if None."""
+        """Count a failure, on the event and in the failure counters; make the event due
+        again after `retry_in_s`, or dead if None."""
 
 
 class OutboxAdmin(ABC):
@@ -148,6 +154,10 @@ class OutboxAdmin(ABC):
 
     @abstractmethod
     def stats(self) -> OutboxStats: ...
+
+    @abstractmethod
+    def health(self) -> OutboxHealth:
+        """Unfinished events and the counters: never a scan of the finished ones."""
 
     @abstractmethod
     def applied_events(self) -> Iterator[StoredEvent]:

@@ -18,9 +18,11 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RelayReport:
     dispatched: int
-    in_flight: int
+    in_flight: int  # after the pass
     skipped: bool = False  # another poller held the relay lock, or the broker is backed off
     broker_error: str | None = None  # the broker refused a batch; those events stay due
+    leases_expired: int = 0  # of `dispatched`: dispatched again because their lease ended
+    room: int = 0  # how many more the in-flight bound lets out
 
 
 def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> RelayReport:
@@ -41,7 +43,9 @@ def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> 
         fresh = uow.relay_queue.claim_pending(room) if room > 0 else []
         claimed = expired + fresh
         if not claimed:
-            return RelayReport(dispatched=0, in_flight=in_flight)
+            uow.relay_queue.record_pass(dispatched=0, leases_expired=0)
+            uow.commit()
+            return RelayReport(0, in_flight, room=max(limits.max_in_flight - in_flight, 0))
         ids = [event.id for event in claimed]
         if expired:
             logger.warning(
@@ -53,8 +57,15 @@ def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> 
         # The message must be gone before the lease ends; a tenth of the lease is the margin.
         dispatcher.dispatch(ids, expires_in_s=limits.lease_seconds * 0.9)
         uow.relay_queue.mark_dispatched(ids, limits.lease_seconds)
+        uow.relay_queue.record_pass(dispatched=len(ids), leases_expired=len(expired))
         uow.commit()
-        return RelayReport(dispatched=len(ids), in_flight=in_flight + len(fresh))
+        in_flight += len(fresh)
+        return RelayReport(
+            len(ids),
+            in_flight,
+            leases_expired=len(expired),
+            room=max(limits.max_in_flight - in_flight, 0),
+        )
 
 
 def relay_until_idle(
@@ -73,18 +84,38 @@ def relay_until_idle(
     if not backoff.ready():
         return RelayReport(dispatched=0, in_flight=0, skipped=True)
     started = clock()
-    dispatched = 0
+    dispatched = expired = 0
     while True:
         try:
             report = relay_once(uow_factory(), dispatcher, limits)
         except DispatchError as error:
             delay = backoff.failed()
             logger.warning("relay: %s; events stay due, next try in %.0f s", error, delay)
-            return RelayReport(dispatched, in_flight=0, skipped=True, broker_error=str(error))
+            _log_moved(dispatched, expired, report=None)
+            return RelayReport(
+                dispatched, 0, skipped=True, broker_error=str(error), leases_expired=expired
+            )
         backoff.succeeded()
         dispatched += report.dispatched
+        expired += report.leases_expired
         if report.dispatched < limits.batch_size or clock() - started >= time_budget_s:
-            return RelayReport(dispatched, report.in_flight, report.skipped)
+            _log_moved(dispatched, expired, report)
+            return RelayReport(
+                dispatched,
+                report.in_flight,
+                report.skipped,
+                leases_expired=expired,
+                room=report.room,
+            )
+
+
+def _log_moved(dispatched: int, expired: int, report: RelayReport | None) -> None:
+    """One INFO line for a pass that moved something; an idle pass says nothing."""
+    if not dispatched:
+        return
+    again = f" ({expired} again after an expired lease)" if expired else ""
+    state = "" if report is None else f"; {report.in_flight} in flight, room for {report.room}"
+    logger.info("relay: dispatched %d events%s%s", dispatched, again, state)
 
 
 def _some(ids: list[int], shown: int = 10) -> str:

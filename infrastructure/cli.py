@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -17,11 +19,13 @@ from domain import operations, projection, use_cases
 from domain.errors import DomainError
 from domain.ports import UnitOfWork
 from domain.use_cases import BATCH_SIZE
+from infrastructure import health, metrics
 from infrastructure.bootstrap import Container
 from infrastructure.broker.nudge import logger as nudge_logger
 from infrastructure.bulk import MAX_COUNT, PartlyCreated, print_batches
 from infrastructure.database import DatabaseFileError
 from infrastructure.demo import run_demo
+from infrastructure.logs import configure_command_line
 from infrastructure.migrate import upgrade
 from infrastructure.schema import BIGINT_MAX
 from infrastructure.settings import Settings, SettingsError
@@ -63,6 +67,22 @@ def _count(raw: str) -> int:
             f"{raw} is more than {MAX_COUNT}, the most one command creates; "
             "run it several times for more"
         )
+    return int(raw)
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds greater than 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port (1 to 65535)")
     return int(raw)
 
 
@@ -126,6 +146,9 @@ def _status(c: Container, args: argparse.Namespace) -> int:
 
 
 def _verify(c: Container, args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + (args.wait or 0)
+    while not operations.outbox_stats(c.uow()).drained and time.monotonic() < deadline:
+        time.sleep(0.2)  # the workers are still applying events
     result = projection.verify(c.uow())
     if result.holds:
         print(
@@ -177,6 +200,29 @@ def _demo(c: Container, args: argparse.Namespace) -> int:
     return run_demo(c.settings)
 
 
+def _check(c: Container, args: argparse.Namespace) -> int:
+    max_age = args.max_relay_age
+    if max_age is None:
+        max_age = health.default_max_relay_age_s(c.settings)
+    checks = health.run_checks(c.settings, max_age, args.timeout)
+    for check in checks:
+        print(check, file=sys.stdout if check.ok else sys.stderr)
+    return 0 if all(check.ok for check in checks) else EXIT_FAILED
+
+
+def _metrics(c: Container, args: argparse.Namespace) -> int:
+    try:
+        exporter = metrics.Exporter(c.uow, args.host, args.port)
+    except OSError as error:
+        return _fail(
+            f"cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
+            "choose another --host or --port"
+        )
+    print(f"serving Prometheus metrics on http://{args.host}:{args.port}/metrics", flush=True)
+    exporter.wait()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="postsave", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -219,7 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(commands, "status", _status, "events pending, in flight, processed, dead")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    command(commands, "verify", _verify, "exit 0 only if every bar satisfies the invariant")
+    p = command(commands, "verify", _verify, "exit 0 only if every bar satisfies the invariant")
+    p.add_argument(
+        "--wait",
+        type=_seconds,
+        metavar="S",
+        help="first wait up to S seconds for every event to be applied",
+    )
     command(commands, "rebuild", _rebuild, "recompute every bar from the event log")
     dead = commands.add_parser("dead", help="events that failed too often").add_subparsers(
         dest="action", required=True, parser_class=_Parser
@@ -229,6 +281,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", type=_positive_id, nargs="*", metavar="ID")
     command(commands, "migrate", _migrate, "upgrade the database to the latest schema")
     command(commands, "demo", _demo, "run the whole pipeline on the configured database/broker")
+    p = command(
+        commands,
+        "check",
+        _check,
+        "exit 0 only if the database is at the latest migration, the broker answers and a "
+        "relay pass ran recently; else one line per failed check",
+    )
+    p.add_argument(
+        "--max-relay-age",
+        type=_seconds,
+        metavar="S",
+        help="the longest a relay pass may be ago (default: 3 poll intervals, at least 10 s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=health.DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="how long each check may wait for an answer (default: %(default)s s)",
+    )
+    p = command(commands, "metrics", _metrics, "serve Prometheus metrics at /metrics")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument("--port", type=_port, required=True)
     return parser
 
 
@@ -240,6 +317,7 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     # A refused nudge is reported once, as this command's error line, not also as a log line.
     nudge_logger.setLevel(logging.ERROR)
+    configure_command_line()  # POSTSAVE_LOG_FORMAT=json: warnings as JSON lines on stderr
     try:
         args = build_parser().parse_args(argv)
         container = Container(Settings.from_env(), nudge=args.nudges)

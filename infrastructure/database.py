@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,11 @@ def _sqlite_engine(url: str, create: bool) -> Engine:
 
 
 def make_engine(
-    url: str, statement_timeout_s: float | None = None, *, create: bool = False
+    url: str,
+    statement_timeout_s: float | None = None,
+    *,
+    create: bool = False,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
 ) -> Engine:
     """One engine per process (create it after a fork, never before).
 
@@ -93,15 +98,18 @@ def make_engine(
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
-        connect_args=postgres_timeouts(statement_timeout_s),
+        connect_args=postgres_timeouts(statement_timeout_s, connect_timeout_s),
     )
 
 
-def postgres_timeouts(statement_timeout_s: float | None) -> dict[str, Any]:
+def postgres_timeouts(
+    statement_timeout_s: float | None, connect_timeout_s: float = CONNECT_TIMEOUT_S
+) -> dict[str, Any]:
     """Bounded waits on PostgreSQL: connecting, and every statement, lock waits included, so a
     stuck lock fails into the retry path instead of holding a worker forever. 0 or None: no
     statement limit (an operator's long rebuild, say)."""
-    options: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    # libpq takes whole seconds, and treats less than 2 as 2.
+    options: dict[str, Any] = {"connect_timeout": max(math.ceil(connect_timeout_s), 2)}
     if statement_timeout_s:
         options["options"] = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
     return options

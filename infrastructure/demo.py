@@ -109,7 +109,7 @@ def run_demo(settings: Settings) -> int:
             (logs / name).write_text("")
     _say(f"starting a worker and beat (logs: {logs}/demo-worker.log, {logs}/demo-beat.log)")
     worker = processes.start_worker(env, logs / "demo-worker.log", name="demo")
-    beat = processes.start_beat(env, logs / "demo-beat.log", logs / "demo-celerybeat-schedule")
+    beat = processes.start_beat(env, logs / "demo-beat.log")
     try:
         _wait_for_ready(logs / "demo-worker.log", worker)
         before = operations.outbox_stats(container.uow())

@@ -51,11 +51,8 @@ def start_worker(
     return _start(command, env, log_path)
 
 
-def start_beat(
-    env: Mapping[str, str], log_path: Path, schedule_path: Path
-) -> subprocess.Popen[bytes]:
-    args = ["beat", "--loglevel=INFO", f"--schedule={schedule_path}"]
-    return _start(celery_command(*args), env, log_path)
+def start_beat(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    return _start(celery_command("beat", "--loglevel=INFO"), env, log_path)
 
 
 def _start(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -167,6 +167,25 @@ Index(
     sqlite_where=_unfinished,
 )
 
+_dead = text("state = 'dead'")
+# Dead events stay until an operator retries them: counting them reads this index, not the log.
+Index("ix_outbox_events_dead", outbox_events.c.id, postgresql_where=_dead, sqlite_where=_dead)
+
+# One row: counters kept as the relay and the deliveries go, and when a relay pass last ran
+# (by the database's clock, so any host can tell). Monitoring reads this, never the event log.
+outbox_counters = Table(
+    "outbox_counters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("relay_passes", BigInteger, nullable=False, server_default="0"),
+    Column("last_relay_pass_at", Timestamp),
+    Column("events_dispatched", BigInteger, nullable=False, server_default="0"),
+    Column("leases_expired", BigInteger, nullable=False, server_default="0"),
+    Column("event_failures", BigInteger, nullable=False, server_default="0"),
+    Column("events_dead", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
 # The guard of exactly-once effect: the primary key refuses to apply one event twice.
 applied_events = Table(
     "applied_events",

@@ -23,6 +23,7 @@ T = TypeVar("T", int, float)
 VAR_DIR = Path("var")
 DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'postsave.db'}"
 DEFAULT_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'broker.db'}"
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -60,6 +61,15 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("1", "true", "yes", "on")
 
 
+def log_format_from_env(env: Mapping[str, str]) -> str:
+    """POSTSAVE_LOG_FORMAT: `text` (Celery's usual lines) or `json` (one object per line)."""
+    raw = env.get("POSTSAVE_LOG_FORMAT", "")
+    value = raw.strip().lower() or LOG_FORMATS[0]
+    if value not in LOG_FORMATS:
+        raise SettingsError(f"POSTSAVE_LOG_FORMAT={raw!r} is not a log format (use text or json)")
+    return value
+
+
 def _url(
     env: Mapping[str, str], name: str, default: str, problem: Callable[[str], str | None]
 ) -> str:
@@ -86,6 +96,7 @@ class Settings:
     # answers), and a database statement, lock waits included.
     broker_timeout_s: float = 10.0
     statement_timeout_s: float = 15.0
+    log_format: str = LOG_FORMATS[0]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +123,7 @@ class Settings:
             statement_timeout_s=_number(
                 env, "POSTSAVE_STATEMENT_TIMEOUT", cls.statement_timeout_s, float
             ),
+            log_format=log_format_from_env(env),
         )
 
     @property

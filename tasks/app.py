@@ -6,11 +6,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import task_revoked, worker_process_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    task_revoked,
+    worker_process_init,
+)
+from celery.utils.log import get_multiprocessing_logger
 
+from infrastructure import logs
 from infrastructure.bootstrap import Container
 from infrastructure.broker.celery_app import poll_expiry_s
-from infrastructure.broker.names import POLL_TASK
+from infrastructure.broker.messages import event_id_of
+from infrastructure.broker.names import POLL_TASK, RECALC_TASK
 from infrastructure.broker.publishing import expiry
 
 logger = logging.getLogger(__name__)
@@ -26,6 +36,32 @@ app.conf.beat_schedule = {
         "options": expiry(app, poll_expiry_s(settings)),
     }
 }
+
+
+# Celery made its handlers from --loglevel and --logfile (worker and beat); postsave adapts them.
+@after_setup_logger.connect
+def _adapt_process_logs(logger: logging.Logger, loglevel: int, **_: Any) -> None:
+    for each in (logger, get_multiprocessing_logger()):
+        if each is not None:
+            logs.configure_handlers(each, loglevel, settings.log_format)
+
+
+@after_setup_task_logger.connect
+def _adapt_task_logs(logger: logging.Logger, loglevel: int, **_: Any) -> None:
+    logs.configure_handlers(logger, loglevel, settings.log_format)
+
+
+# From before the delivery to after Celery's own line about its end, every line carries the
+# event's id: the task's prerun and postrun run in the same process and thread as the task.
+@task_prerun.connect
+def _tag_delivery_logs(task: Any = None, args: Any = (), kwargs: Any = None, **_: Any) -> None:
+    if task is not None and task.name == RECALC_TASK:
+        logs.set_event_id(event_id_of(tuple(args or ()), dict(kwargs or {})))
+
+
+@task_postrun.connect
+def _untag_delivery_logs(**_: Any) -> None:
+    logs.set_event_id(None)
 
 
 @worker_process_init.connect

@@ -8,6 +8,7 @@ from domain.delivery import handle_delivery
 from infrastructure.broker.celery_app import recalc_time_limit_s
 from infrastructure.broker.messages import event_id_or_drop
 from infrastructure.broker.names import RECALC_TASK
+from infrastructure.broker.outcomes import MALFORMED, EventNotApplied, task_result
 from tasks.app import app, container, settings
 
 # Past the soft limit, the pass raises inside the delivery and is recorded as a failure.
@@ -15,10 +16,13 @@ LIMIT_S = recalc_time_limit_s(settings)
 
 
 # Any arguments are accepted, so that a malformed message is logged and dropped by us rather
-# than failing inside Celery's call machinery. Acked late: a delivery is idempotent.
+# than failing inside Celery's call machinery. Acked late: a delivery is idempotent. A delivery
+# that leaves its event unapplied is a FAILURE to Celery, its message acknowledged all the same.
 @app.task(
     name=RECALC_TASK,
     acks_late=True,
+    acks_on_failure=True,
+    throws=(EventNotApplied,),
     reject_on_worker_lost=True,
     typing=False,
     soft_time_limit=LIMIT_S,
@@ -28,8 +32,6 @@ def recalculate_bars(*args: Any, **kwargs: Any) -> str:
     """Apply one outbox event to every bar, at most once whatever the deliveries."""
     event_id = event_id_or_drop(args, kwargs)
     if event_id is None:
-        return "malformed"
-    outcome = handle_delivery(
-        container.uow, event_id, settings.retry_policy, settings.coalesce_limit
-    )
-    return outcome.value
+        return MALFORMED  # logged as an ERROR; there is no event to name or to retry
+    policy, coalesce = settings.retry_policy, settings.coalesce_limit
+    return task_result(event_id, handle_delivery(container.uow, event_id, policy, coalesce))

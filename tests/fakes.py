@@ -15,7 +15,7 @@ from domain.bar import Bar
 from domain.errors import ConcurrentUpdateError, DispatchError, EventNotFoundError
 from domain.events import FooEvent
 from domain.foo import Foo, FooState
-from domain.outbox import UNFINISHED_STATES, EventState, OutboxStats, StoredEvent
+from domain.outbox import UNFINISHED_STATES, EventState, OutboxHealth, OutboxStats, StoredEvent
 from domain.ports import (
     BarRepository,
     DeliveryLedger,
@@ -75,6 +75,9 @@ class FakeData:
     events_applied: int = 0
     events: dict[int, OutboxRow] = field(default_factory=dict)
     applied: set[int] = field(default_factory=set)  # the applied guard
+    # The monitoring counters, by OutboxHealth's field names, and the relay's last pass.
+    counters: dict[str, int] = field(default_factory=dict)
+    last_relay_pass_at: float | None = None
     last_id: dict[str, int] = field(default_factory=lambda: {"foos": 0, "bars": 0, "events": 0})
 
     def next_id(self, table: str) -> int:
@@ -160,6 +163,10 @@ class FakeOutboxTable:
             raise EventNotFoundError(event_id)
         return row
 
+    def count(self, **increments: int) -> None:
+        for name, by in increments.items():
+            self.data.counters[name] = self.data.counters.get(name, 0) + by
+
     def rows(self, keep: Callable[[OutboxRow], bool] = lambda row: True) -> list[OutboxRow]:
         """The rows that `keep` wants, in the order of the due index."""
         rows = sorted(self.data.events.values(), key=lambda row: (row.available_at, row.id))
@@ -202,6 +209,12 @@ class FakeRelayQueue(RelayQueue):
             row.state, row.dispatches = EventState.DISPATCHED, row.dispatches + 1
             row.available_at = self.table.clock() + lease_seconds
 
+    def record_pass(self, dispatched: int, leases_expired: int) -> None:
+        self.table.count(
+            relay_passes=1, events_dispatched=dispatched, leases_expired=leases_expired
+        )
+        self.table.data.last_relay_pass_at = self.table.clock()
+
 
 class FakeDeliveryLedger(DeliveryLedger):
     def __init__(self, table: FakeOutboxTable) -> None:
@@ -239,6 +252,7 @@ class FakeDeliveryLedger(DeliveryLedger):
         if row.state not in UNFINISHED_STATES:
             return
         row.last_error, row.failures = error[:4000], row.failures + 1
+        self.table.count(event_failures=1, events_dead=int(retry_in_s is None))
         if retry_in_s is None:
             row.state = EventState.DEAD
         else:
@@ -263,6 +277,23 @@ class FakeOutboxAdmin(OutboxAdmin):
             processed=count(EventState.PROCESSED),
             dead=count(EventState.DEAD),
             oldest_pending_age_s=oldest,
+        )
+
+    def health(self) -> OutboxHealth:
+        stats, data = self.stats(), self.table.data
+        last_pass = data.last_relay_pass_at
+        return OutboxHealth(
+            pending=stats.pending,
+            in_flight=stats.in_flight,
+            dead=stats.dead,
+            oldest_pending_age_s=stats.oldest_pending_age_s or 0.0,
+            events_applied=data.events_applied,
+            event_failures=data.counters.get("event_failures", 0),
+            events_dead=data.counters.get("events_dead", 0),
+            events_dispatched=data.counters.get("events_dispatched", 0),
+            leases_expired=data.counters.get("leases_expired", 0),
+            relay_passes=data.counters.get("relay_passes", 0),
+            last_relay_pass_age_s=None if last_pass is None else self.table.clock() - last_pass,
         )
 
     def _in_id_order(self, keep: Callable[[OutboxRow], bool]) -> list[StoredEvent]:

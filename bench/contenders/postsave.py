@@ -71,8 +71,7 @@ class Postsave(Contender):
         )
         self._start_recalc()
         procs.wait_for_log(relay_log, self.relay)
-        schedule = self.workdir / f"{self.name}-schedule"
-        self._track(processes.start_beat(env, self.workdir / f"{self.name}-beat.log", schedule))
+        self._track(processes.start_beat(env, self.workdir / f"{self.name}-beat.log"))
 
     def restart_recalc(self, settings_env: dict[str, str]) -> None:
         """Stop the recalculation worker gracefully; start it again with these settings."""

@@ -11,7 +11,7 @@ from kombu.transport import sqlalchemy as sqla_transport
 
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK, RECALC_QUEUE, RECALC_TASK
 from infrastructure.database import SQLITE_BUSY_TIMEOUT_S, ensure_sqlite_directory
-from infrastructure.settings import VAR_DIR, Settings
+from infrastructure.settings import Settings
 
 EMBEDDED_BROKER_POLLING_INTERVAL_S = 0.05
 
@@ -65,8 +65,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # One reserved message per pool process: a slow worker does not sit on events whose
         # leases run out, and the broker's bound is not hidden in workers' buffers.
         "worker_prefetch_multiplier": 1,
-        "worker_send_task_events": False,
-        "beat_schedule_filename": str(VAR_DIR / "celerybeat-schedule"),
+        # Task events from the start, so Flower and `celery events` see every task without
+        # `celery control enable_events`; task-sent from beat and the relay (dispatcher.py).
+        # Celery itself sends none on the embedded broker's SQL transport.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # Beat keeps its schedule in memory: a tick every few seconds has nothing worth
+        # persisting, and beat then needs no writable file wherever it runs.
+        "beat_scheduler": "celery.beat:Scheduler",
     }
 
 

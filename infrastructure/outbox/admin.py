@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from domain.outbox import EventState, OutboxStats, StoredEvent
+from domain.outbox import EventState, OutboxHealth, OutboxStats, StoredEvent
 from domain.ports import OutboxAdmin
 from infrastructure.outbox.rows import UNFINISHED, select_events, stored
-from infrastructure.schema import outbox_events
+from infrastructure.schema import bar_projection, outbox_counters, outbox_events
 from infrastructure.sql_time import db_now, seconds_since
 
 
@@ -42,6 +42,43 @@ class SqlOutboxAdmin(OutboxAdmin):
             processed=int(row.processed),
             dead=int(row.dead),
             oldest_pending_age_s=None if oldest is None else max(float(oldest), 0.0),
+        )
+
+    def health(self) -> OutboxHealth:
+        # Each query matches a partial index's predicate (unfinished, dead) or reads a
+        # one-row table: none of them reads the finished events.
+        state = outbox_events.c.state
+        query = select(state, func.count()).where(UNFINISHED).group_by(state)
+        unfinished = {row[0]: int(row[1]) for row in self.session.execute(query)}
+        dead = self.session.execute(
+            select(func.count()).where(state == EventState.DEAD.value)
+        ).scalar_one()
+        oldest = self.session.execute(
+            select(seconds_since(func.min(outbox_events.c.occurred_at))).where(UNFINISHED)
+        ).scalar_one()
+        counters = self.session.execute(
+            select(
+                outbox_counters,
+                seconds_since(outbox_counters.c.last_relay_pass_at).label("last_pass_age"),
+                bar_projection.c.events_applied,
+            ).join_from(
+                outbox_counters, bar_projection, bar_projection.c.id == outbox_counters.c.id
+            )
+        ).one()
+        return OutboxHealth(
+            pending=int(unfinished.get(EventState.PENDING.value, 0)),
+            in_flight=int(unfinished.get(EventState.DISPATCHED.value, 0)),
+            dead=int(dead),
+            oldest_pending_age_s=0.0 if oldest is None else max(float(oldest), 0.0),
+            events_applied=int(counters.events_applied),
+            event_failures=int(counters.event_failures),
+            events_dead=int(counters.events_dead),
+            events_dispatched=int(counters.events_dispatched),
+            leases_expired=int(counters.leases_expired),
+            relay_passes=int(counters.relay_passes),
+            last_relay_pass_age_s=(
+                None if counters.last_pass_age is None else max(float(counters.last_pass_age), 0.0)
+            ),
         )
 
     def applied_events(self) -> Iterator[StoredEvent]:

@@ -14,7 +14,7 @@ from domain.errors import EventNotFoundError
 from domain.outbox import EventState, StoredEvent
 from domain.ports import DeliveryLedger
 from infrastructure.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
-from infrastructure.schema import applied_events, outbox_events
+from infrastructure.schema import applied_events, outbox_counters, outbox_events
 from infrastructure.sql_time import db_now, db_now_plus, seconds
 
 MAX_ERROR_CHARS = 4000
@@ -86,7 +86,7 @@ class SqlDeliveryLedger(DeliveryLedger):
                 "state": EventState.PENDING.value,
                 "available_at": db_now_plus(seconds(retry_in_s)),
             }
-        self.session.execute(
+        failed = self.session.execute(
             update(outbox_events)
             .where(outbox_events.c.id == event_id, UNFINISHED)
             .values(
@@ -95,3 +95,12 @@ class SqlDeliveryLedger(DeliveryLedger):
                 **values,
             )
         )
+        if failed.rowcount:  # type: ignore[attr-defined]
+            counters = outbox_counters.c
+            dead = int(retry_in_s is None)
+            self.session.execute(
+                update(outbox_counters).values(
+                    event_failures=counters.event_failures + 1,
+                    events_dead=counters.events_dead + dead,
+                )
+            )

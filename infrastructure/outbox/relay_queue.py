@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from domain.outbox import EventState, StoredEvent
 from domain.ports import RelayQueue
 from infrastructure.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
-from infrastructure.schema import outbox_events
+from infrastructure.schema import outbox_counters, outbox_events
 from infrastructure.sql_time import db_now, db_now_plus, seconds
 
 # Pollers serialise on this PostgreSQL advisory lock, so the in-flight bound is exact even
@@ -65,5 +65,16 @@ class SqlRelayQueue(RelayQueue):
                 dispatches=outbox_events.c.dispatches + 1,
                 dispatched_at=db_now(),
                 available_at=db_now_plus(seconds(lease_seconds)),
+            )
+        )
+
+    def record_pass(self, dispatched: int, leases_expired: int) -> None:
+        counters = outbox_counters.c
+        self.session.execute(
+            update(outbox_counters).values(
+                relay_passes=counters.relay_passes + 1,
+                last_relay_pass_at=db_now(),
+                events_dispatched=counters.events_dispatched + dispatched,
+                leases_expired=counters.leases_expired + leases_expired,
             )
         )

@@ -24,6 +24,7 @@ SETTINGS = (
     "POSTSAVE_MAX_IN_FLIGHT",
     "POSTSAVE_LEASE_SECONDS",
     "POSTSAVE_MAX_ATTEMPTS",
+    "POSTSAVE_LOG_FORMAT",
 )
 
 # Every table postsave writes, with the column that orders its rows.
@@ -33,6 +34,7 @@ TABLES = {
     "outbox_events": "id",
     "applied_events": "event_id",
     "bar_projection": "id",
+    "outbox_counters": "id",
 }
 
 Snapshot = dict[str, list[tuple[Any, ...]]]

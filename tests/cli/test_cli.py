@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -510,6 +512,29 @@ def test_verify_fails_while_events_are_pending(cli: Run, db: Engine, world: Worl
     result = cli("verify")
     assert (result.code, result.out) == (1, "")
     assert snapshot(db) == before
+
+
+def test_verify_waits_for_the_workers_when_asked_to(
+    cli: Run, db: Engine, world: World, container: Container
+) -> None:
+    applying = threading.Timer(1.0, process_all, args=(container, db))  # a worker, a bit later
+    applying.start()
+    try:
+        result = cli("verify", "--wait", "30")
+    finally:
+        applying.join()
+    assert (result.code, result.err) == (0, ""), result
+    assert result.out.startswith("ok: all 3 bars equal weight * 20")
+
+
+def test_verify_waits_no_longer_than_asked(cli: Run, world: World) -> None:
+    started = time.monotonic()
+    result = cli("verify", "--wait", "0.5")
+    assert time.monotonic() - started >= 0.5
+    assert result.code == 1
+    assert result.err.endswith(
+        "  (events are still pending: run again once `postsave status` shows none)\n"
+    )
 
 
 def test_verify_says_that_events_are_still_pending(cli: Run, world: World) -> None:

@@ -627,6 +627,49 @@ def test_the_oldest_pending_age_is_gone_once_every_event_is_finished(
     assert stats.drained
 
 
+def test_health_counts_unfinished_and_dead_events_and_reads_the_counters(
+    uow_factory: UowFactory,
+) -> None:
+    with uow_factory() as uow:
+        empty = uow.admin.health()
+    assert (empty.pending, empty.in_flight, empty.dead, empty.oldest_pending_age_s) == (0, 0, 0, 0)
+    assert (empty.events_applied, empty.event_failures, empty.events_dead) == (0, 0, 0)
+    assert (empty.events_dispatched, empty.leases_expired, empty.relay_passes) == (0, 0, 0)
+    assert empty.last_relay_pass_age_s is None  # no relay pass has run yet
+
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
+    with uow_factory() as uow:
+        uow.relay_queue.mark_dispatched(ids[:2], LONG_LEASE)
+        process(uow, ids[2])
+        uow.bars.apply_delta(3, events=1)
+        uow.deliveries.record_failure(ids[3], "dead", retry_in_s=None)
+        uow.deliveries.record_failure(ids[4], "again later", retry_in_s=LONG_LEASE)
+        uow.deliveries.record_failure(ids[2], "too late: it is processed", retry_in_s=None)
+        uow.relay_queue.record_pass(dispatched=2, leases_expired=1)
+        uow.commit()
+
+    with uow_factory() as uow:
+        health = uow.admin.health()
+    assert (health.pending, health.in_flight, health.dead) == (1, 2, 1)
+    assert 0.0 <= health.oldest_pending_age_s < 60.0
+    assert (health.events_applied, health.event_failures, health.events_dead) == (1, 2, 1)
+    assert (health.events_dispatched, health.leases_expired, health.relay_passes) == (2, 1, 1)
+    assert health.last_relay_pass_age_s is not None
+    assert 0.0 <= health.last_relay_pass_age_s < 60.0
+
+
+def test_counters_are_discarded_with_their_unit_of_work(uow_factory: UowFactory) -> None:
+    [event_id] = append(uow_factory, completed(1, 1))
+    with uow_factory() as uow:
+        uow.relay_queue.record_pass(dispatched=1, leases_expired=1)
+        uow.deliveries.record_failure(event_id, "dead", retry_in_s=None)
+
+    with uow_factory() as uow:
+        health = uow.admin.health()
+    assert (health.relay_passes, health.events_dispatched, health.event_failures) == (0, 0, 0)
+    assert health.last_relay_pass_age_s is None
+
+
 def test_processed_events_are_the_log_in_id_order(uow_factory: UowFactory) -> None:
     ids = append(uow_factory, *(completed(n, 10 * n) for n in range(1, 5)))
     with uow_factory() as uow:

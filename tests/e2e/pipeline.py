@@ -102,9 +102,7 @@ class Pipeline:
         self, name: str = "beat", clock_offset_s: float = 0.0
     ) -> subprocess.Popen[bytes]:
         process = processes.start_beat(
-            {**self.env, **shifted_clock(clock_offset_s)},
-            self.workdir / f"{name}.log",
-            self.workdir / f"{name}-schedule",
+            {**self.env, **shifted_clock(clock_offset_s)}, self.workdir / f"{name}.log"
         )
         self.started.append(process)
         return process

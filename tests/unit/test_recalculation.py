@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -14,6 +15,10 @@ from domain.outbox import EventState, RelayLimits
 from domain.ports import UnitOfWork
 from domain.relay import relay_once
 from domain.use_cases import create_bars
+from infrastructure.broker.outcomes import EventNotApplied
+from infrastructure.logs import DeliveryFields
+from tasks import recalculation
+from tasks.recalculation import recalculate_bars
 from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
 from tests.unit.support import (
     append_raw_event,
@@ -415,3 +420,62 @@ def test_a_retried_failure_is_a_warning_and_a_dead_event_an_error_each_naming_th
         f"event {event_id} (FooCompleted) is dead after 2 failure(s): RuntimeError: disk full; "
         f"`postsave dead retry {event_id}` once the cause is fixed",
     )
+    # The same as fields, for JSON logs.
+    assert (retried.event_id, retried.failures, retried.max_attempts) == (event_id, 1, 2)
+    assert 2.0 <= retried.retry_in_s <= 4.0
+    assert (dead.event_id, dead.event_type, dead.failures) == (event_id, "FooCompleted", 2)
+
+
+def test_a_message_for_an_unknown_event_is_an_error_naming_the_id(
+    uow_factory: Callable[[], UnitOfWork], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("ERROR", logger="domain.delivery"):
+        handle_delivery(uow_factory, 404, POLICY)
+
+    [line] = caplog.records
+    assert (line.levelname, line.event_id) == ("ERROR", 404)
+    assert line.getMessage().startswith("event 404: dropped a message")
+
+
+# What Celery is told: a delivery that left its event unapplied is a task FAILURE, logged by
+# Celery at INFO without a traceback (the domain logged the failure), its message acknowledged.
+
+
+@pytest.mark.parametrize(
+    "outcome", [Outcome.RETRY_SCHEDULED, Outcome.DEAD, Outcome.NO_SUCH_EVENT], ids=str
+)
+def test_celery_sees_an_unapplied_event_as_an_expected_failure_of_the_task(
+    outcome: Outcome, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(recalculation, "handle_delivery", lambda *_: outcome)
+    caplog.handler.addFilter(DeliveryFields())
+
+    with caplog.at_level("INFO", logger="celery.app.trace"):
+        result = recalculate_bars.apply(args=(5,))
+
+    assert result.state == "FAILURE"
+    assert str(result.result) == f"event 5 not applied: {outcome}"
+    [line] = [r for r in caplog.records if r.name == "celery.app.trace"]
+    assert (line.levelname, line.exc_info, line.event_id) == ("INFO", None, 5)
+    assert line.getMessage().endswith(
+        f"raised expected: EventNotApplied('event 5 not applied: {outcome}')"
+    )
+
+
+@pytest.mark.parametrize("outcome", [Outcome.APPLIED, Outcome.ALREADY_APPLIED], ids=str)
+def test_celery_sees_an_event_on_the_bars_as_a_success(
+    outcome: Outcome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recalculation, "handle_delivery", lambda *_: outcome)
+
+    result = recalculate_bars.apply(args=(5,))
+
+    assert (result.state, result.result) == ("SUCCESS", outcome.value)
+
+
+def test_a_failed_delivery_is_acknowledged_and_its_exception_crosses_processes() -> None:
+    # Acked late, and on failure too: the outbox retries the event, never the broker.
+    assert (recalculate_bars.acks_late, recalculate_bars.acks_on_failure) == (True, True)
+    assert recalculate_bars.throws == (EventNotApplied,)
+    crossed = pickle.loads(pickle.dumps(EventNotApplied(5, "dead")))  # pool to main process
+    assert (str(crossed), crossed.event_id) == ("event 5 not applied: dead", 5)

@@ -11,7 +11,7 @@ from domain.backoff import DispatchBackoff, RetryPolicy
 from domain.delivery import handle_delivery
 from domain.errors import DispatchError
 from domain.events import FooCompleted
-from domain.outbox import EventState, RelayLimits
+from domain.outbox import EventState, OutboxHealth, RelayLimits
 from domain.ports import UnitOfWork
 from domain.relay import RelayReport, relay_once, relay_until_idle
 from tests.fakes import FakeDatabase, FakeDispatcher, ManualClock
@@ -40,7 +40,7 @@ def test_a_relay_pass_dispatches_due_events_oldest_first_and_leases_them(
 ) -> None:
     report = relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=4, lease_seconds=30))
 
-    assert report == RelayReport(dispatched=4, in_flight=4)
+    assert report == RelayReport(dispatched=4, in_flight=4, room=996)
     assert dispatcher.batches == [event_ids[:4]]
     assert dispatcher.expiries == [pytest.approx(27.0)]  # 0.9 of the lease
     rows = event_rows(database)
@@ -125,7 +125,7 @@ def test_an_event_whose_lease_expired_is_dispatched_again(
     assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(0, 1)
     clock.advance(0.1)
     # Re-dispatched in its own place: the in-flight count does not grow.
-    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(1, 1)
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(1, 1, leases_expired=1)
 
     assert dispatcher.dispatched == [event_id, event_id]
     [row] = event_rows(database)
@@ -155,7 +155,7 @@ def test_relaying_until_idle_takes_batch_after_batch_until_one_comes_back_short(
 ) -> None:
     report = relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=4), 10.0)
 
-    assert report == RelayReport(dispatched=10, in_flight=10)
+    assert report == RelayReport(dispatched=10, in_flight=10, room=990)
     assert [len(batch) for batch in dispatcher.batches] == [4, 4, 2]
 
 
@@ -184,14 +184,14 @@ def test_relaying_until_idle_stops_when_its_time_budget_is_spent(
         clock=lambda: next(ticks),
     )
 
-    assert report == RelayReport(dispatched=4, in_flight=4)
+    assert report == RelayReport(dispatched=4, in_flight=4, room=996)
     assert dispatcher.batches == [event_ids[:2], event_ids[2:4]]
 
 
 def test_a_relay_pass_with_nothing_due_dispatches_nothing(
     uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher
 ) -> None:
-    assert relay_once(uow_factory(), dispatcher, RelayLimits()) == RelayReport(0, 0)
+    assert relay_once(uow_factory(), dispatcher, RelayLimits()) == RelayReport(0, 0, room=1000)
     assert dispatcher.batches == []
 
 
@@ -217,7 +217,7 @@ def test_with_every_lease_expired_the_relay_redispatches_them_and_adds_no_new_ev
         assert uow.relay_queue.count_in_flight() == 4  # expired, and still counted
     report = relay_once(uow_factory(), dispatcher, limits)
 
-    assert report == RelayReport(dispatched=4, in_flight=4)
+    assert report == RelayReport(dispatched=4, in_flight=4, leases_expired=4)
     assert dispatcher.batches == [event_ids[:4], event_ids[:4]]
     rows = event_rows(database)
     assert [(r.state, r.dispatches) for r in rows[:4]] == [(EventState.DISPATCHED, 2)] * 4
@@ -235,12 +235,16 @@ def test_expired_leases_beyond_one_batch_are_redispatched_over_several_passes_wi
 ) -> None:
     limits = RelayLimits(batch_size=3, max_in_flight=4, lease_seconds=30)
     first = [relay_once(uow_factory(), dispatcher, limits) for _ in range(3)]
-    assert first == [RelayReport(3, 3), RelayReport(1, 4), RelayReport(0, 4)]
+    assert first == [RelayReport(3, 3, room=1), RelayReport(1, 4), RelayReport(0, 4)]
     clock.advance(30)
 
     again = [relay_once(uow_factory(), dispatcher, limits) for _ in range(3)]
 
-    assert again == [RelayReport(3, 4), RelayReport(1, 4), RelayReport(0, 4)]
+    assert again == [
+        RelayReport(3, 4, leases_expired=3),
+        RelayReport(1, 4, leases_expired=1),
+        RelayReport(0, 4),
+    ]
     assert dispatcher.batches == [event_ids[:3], event_ids[3:4], event_ids[:3], event_ids[3:4]]
     assert dispatched_ids(database) == event_ids[:4]
 
@@ -258,7 +262,7 @@ def test_relaying_until_idle_redispatches_every_expired_lease_and_stops_at_the_b
 
     report = relay_until_idle(uow_factory, dispatcher, limits, 10.0)
 
-    assert report == RelayReport(dispatched=4, in_flight=4)
+    assert report == RelayReport(dispatched=4, in_flight=4, leases_expired=4)
     assert sorted(dispatcher.dispatched[4:]) == event_ids[:4]
     assert dispatched_ids(database) == event_ids[:4]
 
@@ -275,7 +279,7 @@ def test_expired_leases_go_first_and_new_events_only_fill_the_rest_of_the_batch(
 
     report = relay_once(uow_factory(), dispatcher, limits)
 
-    assert report == RelayReport(dispatched=5, in_flight=5)
+    assert report == RelayReport(dispatched=5, in_flight=5, leases_expired=3, room=95)
     assert dispatcher.batches[1] == event_ids[:3] + event_ids[3:5]
 
 
@@ -289,8 +293,10 @@ def test_a_batch_full_of_expired_leases_takes_no_new_event_even_with_room_to_spa
     clock.advance(30)
     limits = RelayLimits(batch_size=3, max_in_flight=100, lease_seconds=30)
 
-    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(3, 3)
-    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(3, 6)
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(
+        3, 3, leases_expired=3, room=97
+    )
+    assert relay_once(uow_factory(), dispatcher, limits) == RelayReport(3, 6, room=94)
     assert dispatcher.batches == [event_ids[:3], event_ids[:3], event_ids[3:6]]
 
 
@@ -540,7 +546,7 @@ def test_relaying_until_idle_is_skipped_while_backed_off_and_resumes_after(
     clock.advance(0.001)
     report = relay_until_idle(factory, dispatcher, limits, 10.0, backoff)
 
-    assert report == RelayReport(dispatched=10, in_flight=10)
+    assert report == RelayReport(dispatched=10, in_flight=10, room=990)
     assert dispatcher.dispatched == event_ids
     assert (backoff.failures, backoff.resume_at) == (0, 0.0)
 
@@ -617,4 +623,68 @@ def test_a_lease_that_ends_unapplied_is_dispatched_again_with_a_warning_naming_t
     assert [record.getMessage() for record in caplog.records] == [
         "relay: 2 leases ended before their events were applied (the messages expired "
         f"unconsumed or were lost); dispatching again: events {event_ids[0]}, {event_ids[1]}"
+    ]
+
+
+# What the relay tells an operator: every completed pass is recorded, and one that moved
+# something says so in one INFO line.
+
+
+def health(uow_factory: Callable[[], UnitOfWork]) -> OutboxHealth:
+    with uow_factory() as uow:
+        return uow.admin.health()
+
+
+def test_every_completed_relay_pass_is_recorded_with_what_it_moved_even_an_idle_one(
+    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, clock: ManualClock
+) -> None:
+    limits = RelayLimits(batch_size=10, lease_seconds=30)
+    relay_once(uow_factory(), dispatcher, limits)
+    assert (health(uow_factory).relay_passes, health(uow_factory).last_relay_pass_age_s) == (1, 0)
+    [first, second] = append_events(uow_factory(), 2)
+    relay_once(uow_factory(), dispatcher, limits)
+    clock.advance(31)  # both leases end unapplied
+    handle_delivery(uow_factory, first, RetryPolicy())
+
+    relay_once(uow_factory(), dispatcher, limits)
+    clock.advance(5)
+
+    seen = health(uow_factory)
+    assert (seen.relay_passes, seen.events_dispatched, seen.leases_expired) == (3, 3, 1)
+    assert seen.last_relay_pass_age_s == 5
+    assert dispatcher.batches == [[first, second], [second]]
+
+
+def test_a_relay_pass_the_broker_refused_is_not_recorded(
+    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
+) -> None:
+    dispatcher.fail_with = DispatchError("broker unreachable")
+
+    report = relay_until_idle(uow_factory, dispatcher, RelayLimits(), 10.0)
+
+    assert report.broker_error == "broker unreachable"
+    assert (health(uow_factory).relay_passes, health(uow_factory).last_relay_pass_age_s) == (
+        0,
+        None,
+    )
+
+
+def test_a_relay_pass_that_moved_events_logs_one_info_line_and_an_idle_pass_none(
+    uow_factory: Callable[[], UnitOfWork],
+    dispatcher: FakeDispatcher,
+    clock: ManualClock,
+    event_ids: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limits = RelayLimits(batch_size=4, max_in_flight=6, lease_seconds=30)
+    with caplog.at_level("INFO", logger="domain.relay"):
+        relay_until_idle(uow_factory, dispatcher, limits, 10.0)
+        relay_until_idle(uow_factory, dispatcher, limits, 10.0)  # at the bound: moves nothing
+        clock.advance(30)
+        relay_until_idle(uow_factory, dispatcher, limits, 10.0)
+
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert infos == [
+        "relay: dispatched 6 events; 6 in flight, room for 0",
+        "relay: dispatched 6 events (6 again after an expired lease); 6 in flight, room for 0",
     ]

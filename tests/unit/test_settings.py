@@ -61,3 +61,19 @@ def test_the_broker_and_statement_timeouts_are_read_and_must_be_positive() -> No
     for name in ("POSTSAVE_BROKER_TIMEOUT", "POSTSAVE_STATEMENT_TIMEOUT"):
         with pytest.raises(SettingsError, match=f"{name}='0' must be a finite number"):
             Settings.from_env({name: "0"})
+
+
+def test_the_log_format_is_text_by_default_or_json() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"POSTSAVE_LOG_FORMAT": ""}).log_format == "text"
+    assert Settings.from_env({"POSTSAVE_LOG_FORMAT": "json"}).log_format == "json"
+    assert Settings.from_env({"POSTSAVE_LOG_FORMAT": " JSON "}).log_format == "json"
+
+
+@pytest.mark.parametrize("value", ["xml", "logfmt", "1"])
+def test_another_log_format_is_refused_in_one_line_naming_the_allowed_ones(value: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"POSTSAVE_LOG_FORMAT": value})
+    assert str(refused.value) == (
+        f"POSTSAVE_LOG_FORMAT={value!r} is not a log format (use text or json)"
+    )

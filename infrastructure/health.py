@@ -1,0 +1,148 @@
+"""`postsave check`: is this deployment working? The database reachable and at the latest
+migration, the broker reachable, and a relay pass recent. Every wait is bounded, and each check
+runs against a deadline of its own, so an unreachable host gives an answer within seconds."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from infrastructure.broker.celery_app import make_celery_app
+from infrastructure.broker.dispatcher import DISPATCH_ERRORS
+from infrastructure.broker.publishing import bounded_connection, discard
+from infrastructure.database import DatabaseFileError, make_engine, sqlite_file
+from infrastructure.migrate import alembic_config
+from infrastructure.schema import outbox_counters
+from infrastructure.settings import Settings
+from infrastructure.sql_time import seconds_since
+from infrastructure.urls import redact_url
+
+DEFAULT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'ok, ' if self.ok else ''}{self.detail}"
+
+
+def default_max_relay_age_s(settings: Settings) -> float:
+    """A relay pass runs every poll interval; three missed ones, and at least 10 s, is a stop."""
+    return max(3 * settings.poll_interval_s, 10.0)
+
+
+def run_checks(
+    settings: Settings, max_relay_age_s: float, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[Check]:
+    """The database (with the relay's last pass, which it records) and the broker, side by
+    side, each within `timeout_s` and a second of grace."""
+    database = _Deadline(lambda: _database_and_relay(settings, max_relay_age_s, timeout_s))
+    broker = _Deadline(lambda: [_broker(settings, timeout_s)])
+    unanswered = f"no answer within {timeout_s:g} s"
+    return database.result(
+        timeout_s + 1,
+        [Check("database", False, unanswered), Check("relay", False, "unknown: " + unanswered)],
+    ) + broker.result(timeout_s + 1, [Check("broker", False, unanswered)])
+
+
+class _Deadline:
+    """Runs a check in a thread of its own, so that a wait nothing bounds (a name lookup, say)
+    cannot hold the command: past the deadline, the check counts as failed."""
+
+    def __init__(self, check: Callable[[], list[Check]]) -> None:
+        self._checks: list[Check] | None = None
+        self._thread = threading.Thread(target=self._run, args=(check,), daemon=True)
+        self._thread.start()
+
+    def _run(self, check: Callable[[], list[Check]]) -> None:
+        self._checks = check()
+
+    def result(self, timeout_s: float, otherwise: list[Check]) -> list[Check]:
+        self._thread.join(timeout_s)
+        return otherwise if self._checks is None else self._checks
+
+
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    return (str(cause).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _database_and_relay(settings: Settings, max_age_s: float, timeout_s: float) -> list[Check]:
+    where = redact_url(settings.database_url)
+    try:
+        engine = make_engine(settings.database_url, timeout_s, connect_timeout_s=timeout_s)
+    except DatabaseFileError as error:
+        return [Check("database", False, str(error)), _relay_unknown("the database is missing")]
+    try:
+        with engine.connect() as connection:
+            revision, problem = _revision(connection, settings.database_url)
+            if problem is not None:
+                return [Check("database", False, problem), _relay_unknown("not migrated")]
+            relay = _relay(connection, max_age_s)
+        return [Check("database", True, f"{where} at the latest revision ({revision})"), relay]
+    except SQLAlchemyError as error:
+        detail = f"{where}: {_first_line(error)}"
+        return [Check("database", False, detail), _relay_unknown("the database did not answer")]
+    finally:
+        engine.dispose()
+
+
+def _revision(connection: Connection, url: str) -> tuple[str, str | None]:
+    """The database's revision, and what is wrong with it if it is not the latest."""
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    latest = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    shown = ", ".join(sorted(current)) or "none"
+    if current == latest:
+        return shown, None
+    return shown, (
+        f"at revision {shown}, not the latest ({', '.join(sorted(latest))}); run `postsave migrate`"
+    )
+
+
+def _relay(connection: Connection, max_age_s: float) -> Check:
+    age = connection.execute(select(seconds_since(outbox_counters.c.last_relay_pass_at))).scalar()
+    if age is None:
+        return Check("relay", False, "no relay pass has run yet; start beat and the relay worker")
+    age = max(float(age), 0.0)
+    if age > max_age_s:
+        return Check(
+            "relay",
+            False,
+            f"last pass {age:.0f} s ago (more than {max_age_s:g} s); "
+            "is beat running, and a worker consuming postsave.poll?",
+        )
+    return Check("relay", True, f"last pass {age:.1f} s ago")
+
+
+def _relay_unknown(why: str) -> Check:
+    return Check("relay", False, f"unknown: {why}")
+
+
+def _broker(settings: Settings, timeout_s: float) -> Check:
+    where = redact_url(settings.broker_url)
+    if settings.uses_embedded_broker:
+        path = sqlite_file(settings.broker_url)
+        if path is not None and not path.exists():  # connecting would create it
+            return Check("broker", False, f"{where}: no such file; start a worker first")
+    app = make_celery_app(settings)
+    connection = bounded_connection(app, timeout_s)
+    try:
+        connection.ensure_connection(max_retries=0)
+        connection.default_channel  # noqa: B018 - opening a channel proves the login and vhost
+        return Check("broker", True, f"{where} answered")
+    except DISPATCH_ERRORS as error:  # the embedded broker's are SQLAlchemy's
+        detail = str(error) or type(error).__name__
+        return Check("broker", False, f"{where}: {detail}; check that it is up and the URL")
+    finally:
+        discard(connection)
+        app.close()

@@ -1,0 +1,104 @@
+"""`postsave metrics`: a Prometheus exporter. Every value is read from the database at scrape
+time, so one exporter is right for a whole fleet of workers and survives restarts; a scrape
+reads the unfinished events' indexes and the counters, never the event log."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from domain import operations
+from domain.outbox import OutboxHealth
+from domain.ports import UnitOfWork
+
+logger = logging.getLogger(__name__)
+
+
+class OutboxCollector(Collector):
+    def __init__(self, uow_factory: Callable[[], UnitOfWork]) -> None:
+        self.uow_factory = uow_factory
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        try:
+            health = operations.outbox_health(self.uow_factory())
+        except SQLAlchemyError as error:
+            detail = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
+            logger.error("metrics: cannot read the database: %s", detail)
+            yield _gauge("database_up", "1 if this scrape could read the database, else 0", 0)
+            return
+        yield _gauge("database_up", "1 if this scrape could read the database, else 0", 1)
+        yield from outbox_metrics(health)
+        yield _gauge(
+            "scrape_duration_seconds",
+            "How long reading the database took for this scrape",
+            time.perf_counter() - started,
+        )
+
+
+def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
+    events = GaugeMetricFamily(
+        "postsave_outbox_events",
+        "Events by state: pending (waiting for the relay), in_flight (dispatched, not applied "
+        "yet), dead (failed too often; `postsave dead retry` makes them due again)",
+        labels=["state"],
+    )
+    events.add_metric(["pending"], health.pending)
+    events.add_metric(["in_flight"], health.in_flight)
+    events.add_metric(["dead"], health.dead)
+    yield events
+    yield _gauge(
+        "outbox_oldest_pending_age_seconds",
+        "Age of the oldest event not applied yet (pending or in flight); 0 when none waits",
+        health.oldest_pending_age_s,
+    )
+    last_pass = health.last_relay_pass_age_s
+    yield _gauge(
+        "relay_last_pass_age_seconds",
+        "Seconds since a relay pass last completed, by the database's clock; +Inf before the first",
+        math.inf if last_pass is None else last_pass,
+    )
+    counters = {
+        "events_applied": ("Events whose delta is on the bars", health.events_applied),
+        "event_failures": ("Failed deliveries, retried or dead", health.event_failures),
+        "events_dead": ("Events that failed too often and became dead", health.events_dead),
+        "events_dispatched": ("Messages the relay published", health.events_dispatched),
+        "leases_expired": (
+            "Events dispatched again because their lease ended before they were applied",
+            health.leases_expired,
+        ),
+        "relay_passes": ("Relay passes completed", health.relay_passes),
+    }
+    for name, (help_text, value) in counters.items():
+        yield CounterMetricFamily(f"postsave_{name}", help_text, value=value)
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"postsave_{name}", help_text, value=value)
+
+
+class Exporter:
+    """Serves /metrics from a thread of its own. OSError if the address cannot be listened on."""
+
+    def __init__(self, uow_factory: Callable[[], UnitOfWork], host: str, port: int) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(OutboxCollector(uow_factory))
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+
+    def wait(self) -> None:
+        """Until the server stops (or the process is interrupted)."""
+        try:
+            self._thread.join()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,330 @@
+"""`postsave check` and `postsave metrics`: what an orchestrator and Prometheus read."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
+
+from domain import use_cases
+from domain.backoff import RetryPolicy
+from domain.delivery import handle_delivery
+from domain.outbox import RelayLimits
+from domain.relay import relay_once
+from infrastructure import metrics
+from infrastructure.bootstrap import Container
+from infrastructure.cli import main
+from infrastructure.migrate import downgrade
+from infrastructure.settings import Settings
+from tests import services
+from tests.cli.conftest import Result, Run, event_ids, execute, run_in_process, snapshot
+from tests.cli.test_cli import assert_one_line_error
+from tests.fakes import FakeDispatcher
+
+
+def relay_pass(container: Container) -> None:
+    relay_once(container.uow(), FakeDispatcher(), RelayLimits())
+
+
+def lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+# --- check --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], pg_url: str
+) -> Iterator[tuple[Run, Container]]:
+    """`postsave check` on a migrated PostgreSQL database and a RabbitMQ vhost of its own."""
+    amqp_url = _amqp_url(monkeypatch)
+    monkeypatch.setenv("POSTSAVE_BROKER_URL", amqp_url)
+    container = Container(Settings(database_url=pg_url, broker_url=amqp_url))
+
+    def run(*argv: str) -> Result:
+        return run_in_process(monkeypatch, capsys, pg_url, ["check", *argv])
+
+    yield run, container
+    container.close()
+
+
+def _amqp_url(monkeypatch: pytest.MonkeyPatch) -> str:
+    services.check_rabbitmq()
+    return services.AMQP_URL
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_check_passes_with_the_database_at_head_the_broker_answering_and_a_recent_relay_pass(
+    checked: tuple[Run, Container],
+) -> None:
+    run, container = checked
+    relay_pass(container)
+
+    result = run()
+
+    assert result.code == 0, result
+    assert result.err == ""
+    [database, relay, broker] = lines(result.out)
+    assert database.startswith("database: ok, postgresql+psycopg://")
+    assert database.endswith("at the latest revision (0006)")
+    assert relay.startswith("relay: ok, last pass ")
+    assert broker == "broker: ok, amqp://guest:***@127.0.0.1:5672// answered"
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_check_fails_naming_the_relay_when_its_last_pass_is_too_old(
+    checked: tuple[Run, Container],
+) -> None:
+    run, container = checked
+    assert lines(run().err) == ["relay: no relay pass has run yet; start beat and the relay worker"]
+    relay_pass(container)
+    execute(
+        container.engine,
+        "UPDATE outbox_counters SET last_relay_pass_at = now() - interval '42.2 seconds'",
+    )
+
+    result = run()
+
+    assert result.code == 1
+    assert lines(result.err) == [
+        "relay: last pass 42 s ago (more than 10 s); is beat running, and a worker consuming "
+        "postsave.poll?"
+    ]
+    assert run("--max-relay-age", "60").code == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_check_fails_naming_the_database_when_it_is_not_at_the_latest_revision(
+    checked: tuple[Run, Container], pg_url: str
+) -> None:
+    run, container = checked
+    relay_pass(container)
+    downgrade(pg_url, "0005")
+
+    result = run()
+
+    assert result.code == 1
+    assert lines(result.err) == [
+        "database: at revision 0005, not the latest (0006); run `postsave migrate`",
+        "relay: unknown: not migrated",
+    ]
+    assert lines(result.out) == ["broker: ok, amqp://guest:***@127.0.0.1:5672// answered"]
+
+
+@pytest.mark.postgres
+def test_check_fails_naming_the_broker_without_printing_its_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], pg_url: str
+) -> None:
+    services.check_rabbitmq()
+    monkeypatch.setenv("POSTSAVE_BROKER_URL", "amqp://guest:not-the-password@127.0.0.1:5672//")
+
+    result = run_in_process(monkeypatch, capsys, pg_url, ["check"])
+
+    assert result.code == 1
+    [relay, broker] = lines(result.err)
+    assert relay.startswith("relay: no relay pass")
+    assert broker.startswith("broker: amqp://guest:***@127.0.0.1:5672//: ")
+    assert "ACCESS_REFUSED" in broker
+    assert "not-the-password" not in result.out + result.err
+
+
+class Silent:
+    """A TCP server that accepts connections and never says a word: a host that hangs."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self.socket.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+def test_check_answers_within_its_timeout_when_the_hosts_accept_and_never_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    database, broker = Silent(), Silent()
+    monkeypatch.setenv("POSTSAVE_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{broker.port}//")
+    url = f"postgresql+psycopg://postsave@127.0.0.1:{database.port}/postsave"
+    try:
+        started = time.monotonic()
+        result = run_in_process(monkeypatch, capsys, url, ["check", "--timeout", "2"])
+        elapsed = time.monotonic() - started
+        assert database.accepted and broker.accepted  # both were tried: the waits were real
+    finally:
+        database.close()
+        broker.close()
+
+    assert result.code == 1
+    [database_line, relay_line, broker_line] = lines(result.err)
+    assert database_line.startswith(
+        f"database: postgresql+psycopg://postsave@127.0.0.1:{database.port}"
+    )
+    assert relay_line.startswith("relay: unknown")
+    assert broker_line.startswith(f"broker: amqp://guest:***@127.0.0.1:{broker.port}//")
+    assert elapsed < 2 * (2 + 1) + 2  # each check's deadline, side by side, with slack
+
+
+def test_check_on_a_missing_database_file_names_each_check_and_creates_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    capsys.readouterr()
+    code = main(["check"])
+    out, err = capsys.readouterr()
+
+    assert (code, out) == (1, "")
+    assert lines(err) == [
+        "database: database file var/postsave.db does not exist; run `postsave migrate` first "
+        "(or fix POSTSAVE_DATABASE_URL)",
+        "relay: unknown: the database is missing",
+        "broker: sqla+sqlite:///var/broker.db: no such file; start a worker first",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["check", "--max-relay-age", "0"], "'0' is not a number of seconds greater than 0"),
+        (["check", "--timeout", "soon"], "'soon' is not a number of seconds greater than 0"),
+        (["metrics"], "the following arguments are required: --port"),
+        (["metrics", "--port", "70000"], "'70000' is not a port (1 to 65535)"),
+    ],
+)
+def test_wrong_check_and_metrics_arguments_are_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], problem: str
+) -> None:
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    result = Result(code, out, err)
+
+    assert_one_line_error(result, code=2)
+    assert problem in err
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample of /metrics, by name and labels: `name{label="value"}`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+@pytest.fixture
+def exporter(container: Container) -> Iterator[int]:
+    """The exporter `postsave metrics` serves, on a port of its own."""
+    port = free_port()
+    serving = metrics.Exporter(container.uow, "127.0.0.1", port)
+    yield port
+    serving.stop()
+
+
+def test_metrics_serve_the_outbox_from_the_database(
+    exporter: int, container: Container, db: Engine
+) -> None:
+    before = scrape(exporter)
+    assert before["postsave_database_up"] == 1
+    assert before["postsave_relay_last_pass_age_seconds"] == float("inf")
+    assert before['postsave_outbox_events{state="pending"}'] == 0
+
+    foos = use_cases.create_foos_in_batches(container.uow(), 5, 4)
+    use_cases.complete_foos(container.uow(), [foo for batch in foos for foo in batch])
+    relay_pass(container)  # all four dispatched
+    [first, second, third, _] = event_ids(db)
+    handle_delivery(container.uow, first, RetryPolicy())
+    execute(db, "UPDATE outbox_events SET payload = '{}' WHERE id = :id", id=second)
+    handle_delivery(container.uow, second, RetryPolicy())  # unreadable: dead at once
+    execute(db, "UPDATE outbox_events SET state = 'pending' WHERE id = :id", id=third)
+
+    after = scrape(exporter)
+
+    assert after['postsave_outbox_events{state="pending"}'] == 1
+    assert after['postsave_outbox_events{state="in_flight"}'] == 1
+    assert after['postsave_outbox_events{state="dead"}'] == 1
+    assert after["postsave_outbox_oldest_pending_age_seconds"] > 0
+    assert after["postsave_events_applied_total"] == 1
+    assert after["postsave_event_failures_total"] == 1
+    assert after["postsave_events_dead_total"] == 1
+    assert after["postsave_events_dispatched_total"] == 4
+    assert after["postsave_relay_passes_total"] == 1
+    assert 0 <= after["postsave_relay_last_pass_age_seconds"] < 60
+
+
+def test_metrics_say_the_database_is_unreadable_and_keep_serving(exporter: int, db: Engine) -> None:
+    execute(db, "DROP TABLE outbox_counters")
+
+    broken = scrape(exporter)
+
+    assert broken == {"postsave_database_up": 0}
+
+
+def test_metrics_on_a_port_in_use_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sqlite_url: str
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_in_process(monkeypatch, capsys, sqlite_url, ["metrics", "--port", str(port)])
+
+    assert_one_line_error(result, code=1)
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in result.err
+
+
+def test_reading_commands_leave_the_counters_alone(cli: Run, db: Engine) -> None:
+    before = snapshot(db)
+    for argv in (["status"], ["verify"], ["dead", "list"], ["check", "--timeout", "1"]):
+        cli(*argv)
+    assert snapshot(db) == before
+
+
+def test_the_metrics_command_serves_until_stopped(sqlite_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "POSTSAVE_DATABASE_URL": sqlite_url}
+    command = [str(Path(sys.executable).parent / "postsave"), "metrics", "--port", str(port)]
+    with subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout is not None
+            ready = p.stdout.readline()
+            assert ready == f"serving Prometheus metrics on http://127.0.0.1:{port}/metrics\n"
+            samples = scrape(port)
+        finally:
+            p.terminate()
+    assert samples["postsave_database_up"] == 1
+    assert samples['postsave_outbox_events{state="dead"}'] == 0

@@ -1,0 +1,135 @@
+"""Logs a real worker and beat write: JSON lines that name the event of each failure, Celery
+told of a failed delivery without a traceback, and idle ticks kept out of INFO."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from domain import use_cases
+from infrastructure import processes
+from infrastructure.broker.names import POLL_TASK, RECALC_TASK
+from infrastructure.logs import TICK_LOGGERS
+from tests.e2e.pipeline import Pipeline
+
+FIELDS = {"time", "level", "logger", "message", "process_name", "pid"}
+
+
+@pytest.fixture
+def pipeline(pg_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+    # Three attempts: the blocked event fails once or twice, then is applied.
+    built = Pipeline(pg_url, amqp_url, tmp_path, max_attempts=3, coalesce_limit=0)
+    yield built
+    built.stop()
+
+
+def start(pipeline: Pipeline, name: str, command: list[str], **env: str) -> None:
+    """Logs to `--logfile`, as a deployment may; Celery's banner goes to stdout, elsewhere."""
+    log = pipeline.workdir / f"{name}.log"
+    with (pipeline.workdir / f"{name}.out").open("ab") as out:
+        process = subprocess.Popen(
+            [*command, f"--logfile={log}"],
+            env={**os.environ, **pipeline.env, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pipeline.started.append(process)
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every complete line, each one JSON object (a line being written is left for later)."""
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    records = [json.loads(line) for line in lines]
+    assert all(isinstance(r, dict) and r.keys() >= FIELDS for r in records), lines[:5]
+    return records
+
+
+def wait_for(path: Path, found: Callable[[dict[str, Any]], bool], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(found(r) for r in json_lines(path)):
+        assert time.monotonic() < deadline, f"no such line in {path.name}:\n{path.read_text()}"
+        time.sleep(0.1)
+
+
+def about(
+    records: list[dict[str, Any]], event_id: int, level: str, logger: str
+) -> list[dict[str, Any]]:
+    wanted = (event_id, level, logger)
+    return [r for r in records if (r.get("event_id"), r["level"], r["logger"]) == wanted]
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+def test_json_logs_name_the_retried_and_the_dead_event_and_stay_quiet_when_idle(
+    pipeline: Pipeline,
+) -> None:
+    worker_log = pipeline.workdir / "worker.log"
+    beat_log = pipeline.workdir / "beat.log"
+    # The worker logs JSON; beat keeps text, the default, so both shapes are seen.
+    start(
+        pipeline,
+        "worker",
+        processes.worker_command(),
+        POSTSAVE_LOG_FORMAT="json",
+        POSTSAVE_STATEMENT_TIMEOUT="1",  # a pass blocked on the projection fails within 1 s
+    )
+    start(
+        pipeline,
+        "beat",
+        processes.celery_command("beat", "--loglevel=INFO"),
+        POSTSAVE_LOG_FORMAT="text",
+    )
+    uow = pipeline.container.uow
+    with pipeline.container.engine.connect() as blocker:
+        blocker.execute(text("SELECT * FROM bar_projection FOR UPDATE"))  # no pass can apply
+        use_cases.complete_foo(uow(), use_cases.create_foos(uow(), 10)[0])
+        with pipeline.container.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO outbox_events (event_type, payload)"
+                    " VALUES ('FooCompleted', '{\"foo_id\": 1}')"  # no delta: unreadable
+                )
+            )
+        retried, dead = (row.id for row in pipeline.events())
+        wait_for(worker_log, lambda r: r.get("event_id") == retried and r["level"] == "WARNING")
+        blocker.rollback()
+    pipeline.wait_until_drained(timeout_s=20)
+    time.sleep(1.0)  # idle ticks
+
+    records = json_lines(worker_log)
+    [warning, *_] = about(records, retried, "WARNING", "domain.delivery")
+    assert warning["message"].startswith(f"event {retried} (FooCompleted) failed (failure 1 of 3)")
+    assert (warning["event_type"], warning["failures"], warning["task_name"]) == (
+        "FooCompleted",
+        1,
+        RECALC_TASK,
+    )
+    [error] = about(records, dead, "ERROR", "domain.delivery")
+    assert error["message"].startswith(f"event {dead} (FooCompleted) is dead after 1 failure(s)")
+    # Celery counts both as failures, each message acknowledged: no traceback, no redelivery.
+    failed = {
+        r["event_id"]: r["message"].split("raised expected: ")[1]
+        for r in records
+        if r["logger"] == "celery.app.trace" and "raised expected" in r["message"]
+        if "exc_info" not in r
+    }
+    assert failed[retried] == f"EventNotApplied('event {retried} not applied: retry_scheduled')"
+    assert failed[dead] == f"EventNotApplied('event {dead} not applied: dead')"
+    assert sum(f"event {dead} not applied" in r["message"] for r in records) == 1
+    # Idle: no line about a tick, in either process.
+    ticks = [r for r in records if r["logger"] in TICK_LOGGERS and POLL_TASK in r["message"]]
+    assert ticks == []
+    beat = beat_log.read_text()
+    assert "beat: Starting..." in beat
+    assert "Sending due task" not in beat
+    assert all(line.startswith("[") for line in beat.splitlines())  # text, Celery's shape

@@ -1,0 +1,161 @@
+"""A real Prometheus server scrapes `postsave metrics` while work flows through real workers,
+and the series are read back through Prometheus' HTTP API, alert rules loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.pipeline import Pipeline, produce
+from tests.services import unavailable
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
+
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "postsave-alerts.yml"
+POSTSAVE = Path(sys.executable).parent / "postsave"
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def eventually(read: Callable[[], Any], wanted: Callable[[Any], bool], timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    seen = read()
+    while not wanted(seen):
+        assert time.monotonic() < deadline, f"still {seen!r} after {timeout_s} s"
+        time.sleep(0.5)
+        seen = read()
+    return seen
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, target_port: int) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            unavailable("Prometheus", "no prometheus binary (apt-get install prometheus)")
+        self.port = free_port()
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: ['{RULES}']\n"
+            "scrape_configs:\n"
+            "  - job_name: postsave\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+        )
+        with (workdir / "prometheus.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(binary),
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={workdir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.log_path = workdir / "prometheus.log"
+        eventually(self._ready, bool, 30)
+
+    def _ready(self) -> bool:
+        assert self.process.poll() is None, self.log_path.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        answer = get_json(f"http://127.0.0.1:{self.port}/api/v1/{path}?{query}")
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def value(self, expression: str) -> float | None:
+        """The single value of an instant query, or None when it has no series."""
+        result = self.api("query", query=expression)["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def exporter(pg_pipeline: Pipeline, tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    with (tmp_path / "metrics.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(POSTSAVE), "metrics", "--port", str(port)],
+            env={**os.environ, **pg_pipeline.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    pg_pipeline.started.append(process)  # stopped with the pipeline
+    yield port
+
+
+@pytest.fixture
+def prometheus(exporter: int, tmp_path: Path) -> Iterator[Prometheus]:
+    server = Prometheus(tmp_path, exporter)
+    yield server
+    server.stop()
+
+
+def test_prometheus_scrapes_the_outbox_while_work_flows(
+    pg_pipeline: Pipeline, prometheus: Prometheus
+) -> None:
+    # Work waits in the outbox before any worker runs, so the scrapes see a backlog first.
+    produce(pg_pipeline, 60)
+    eventually(lambda: prometheus.value('postsave_outbox_events{state="pending"}'), bool, 30)
+    pending = prometheus.value('postsave_outbox_events{state="pending"}')
+    assert pending is not None and pending > 0
+    assert prometheus.value("postsave_relay_last_pass_age_seconds") == float("inf")
+
+    pg_pipeline.start_worker()
+    pg_pipeline.start_beat()
+    pg_pipeline.wait_until_drained()
+    applied = pg_pipeline.counts()["processed"]
+
+    assert eventually(
+        lambda: prometheus.value("postsave_events_applied_total"), lambda v: v == applied, 30
+    )
+    assert prometheus.value('postsave_outbox_events{state="pending"}') == 0
+    assert prometheus.value('postsave_outbox_events{state="in_flight"}') == 0
+    assert prometheus.value("postsave_outbox_oldest_pending_age_seconds") == 0
+    dispatched = prometheus.value("postsave_events_dispatched_total")
+    assert dispatched is not None and dispatched >= applied
+    age = eventually(lambda: prometheus.value("postsave_relay_last_pass_age_seconds"), _finite, 30)
+    assert 0 <= age < 10
+    assert prometheus.value('up{job="postsave"}') == 1
+    assert prometheus.value("postsave_database_up") == 1
+    # The backlog was seen as it drained, scrape by scrape.
+    peak = prometheus.value('max_over_time(postsave_outbox_events{state="pending"}[5m])')
+    assert peak is not None and peak >= pending
+    # The alert rules shipped in deploy/prometheus are loaded, and none fires on a healthy run.
+    groups = prometheus.api("rules")["groups"]
+    assert groups and all(rule["health"] == "ok" for g in groups for rule in g["rules"])
+    firing = prometheus.api("alerts")["alerts"]
+    assert [a for a in firing if a["state"] == "firing"] == []
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and value != float("inf")

@@ -1,0 +1,100 @@
+"""What monitoring reads does not grow with history: a metrics scrape, `postsave check` and
+the health query read the unfinished events' indexes and one-row tables, never the event log.
+Measured in PostgreSQL's own terms (plans and buffers), not in seconds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, text
+
+from domain import operations, use_cases
+from infrastructure.bootstrap import Container
+from infrastructure.settings import Settings
+
+pytestmark = pytest.mark.postgres
+
+FINISHED = 50_000
+
+
+@pytest.fixture
+def container(pg_url: str) -> Iterator[Container]:
+    built = Container(Settings(database_url=pg_url))
+    yield built
+    built.close()
+
+
+def health_statements(container: Container) -> list[tuple[str, Any]]:
+    """The SQL that reading the outbox's health sends, with its parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(container.engine, "before_cursor_execute", record)
+    try:
+        operations.outbox_health(container.uow())
+    finally:
+        event.remove(container.engine, "before_cursor_execute", record)
+    return sent
+
+
+def plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    with engine.connect() as connection:
+        for statement, parameters in statements:
+            explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}"
+            raw = connection.exec_driver_sql(explain, parameters).scalar_one()
+            found.append((json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"])
+    return found
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def buffers(plan: dict[str, Any]) -> int:
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+
+
+def add_finished_events(engine: Engine, count: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO outbox_events (event_type, payload, state, dispatches, applied_at) "
+                "SELECT 'FooCompleted', json_build_object('foo_id', n, 'delta', 1), "
+                "'processed', 1, now() FROM generate_series(1, :count) AS n"
+            ),
+            {"count": count},
+        )
+        connection.execute(text("ANALYZE outbox_events"))
+
+
+def test_reading_the_health_costs_the_same_with_fifty_thousand_finished_events(
+    container: Container,
+) -> None:
+    foos = use_cases.create_foos_in_batches(container.uow(), 1, 3)
+    use_cases.complete_foos(container.uow(), [foo for batch in foos for foo in batch])
+    with container.engine.begin() as connection:
+        connection.execute(text("ANALYZE outbox_events"))
+    statements = health_statements(container)
+    assert len(statements) >= 3
+    empty = plans(container.engine, statements)
+
+    add_finished_events(container.engine, FINISHED)
+    full = plans(container.engine, statements)
+
+    for plan in full:
+        scanned = {n.get("Relation Name") for n in nodes(plan) if n["Node Type"] == "Seq Scan"}
+        assert "outbox_events" not in scanned, json.dumps(plan, indent=1)
+    # A page or two more to walk down a larger index, never the 50,000 rows' hundreds of pages.
+    for before, after in zip(empty, full, strict=True):
+        assert buffers(after) <= buffers(before) + 3, (buffers(before), buffers(after))
+    health = operations.outbox_health(container.uow())
+    assert (health.pending, health.in_flight, health.dead) == (3, 0, 0)
