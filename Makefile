@@ -9,8 +9,11 @@ STAMP := $(VENV)/.installed-stamp
 demo: $(STAMP)
 	$(BIN)/postsave demo
 
+# Two runs: the tiers that only wait on PostgreSQL, RabbitMQ and files in parallel, then the
+# end-to-end tests one at a time, since their timings and fault injections need the CPUs.
 test: $(STAMP) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --ignore=tests/e2e
+	$(BIN)/pytest tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,8 @@ from infrastructure.settings import SettingsError, log_format_from_env
 # The event whose delivery this thread (or pool process) is running, if any.
 _event_id: ContextVar[int | None] = ContextVar("postsave_event_id", default=None)
 
+logger = logging.getLogger(__name__)
+
 # Where Celery logs a tick: beat sends it, the worker receives it, runs it and reports it done.
 TICK_LOGGERS = frozenset({"celery.beat", "celery.worker.strategy", "celery.app.trace"})
 
@@ -129,3 +131,17 @@ def _adapt(handler: logging.Handler, *, quiet_ticks: bool, log_format: str) -> N
         handler.addFilter(QuietIdleTicks())
     if log_format == "json":
         handler.setFormatter(JsonLines())
+
+
+def report_expired(task_name: str, task_id: str, args: str | None) -> None:
+    """A message a worker dropped because it expired (the embedded broker: RabbitMQ drops
+    expired messages itself). A stale tick is routine, replaced by the next one; an expired
+    recalculation means its event waited out its lease, and is dispatched again."""
+    level = logging.DEBUG if task_name == POLL_TASK else logging.WARNING
+    logger.log(
+        level,
+        "discarded %s[%s] args=%s: it expired before a worker could run it",
+        task_name,
+        task_id,
+        args,
+    )

@@ -23,8 +23,6 @@ from infrastructure.broker.messages import event_id_of
 from infrastructure.broker.names import POLL_TASK, RECALC_TASK
 from infrastructure.broker.publishing import expiry
 
-logger = logging.getLogger(__name__)
-
 container = Container()
 settings = container.settings
 app = container.celery_app
@@ -70,11 +68,8 @@ def _own_connections_after_fork(**_: Any) -> None:
 
 
 @task_revoked.connect
-def _warn_discarded(request: Any = None, expired: bool = False, **_: Any) -> None:
-    if expired and request is not None:
-        logger.warning(
-            "discarded %s[%s] args=%s: it expired before a worker could run it",
-            request.name,
-            request.id,
-            request.argsrepr,
-        )
+def _report_discarded(
+    sender: Any = None, request: Any = None, expired: bool = False, **_: Any
+) -> None:
+    if expired and sender is not None and request is not None:  # request: Celery's Context
+        logs.report_expired(sender.name, request.id, getattr(request, "argsrepr", None))

@@ -200,3 +200,32 @@ def test_the_command_line_logs_json_to_stderr_only_when_asked(
 
     logs.configure_command_line({"POSTSAVE_LOG_FORMAT": "text"})
     assert root_handlers == before
+
+
+def test_an_expired_recalculation_is_a_warning_and_an_expired_tick_only_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from celery.app.task import Context
+
+    from tasks.app import _report_discarded
+    from tasks.poll import poll_outbox
+    from tasks.recalculation import recalculate_bars
+
+    with caplog.at_level("DEBUG", logger="infrastructure.logs"):
+        for task, args in ((recalculate_bars, "(7,)"), (poll_outbox, "()")):
+            request = Context(id=f"{task.name}-id", argsrepr=args)  # what the worker passes
+            _report_discarded(sender=task, request=request, expired=True)
+        _report_discarded(sender=recalculate_bars, request=Context(id="x"), expired=False)
+
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "discarded recalculate_bars[recalculate_bars-id] args=(7,): "
+            "it expired before a worker could run it",
+        ),
+        (
+            "DEBUG",
+            "discarded poll_outbox[poll_outbox-id] args=(): "
+            "it expired before a worker could run it",
+        ),
+    ]
