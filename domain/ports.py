@@ -164,6 +164,11 @@ class OutboxAdmin(ABC):
         """Every applied event, in id order: the log that the bars are a projection of."""
 
     @abstractmethod
+    def applied_sum(self) -> tuple[int, int]:
+        """The sum of the applied events' deltas, and how many there are: the whole log as
+        the projection sees it, computed where the log is (one aggregate in SQL)."""
+
+    @abstractmethod
     def dead_events(self) -> list[StoredEvent]: ...
 
     @abstractmethod

@@ -302,6 +302,10 @@ class FakeOutboxAdmin(OutboxAdmin):
     def applied_events(self) -> Iterator[StoredEvent]:
         yield from self._in_id_order(lambda row: row.applied)
 
+    def applied_sum(self) -> tuple[int, int]:
+        applied = [row.stored().event().delta for row in self.table.rows(lambda r: r.applied)]
+        return sum(applied), len(applied)
+
     def dead_events(self) -> list[StoredEvent]:
         return self._in_id_order(lambda row: row.state is EventState.DEAD)
 

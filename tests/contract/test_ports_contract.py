@@ -78,6 +78,8 @@ def append(uow_factory: UowFactory, *events: FooEvent) -> list[int]:
 def process(uow: UnitOfWork, event_id: int) -> bool:
     """What a delivery's pass does for its own event; False if it was applied already."""
     recorded = uow.deliveries.record_applied([event_id])
+    if recorded:
+        uow.bars.apply_delta(0, events=len(recorded))  # the delta does not matter here
     uow.deliveries.finish_pass(recorded, delivered_id=event_id)
     return recorded == [event_id]
 
@@ -641,7 +643,6 @@ def test_health_counts_unfinished_and_dead_events_and_reads_the_counters(
     with uow_factory() as uow:
         uow.relay_queue.mark_dispatched(ids[:2], LONG_LEASE)
         process(uow, ids[2])
-        uow.bars.apply_delta(3, events=1)
         uow.deliveries.record_failure(ids[3], "dead", retry_in_s=None)
         uow.deliveries.record_failure(ids[4], "again later", retry_in_s=LONG_LEASE)
         uow.deliveries.record_failure(ids[2], "too late: it is processed", retry_in_s=None)
@@ -681,6 +682,27 @@ def test_processed_events_are_the_log_in_id_order(uow_factory: UowFactory) -> No
         log = [(event.id, event.event().delta) for event in uow.admin.applied_events()]
 
     assert log == [(ids[0], 10), (ids[2], 30), (ids[3], 40)]
+
+
+def test_the_applied_sum_adds_the_deltas_of_applied_events_only(uow_factory: UowFactory) -> None:
+    with uow_factory() as uow:
+        assert uow.admin.applied_sum() == (0, 0)
+    ids = append(
+        uow_factory,
+        completed(1, 10),
+        FooRevised(foo_id=1, delta=-4),
+        completed(2, 2**62),
+        FooCancelled(foo_id=3, delta=-7),
+        completed(4, 1000),
+    )
+    with uow_factory() as uow:
+        for event_id in ids[:4]:
+            process(uow, event_id)
+        uow.deliveries.record_failure(ids[4], "dead", retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.admin.applied_sum() == (10 - 4 + 2**62 - 7, 4)
 
 
 def test_reviving_dead_events_by_id_makes_only_those_due_again_with_no_failures(
@@ -758,8 +780,11 @@ def test_an_event_applied_while_its_message_is_out_stays_in_flight_until_it_come
 
     with uow_factory() as uow:
         assert uow.deliveries.record_applied([delivered, out, waiting]) == [delivered, out, waiting]
+        uow.bars.apply_delta(6, events=3)
         uow.deliveries.finish_pass([delivered, out, waiting], delivered_id=delivered)
         uow.commit()
+    with uow_factory() as uow:
+        assert (uow.admin.stats().processed, uow.admin.stats().in_flight) == (2, 1)
 
     after = {i: stored(uow_factory, i) for i in (delivered, out, waiting)}
     assert [after[i].state for i in (delivered, out, waiting)] == [

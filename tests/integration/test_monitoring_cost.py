@@ -1,11 +1,12 @@
-"""What monitoring reads does not grow with history: a metrics scrape, `postsave check` and
-the health query read the unfinished events' indexes and one-row tables, never the event log.
+"""What operators read does not grow with history: a metrics scrape, `postsave check`,
+`postsave status` and `dead list` read the unfinished or dead events' indexes and one-row
+tables, never the event log.
 Measured in PostgreSQL's own terms (plans and buffers), not in seconds."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,8 +28,17 @@ def container(pg_url: str) -> Iterator[Container]:
     built.close()
 
 
-def health_statements(container: Container) -> list[tuple[str, Any]]:
-    """The SQL that reading the outbox's health sends, with its parameters."""
+READS: dict[str, Callable[[Container], object]] = {
+    "metrics and check": lambda c: operations.outbox_health(c.uow()),
+    "status": lambda c: operations.outbox_stats(c.uow()),
+    "dead list": lambda c: operations.dead_events(c.uow()),
+}
+
+
+def statements_of(
+    container: Container, read: Callable[[Container], object]
+) -> list[tuple[str, Any]]:
+    """The SQL that `read` sends, with its parameters."""
     sent: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -37,7 +47,7 @@ def health_statements(container: Container) -> list[tuple[str, Any]]:
 
     event.listen(container.engine, "before_cursor_execute", record)
     try:
-        operations.outbox_health(container.uow())
+        read(container)
     finally:
         event.remove(container.engine, "before_cursor_execute", record)
     return sent
@@ -76,15 +86,16 @@ def add_finished_events(engine: Engine, count: int) -> None:
         connection.execute(text("ANALYZE outbox_events"))
 
 
-def test_reading_the_health_costs_the_same_with_fifty_thousand_finished_events(
-    container: Container,
+@pytest.mark.parametrize("read", list(READS))
+def test_what_operators_read_costs_the_same_with_fifty_thousand_finished_events(
+    container: Container, read: str
 ) -> None:
     foos = use_cases.create_foos_in_batches(container.uow(), 1, 3)
     use_cases.complete_foos(container.uow(), [foo for batch in foos for foo in batch])
     with container.engine.begin() as connection:
         connection.execute(text("ANALYZE outbox_events"))
-    statements = health_statements(container)
-    assert len(statements) >= 3
+    statements = statements_of(container, READS[read])
+    assert statements
     empty = plans(container.engine, statements)
 
     add_finished_events(container.engine, FINISHED)
@@ -96,5 +107,5 @@ def test_reading_the_health_costs_the_same_with_fifty_thousand_finished_events(
     # A page or two more to walk down a larger index, never the 50,000 rows' hundreds of pages.
     for before, after in zip(empty, full, strict=True):
         assert buffers(after) <= buffers(before) + 3, (buffers(before), buffers(after))
-    health = operations.outbox_health(container.uow())
-    assert (health.pending, health.in_flight, health.dead) == (3, 0, 0)
+    stats = operations.outbox_stats(container.uow())
+    assert (stats.pending, stats.in_flight, stats.dead) == (3, 0, 0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
+
+from domain.outbox import StoredEvent
 from domain.ports import UnitOfWork
 from domain.projection import rebuild, verify
 from domain.use_cases import cancel_foo, complete_foos, create_bars, create_foos, revise_foo
-from tests.fakes import FakeDatabase
+from tests.fakes import FakeDatabase, FakeOutboxAdmin
 from tests.unit.support import bar_values, drain
 
 
@@ -101,3 +104,20 @@ def test_rebuild_of_an_empty_log_sets_every_bar_to_zero(
 
     assert rebuild(uow_factory()) == (0, 2)
     assert set(bar_values(database).values()) == {0}
+
+
+def test_rebuild_asks_the_log_for_its_sum_and_reads_no_event_one_by_one(
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bars = history(uow_factory)
+    drain(uow_factory)
+
+    def one_by_one(self: FakeOutboxAdmin) -> Iterator[StoredEvent]:
+        raise AssertionError("rebuild read the events one by one")
+
+    monkeypatch.setattr(FakeOutboxAdmin, "applied_events", one_by_one)
+
+    assert rebuild(uow_factory()) == (5, 2)  # 3 completions, a revision, a cancellation
+    assert bar_values(database) == {bars[0]: 70, bars[1]: 105}
