@@ -46,14 +46,29 @@ def handle_delivery(
                 )
         return apply_pass(uow_factory(), event_id)
     except EventNotFoundError:
-        logger.error(
-            "event %s: dropped a message for an event the outbox does not hold",
+        return _dropped(uow_factory(), event_id)
+    except Exception as error:  # noqa: BLE001 - every failure is recorded on the event
+        return record_failure(uow_factory(), event_id, error, retry)
+
+
+def _dropped(uow: UnitOfWork, event_id: int) -> Outcome:
+    """A message for an event the outbox does not hold: pruned after it was applied (ids are
+    removed by pruning only, up to the checkpoint's last), or never one of ours."""
+    with uow:
+        pruned = event_id <= uow.admin.checkpoint().last_pruned_id
+    if pruned:
+        logger.info(
+            "event %s: dropped a message for an event applied and then pruned",
             event_id,
             extra=_fields(event_id),
         )
-        return Outcome.NO_SUCH_EVENT
-    except Exception as error:  # noqa: BLE001 - every failure is recorded on the event
-        return record_failure(uow_factory(), event_id, error, retry)
+        return Outcome.ALREADY_APPLIED
+    logger.error(
+        "event %s: dropped a message for an event the outbox does not hold",
+        event_id,
+        extra=_fields(event_id),
+    )
+    return Outcome.NO_SUCH_EVENT
 
 
 def apply_pass(uow: UnitOfWork, event_id: int, coalesce: int = 0) -> Outcome:

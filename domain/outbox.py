@@ -76,6 +76,17 @@ class OutboxHealth:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """The pruned part of the log, folded: the sum of the deltas of the events pruned so far,
+    how many they were, and the highest id among them. The projection is this checkpoint plus
+    the events the log still holds."""
+
+    total: int = 0
+    events: int = 0
+    last_pruned_id: int = 0
+
+
+@dataclass(frozen=True)
 class RelayLimits:
     batch_size: int = 100
     max_in_flight: int = 1000

@@ -15,7 +15,7 @@ from domain.bar import Bar
 from domain.errors import BarNotFoundError, FooNotFoundError
 from domain.events import FooEvent
 from domain.foo import Foo
-from domain.outbox import OutboxHealth, OutboxStats, StoredEvent
+from domain.outbox import Checkpoint, OutboxHealth, OutboxStats, StoredEvent
 
 
 class FooRepository(ABC):
@@ -170,6 +170,20 @@ class OutboxAdmin(ABC):
 
     @abstractmethod
     def dead_events(self) -> list[StoredEvent]: ...
+
+    @abstractmethod
+    def checkpoint(self) -> Checkpoint:
+        """What pruning has folded so far."""
+
+    @abstractmethod
+    def lock_prunable(self, older_than_s: float, limit: int) -> list[StoredEvent]:
+        """Lock up to `limit` processed events that occurred at least `older_than_s` ago,
+        lowest ids first, skipping locked ones. Pending, in-flight and dead events never are."""
+
+    @abstractmethod
+    def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
+        """Add the events (their deltas summing to `total`) to the checkpoint, then delete
+        their rows from every table."""
 
     @abstractmethod
     def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:

@@ -45,13 +45,16 @@ def verify(uow: UnitOfWork, show: int = 10) -> Verification:
 
 
 def rebuild(uow: UnitOfWork) -> tuple[int, int]:
-    """Recompute every bar from the applied events. Returns (events read, bars written).
+    """Recompute every bar from the checkpoint and the applied events after it. Returns
+    (events applied, the checkpoint's included; bars written).
 
     Events not yet applied are left to the workers, which apply them on top. Application
     waits only for one aggregate over the log and one update of the bars."""
     with uow:
         uow.bars.lock_applied_total()  # hold event application off while we rewrite
         total, events = uow.admin.applied_sum()
-        bars = uow.bars.reset_all(total, events)
+        checkpoint = uow.admin.checkpoint()  # the events pruned from the log, folded
+        events += checkpoint.events
+        bars = uow.bars.reset_all(checkpoint.total + total, events)
         uow.commit()
         return events, bars

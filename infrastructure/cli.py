@@ -15,11 +15,11 @@ from typing import Any, NoReturn
 from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
-from domain import operations, projection, use_cases
+from domain import operations, projection, retention, use_cases
 from domain.errors import DomainError
 from domain.ports import UnitOfWork
 from domain.use_cases import BATCH_SIZE
-from infrastructure import health, metrics
+from infrastructure import archive, health, metrics
 from infrastructure.bootstrap import Container
 from infrastructure.broker.nudge import logger as nudge_logger
 from infrastructure.bulk import MAX_COUNT, PartlyCreated, print_batches
@@ -200,6 +200,41 @@ def _demo(c: Container, args: argparse.Namespace) -> int:
     return run_demo(c.settings)
 
 
+def _every_second(report: Callable[[int], None]) -> Callable[[int], None]:
+    """Progress for long work: at most a line a second."""
+    last = time.monotonic()
+
+    def maybe(count: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            report(count)
+
+    return maybe
+
+
+def _prune(c: Container, args: argparse.Namespace) -> int:
+    older_than_s = retention.parse_duration(args.older_than)
+    try:
+        with archive.Archive(args.archive) as keep:
+            report = retention.prune(
+                c.uow,
+                older_than_s,
+                archive=None if args.archive is None else keep.write,
+                progress=_every_second(
+                    lambda n: print(f"pruned {n} events so far", file=sys.stderr)
+                ),
+            )
+    except OSError as error:
+        return _fail(
+            f"cannot write the archive {args.archive} ({error.strerror or error}); "
+            "the events it holds are pruned, the others are not"
+        )
+    kept = f", archived to {args.archive}" if args.archive else ""
+    print(f"pruned {report.pruned} finished events older than {args.older_than}{kept}")
+    return 0
+
+
 def _check(c: Container, args: argparse.Namespace) -> int:
     max_age = args.max_relay_age
     if max_age is None:
@@ -281,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", type=_positive_id, nargs="*", metavar="ID")
     command(commands, "migrate", _migrate, "upgrade the database to the latest schema")
     command(commands, "demo", _demo, "run the whole pipeline on the configured database/broker")
+    p = command(
+        commands,
+        "prune",
+        _prune,
+        "fold processed events older than DURATION into the projection's checkpoint, then "
+        f"delete them, {retention.CHUNK:,} per transaction",
+    )
+    p.add_argument(
+        "--older-than", required=True, metavar="DURATION", help="30s, 15m, 12h, 7d; 0s: all"
+    )
+    p.add_argument(
+        "--archive", metavar="PATH", help="first append the events to PATH, as JSON Lines"
+    )
     p = command(
         commands,
         "check",

@@ -186,6 +186,20 @@ outbox_counters = Table(
     CheckConstraint("id = 1", name="single_row"),
 )
 
+# One row: the events pruned from the log, folded (domain.outbox.Checkpoint). A rebuild is
+# this plus the events the log still holds.
+projection_checkpoint = Table(
+    "projection_checkpoint",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("applied_total", BigSum(), nullable=False, server_default="0"),
+    Column("events_applied", BigInteger, nullable=False, server_default="0"),
+    Column("last_pruned_id", BigInteger, nullable=False, server_default="0"),
+    Column("pruned_at", Timestamp),
+    CheckConstraint("id = 1", name="single_row"),
+    integer_only("applied_total"),
+)
+
 # The guard of exactly-once effect: the primary key refuses to apply one event twice.
 applied_events = Table(
     "applied_events",

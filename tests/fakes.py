@@ -15,7 +15,14 @@ from domain.bar import Bar
 from domain.errors import ConcurrentUpdateError, DispatchError, EventNotFoundError
 from domain.events import FooEvent
 from domain.foo import Foo, FooState
-from domain.outbox import UNFINISHED_STATES, EventState, OutboxHealth, OutboxStats, StoredEvent
+from domain.outbox import (
+    UNFINISHED_STATES,
+    Checkpoint,
+    EventState,
+    OutboxHealth,
+    OutboxStats,
+    StoredEvent,
+)
 from domain.ports import (
     BarRepository,
     DeliveryLedger,
@@ -78,6 +85,7 @@ class FakeData:
     # The monitoring counters, by OutboxHealth's field names, and the relay's last pass.
     counters: dict[str, int] = field(default_factory=dict)
     last_relay_pass_at: float | None = None
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
     last_id: dict[str, int] = field(default_factory=lambda: {"foos": 0, "bars": 0, "events": 0})
 
     def next_id(self, table: str) -> int:
@@ -308,6 +316,27 @@ class FakeOutboxAdmin(OutboxAdmin):
 
     def dead_events(self) -> list[StoredEvent]:
         return self._in_id_order(lambda row: row.state is EventState.DEAD)
+
+    def checkpoint(self) -> Checkpoint:
+        return self.table.data.checkpoint
+
+    def lock_prunable(self, older_than_s: float, limit: int) -> list[StoredEvent]:
+        cutoff = self.table.clock() - older_than_s
+        old = self._in_id_order(
+            lambda row: row.state is EventState.PROCESSED and row.occurred_at <= cutoff
+        )
+        return old[: max(limit, 0)]
+
+    def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
+        data, was = self.table.data, self.table.data.checkpoint
+        data.checkpoint = Checkpoint(
+            was.total + total,
+            was.events + len(events),
+            max([was.last_pruned_id, *(event.id for event in events)]),
+        )
+        for event in events:
+            data.applied.discard(event.id)
+            del data.events[event.id]
 
     def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
         wanted = set(self.table.data.events) if event_ids is None else set(event_ids)

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from domain.outbox import EventState, OutboxHealth, OutboxStats, StoredEvent
+from domain.outbox import Checkpoint, EventState, OutboxHealth, OutboxStats, StoredEvent
 from domain.ports import OutboxAdmin
 from infrastructure.outbox.rows import UNFINISHED, select_events, stored
-from infrastructure.schema import bar_projection, outbox_counters, outbox_events
-from infrastructure.sql_time import db_now, seconds_since
+from infrastructure.schema import (
+    applied_events,
+    bar_projection,
+    outbox_counters,
+    outbox_events,
+    projection_checkpoint,
+)
+from infrastructure.sql_time import db_now, db_now_plus, seconds, seconds_since
 
 
 class SqlOutboxAdmin(OutboxAdmin):
@@ -99,6 +106,44 @@ class SqlOutboxAdmin(OutboxAdmin):
             )
         ).one()
         return int(total), int(events)
+
+    def checkpoint(self) -> Checkpoint:
+        row = self.session.execute(select(projection_checkpoint)).one()
+        return Checkpoint(int(row.applied_total), int(row.events_applied), int(row.last_pruned_id))
+
+    def lock_prunable(self, older_than_s: float, limit: int) -> list[StoredEvent]:
+        # Lowest ids first, along the primary key: pruned rows are gone, so each chunk starts
+        # where the last one ended.
+        query = (
+            select_events()
+            .where(
+                outbox_events.c.state == EventState.PROCESSED.value,
+                outbox_events.c.occurred_at <= db_now_plus(seconds(-older_than_s)),
+            )
+            .order_by(outbox_events.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [stored(row) for row in self.session.execute(query)]
+
+    def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
+        ids = [event.id for event in events]
+        checkpoint = projection_checkpoint.c
+        self.session.execute(
+            update(projection_checkpoint).values(
+                applied_total=checkpoint.applied_total + total,
+                events_applied=checkpoint.events_applied + len(ids),
+                last_pruned_id=self._greater(checkpoint.last_pruned_id, max(ids)),
+                pruned_at=db_now(),
+            )
+        )
+        self.session.execute(delete(applied_events).where(applied_events.c.event_id.in_(ids)))
+        self.session.execute(delete(outbox_events).where(outbox_events.c.id.in_(ids)))
+
+    def _greater(self, column: Any, value: int) -> Any:
+        # SQLite's two-argument max() is PostgreSQL's greatest().
+        sqlite = self.session.get_bind().dialect.name == "sqlite"
+        return (func.max if sqlite else func.greatest)(column, value)
 
     def dead_events(self) -> list[StoredEvent]:
         query = (

@@ -35,6 +35,7 @@ TABLES = {
     "applied_events": "event_id",
     "bar_projection": "id",
     "outbox_counters": "id",
+    "projection_checkpoint": "id",
 }
 
 Snapshot = dict[str, list[tuple[Any, ...]]]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
@@ -24,12 +25,16 @@ from domain.relay import relay_once
 from infrastructure import metrics
 from infrastructure.bootstrap import Container
 from infrastructure.cli import main
-from infrastructure.migrate import downgrade
+from infrastructure.migrate import alembic_config, downgrade
 from infrastructure.settings import Settings
 from tests import services
 from tests.cli.conftest import Result, Run, event_ids, execute, run_in_process, snapshot
 from tests.cli.test_cli import assert_one_line_error
 from tests.fakes import FakeDispatcher
+
+SCRIPTS = ScriptDirectory.from_config(alembic_config("sqlite://"))
+HEAD = SCRIPTS.get_current_head()
+BEFORE_HEAD = SCRIPTS.get_revision(HEAD).down_revision
 
 
 def relay_pass(container: Container) -> None:
@@ -78,7 +83,7 @@ def test_check_passes_with_the_database_at_head_the_broker_answering_and_a_recen
     assert result.err == ""
     [database, relay, broker] = lines(result.out)
     assert database.startswith("database: ok, postgresql+psycopg://")
-    assert database.endswith("at the latest revision (0006)")
+    assert database.endswith(f"at the latest revision ({HEAD})")
     assert relay.startswith("relay: ok, last pass ")
     assert broker == "broker: ok, amqp://guest:***@127.0.0.1:5672// answered"
 
@@ -113,13 +118,13 @@ def test_check_fails_naming_the_database_when_it_is_not_at_the_latest_revision(
 ) -> None:
     run, container = checked
     relay_pass(container)
-    downgrade(pg_url, "0005")
+    downgrade(pg_url, str(BEFORE_HEAD))
 
     result = run()
 
     assert result.code == 1
     assert lines(result.err) == [
-        "database: at revision 0005, not the latest (0006); run `postsave migrate`",
+        f"database: at revision {BEFORE_HEAD}, not the latest ({HEAD}); run `postsave migrate`",
         "relay: unknown: not migrated",
     ]
     assert lines(result.out) == ["broker: ok, amqp://guest:***@127.0.0.1:5672// answered"]

@@ -177,6 +177,7 @@ COMMANDS = [
     ["foo", "complete", "1"],
     ["foo", "cancel", "1"],
     ["bar", "create", "--weight", "1"],
+    ["prune", "--older-than", "0s"],
 ]
 
 

@@ -12,7 +12,7 @@ from domain.bar import Bar
 from domain.errors import BarNotFoundError, EventNotFoundError, FooNotFoundError
 from domain.events import FooCancelled, FooCompleted, FooEvent, FooRevised
 from domain.foo import Foo, FooState
-from domain.outbox import EventState, StoredEvent
+from domain.outbox import Checkpoint, EventState, StoredEvent
 from domain.ports import UnitOfWork
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
@@ -703,6 +703,50 @@ def test_the_applied_sum_adds_the_deltas_of_applied_events_only(uow_factory: Uow
 
     with uow_factory() as uow:
         assert uow.admin.applied_sum() == (10 - 4 + 2**62 - 7, 4)
+
+
+def test_only_processed_events_old_enough_are_prunable_lowest_ids_first(
+    uow_factory: UowFactory,
+) -> None:
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 7)))
+    with uow_factory() as uow:
+        for event_id in (ids[4], ids[0], ids[2]):
+            process(uow, event_id)
+        uow.relay_queue.mark_dispatched([ids[1]], LONG_LEASE)
+        uow.deliveries.record_failure(ids[3], "dead", retry_in_s=None)
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.admin.lock_prunable(3_600, 10) == []  # none is an hour old
+        assert [e.id for e in uow.admin.lock_prunable(0, 2)] == [ids[0], ids[2]]
+        assert [e.id for e in uow.admin.lock_prunable(0, 10)] == [ids[0], ids[2], ids[4]]
+
+
+def test_folding_and_deleting_moves_events_from_the_log_into_the_checkpoint(
+    uow_factory: UowFactory,
+) -> None:
+    ids = append(uow_factory, *(completed(n, 10 * n) for n in range(1, 4)))
+    with uow_factory() as uow:
+        for event_id in ids:
+            process(uow, event_id)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.admin.checkpoint() == Checkpoint()
+        prunable = uow.admin.lock_prunable(0, 2)
+        uow.admin.fold_and_delete(prunable, 30)
+        # not committed: nothing happened
+
+    with uow_factory() as uow:
+        assert uow.admin.checkpoint() == Checkpoint()
+        uow.admin.fold_and_delete(uow.admin.lock_prunable(0, 2), 30)
+        uow.commit()
+
+    with uow_factory() as uow:
+        assert uow.admin.checkpoint() == Checkpoint(total=30, events=2, last_pruned_id=ids[1])
+        assert [e.id for e in uow.admin.applied_events()] == [ids[2]]
+        assert uow.admin.applied_sum() == (30, 1)
+        with pytest.raises(EventNotFoundError):
+            uow.deliveries.lock(ids[0])
 
 
 def test_reviving_dead_events_by_id_makes_only_those_due_again_with_no_failures(

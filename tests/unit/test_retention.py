@@ -1,0 +1,136 @@
+"""Retention: finished events folded into the checkpoint and deleted; the projection, rebuilds
+and late messages stay right."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from domain.backoff import RetryPolicy
+from domain.delivery import Outcome, handle_delivery
+from domain.errors import DomainError
+from domain.outbox import Checkpoint, EventState, StoredEvent
+from domain.ports import UnitOfWork
+from domain.projection import rebuild, verify
+from domain.retention import parse_duration, prune
+from domain.use_cases import complete_foos, create_bars, create_foos
+from tests.fakes import FakeDatabase, ManualClock
+from tests.unit.support import bar_values, dispatch_all, drain, event_states
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("0s", 0), ("30s", 30), ("15m", 900), ("12h", 43_200), ("7d", 604_800)]
+)
+def test_durations_are_a_whole_number_and_a_unit(raw: str, seconds: float) -> None:
+    assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "7", "d", "1.5h", "-1d", "7 days", "1w", "10000000000s"])
+def test_anything_else_is_not_a_duration(raw: str) -> None:
+    with pytest.raises(DomainError, match="is not a duration"):
+        parse_duration(raw)
+
+
+def history(uow_factory: Callable[[], UnitOfWork], clock: ManualClock) -> list[int]:
+    """Bars of weights 2 and 3; six foos of 10 completed an hour ago, applied."""
+    bars = create_bars(uow_factory(), 2) + create_bars(uow_factory(), 3)
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=6))
+    drain(uow_factory)
+    clock.advance(3_600)
+    return bars
+
+
+def test_prune_folds_old_processed_events_into_the_checkpoint_and_deletes_them(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+) -> None:
+    bars = history(uow_factory, clock)
+    complete_foos(uow_factory(), create_foos(uow_factory(), 1))  # new: pending, never pruned
+    archived: list[int] = []
+    progress: list[int] = []
+
+    report = prune(
+        uow_factory,
+        older_than_s=60,
+        archive=lambda events: archived.extend(e.id for e in events),
+        progress=progress.append,
+        chunk=4,
+    )
+
+    assert (report.pruned, report.total) == (6, 60)
+    assert archived == [1, 2, 3, 4, 5, 6]
+    assert progress == [4, 6]
+    assert event_states(database) == {7: EventState.PENDING}
+    assert database.data.applied == set()
+    assert database.data.checkpoint == Checkpoint(total=60, events=6, last_pruned_id=6)
+    drain(uow_factory)  # new events flow as before
+    assert verify(uow_factory()).holds
+    assert bar_values(database) == {bars[0]: 122, bars[1]: 183}
+
+
+def test_pending_in_flight_dead_and_young_events_are_never_pruned(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+) -> None:
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=4))
+    [pending, in_flight, dead, young] = sorted(database.data.events)
+    dispatch_all(uow_factory)
+    database.data.events[pending].state = EventState.PENDING
+    database.data.events[dead].state = EventState.DEAD
+    handle_delivery(uow_factory, young, RetryPolicy())  # processed, but recent
+    clock.advance(30)
+
+    assert prune(uow_factory, older_than_s=60).pruned == 0
+    assert sorted(database.data.events) == [pending, in_flight, dead, young]
+    assert prune(uow_factory, older_than_s=0).pruned == 1  # `0s`: every finished event
+    assert sorted(database.data.events) == [pending, in_flight, dead]
+
+
+def test_rebuild_after_a_prune_is_the_checkpoint_plus_the_events_left(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+) -> None:
+    bars = history(uow_factory, clock)
+    prune(uow_factory, older_than_s=0, chunk=4)
+    complete_foos(uow_factory(), create_foos(uow_factory(), 5))
+    drain(uow_factory)
+    for bar in database.data.bars.values():
+        bar.value = -1  # damaged
+
+    assert rebuild(uow_factory()) == (7, 2)
+    assert bar_values(database) == {bars[0]: 130, bars[1]: 195}
+    assert verify(uow_factory()).holds
+
+
+def test_a_message_for_a_pruned_event_changes_nothing_and_says_so(
+    uow_factory: Callable[[], UnitOfWork],
+    database: FakeDatabase,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bars = history(uow_factory, clock)
+    prune(uow_factory, older_than_s=0)
+
+    with caplog.at_level("INFO", logger="domain.delivery"):
+        late = handle_delivery(uow_factory, 3, RetryPolicy())
+        unknown = handle_delivery(uow_factory, 99, RetryPolicy())
+
+    assert (late, unknown) == (Outcome.ALREADY_APPLIED, Outcome.NO_SUCH_EVENT)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "event 3: dropped a message for an event applied and then pruned"),
+        ("ERROR", "event 99: dropped a message for an event the outbox does not hold"),
+    ]
+    assert bar_values(database) == {bars[0]: 120, bars[1]: 180}
+
+
+def test_an_archive_that_fails_prunes_nothing_of_its_chunk(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+) -> None:
+    history(uow_factory, clock)
+
+    def full_disk(events: Sequence[StoredEvent]) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        prune(uow_factory, older_than_s=0, archive=full_disk)
+
+    assert len(database.data.events) == 6
+    assert database.data.checkpoint == Checkpoint()
