@@ -24,6 +24,7 @@ from infrastructure.sql_time import db_now, db_now_plus, seconds, seconds_since
 class SqlOutboxAdmin(OutboxAdmin):
     def __init__(self, session: Session) -> None:
         self.session = session
+        self.dialect = session.get_bind().dialect.name
 
     def stats(self) -> OutboxStats:
         # From the unfinished events and the counters, like health(): what `postsave status`
@@ -98,8 +99,7 @@ class SqlOutboxAdmin(OutboxAdmin):
         # to be applied. NUMERIC on PostgreSQL, so that the sum may pass BIGINT; SQLite's
         # integers are exact to 64 bits, its NUMERIC is not.
         field = outbox_events.c.payload["delta"]
-        postgresql = self.session.get_bind().dialect.name == "postgresql"
-        delta = field.as_numeric(38, 0) if postgresql else field.as_integer()
+        delta = field.as_numeric(38, 0) if self.dialect == "postgresql" else field.as_integer()
         total, events = self.session.execute(
             select(func.coalesce(func.sum(delta), 0), func.count()).where(
                 outbox_events.c.applied_at.is_not(None)
@@ -142,8 +142,7 @@ class SqlOutboxAdmin(OutboxAdmin):
 
     def _greater(self, column: Any, value: int) -> Any:
         # SQLite's two-argument max() is PostgreSQL's greatest().
-        sqlite = self.session.get_bind().dialect.name == "sqlite"
-        return (func.max if sqlite else func.greatest)(column, value)
+        return (func.max if self.dialect == "sqlite" else func.greatest)(column, value)
 
     def dead_events(self) -> list[StoredEvent]:
         query = (

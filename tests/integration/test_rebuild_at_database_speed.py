@@ -1,5 +1,6 @@
-"""`postsave rebuild` is one aggregate over the log and one update of the bars: the statements it
-sends do not grow with the number of events, on SQLite and PostgreSQL alike."""
+"""`postsave rebuild` on SQLite and PostgreSQL: right for a log of 1,505 events, with no statement
+per event (the same statements as for 5). That no event is read into Python one by one is
+tests/unit/test_projection.py's to show: a streamed read would send one statement here too."""
 
 from __future__ import annotations
 
