@@ -176,9 +176,23 @@ class OutboxAdmin(ABC):
         """What pruning has folded so far."""
 
     @abstractmethod
-    def lock_prunable(self, older_than_s: float, limit: int) -> list[StoredEvent]:
-        """Lock up to `limit` processed events that occurred at least `older_than_s` ago,
-        lowest ids first, skipping locked ones. Pending, in-flight and dead events never are."""
+    def lock_checkpoint(self) -> Checkpoint:
+        """The checkpoint, locked to the end of the transaction: no prune folds events into it
+        (and deletes them from the log) meanwhile."""
+
+    @abstractmethod
+    def first_recent_id(self, older_than_s: float) -> int | None:
+        """The lowest id of an event that occurred less than `older_than_s` ago, if any. Ids
+        rise with time, so the events old enough to prune lie below it (but for a straggler
+        whose transaction committed late: the next prune takes it)."""
+
+    @abstractmethod
+    def lock_prunable(
+        self, older_than_s: float, limit: int, after_id: int = 0, below_id: int | None = None
+    ) -> list[StoredEvent]:
+        """Lock up to `limit` processed events that occurred at least `older_than_s` ago, with
+        ids above `after_id` and below `below_id`, lowest first, skipping locked ones.
+        Pending, in-flight and dead events never are."""
 
     @abstractmethod
     def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:

@@ -52,8 +52,10 @@ def rebuild(uow: UnitOfWork) -> tuple[int, int]:
     waits only for one aggregate over the log and one update of the bars."""
     with uow:
         uow.bars.lock_applied_total()  # hold event application off while we rewrite
+        # Locked before the sum: a prune chunk that commits between the two reads would
+        # otherwise be counted twice, in the log and in the checkpoint.
+        checkpoint = uow.admin.lock_checkpoint()  # the events pruned from the log, folded
         total, events = uow.admin.applied_sum()
-        checkpoint = uow.admin.checkpoint()  # the events pruned from the log, folded
         events += checkpoint.events
         bars = uow.bars.reset_all(checkpoint.total + total, events)
         uow.commit()

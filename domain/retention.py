@@ -3,13 +3,17 @@ a chunk per transaction, so that the relay and the workers go on meanwhile."""
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from domain.errors import DomainError
 from domain.outbox import StoredEvent
 from domain.ports import UnitOfWork
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 1_000
 _UNITS_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
@@ -24,10 +28,19 @@ def parse_duration(raw: str) -> float:
     return float(int(match[1]) * _UNITS_S[match[2]])
 
 
+def format_duration(seconds: float) -> str:
+    """The largest unit that states `seconds` exactly: 604800 is `7d`, 90 is `90s`."""
+    for unit, size in sorted(_UNITS_S.items(), key=lambda item: -item[1]):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 @dataclass(frozen=True)
 class PruneReport:
     pruned: int
     total: int  # the sum of their deltas, now in the checkpoint
+    finished: bool = True  # False: the time budget ran out with more to prune
 
 
 def prune(
@@ -36,16 +49,24 @@ def prune(
     archive: Callable[[Sequence[StoredEvent]], None] | None = None,
     progress: Callable[[int], None] | None = None,
     chunk: int = CHUNK,
+    time_budget_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PruneReport:
     """Fold processed events older than `older_than_s` into the checkpoint and delete them.
 
     Each chunk is one transaction: `archive` gets its events first (a failure there deletes
     nothing), and the fold and the deletion commit together, so the checkpoint never misses
-    an event nor counts one twice."""
-    pruned = total = 0
+    an event nor counts one twice. With a `time_budget_s`, no chunk starts after it."""
+    deadline = None if time_budget_s is None else clock() + time_budget_s
+    with uow_factory() as uow:
+        # Found once: the chunks then walk the ids below it, never the recent events.
+        below_id = uow.admin.first_recent_id(older_than_s)
+    pruned = total = after_id = 0
     while True:
+        if deadline is not None and pruned and clock() >= deadline:
+            return PruneReport(pruned, total, finished=False)
         with uow_factory() as uow:
-            events = uow.admin.lock_prunable(older_than_s, chunk)
+            events = uow.admin.lock_prunable(older_than_s, chunk, after_id, below_id)
             if not events:
                 return PruneReport(pruned, total)
             if archive is not None:
@@ -53,8 +74,25 @@ def prune(
             delta = sum(stored.event().delta for stored in events)
             uow.admin.fold_and_delete(events, delta)
             uow.commit()
-        pruned, total = pruned + len(events), total + delta
+        pruned, total, after_id = pruned + len(events), total + delta, events[-1].id
         if progress is not None:
             progress(pruned)
         if len(events) < chunk:
             return PruneReport(pruned, total)
+
+
+def prune_on_schedule(
+    uow_factory: Callable[[], UnitOfWork], retention_s: float, time_budget_s: float
+) -> PruneReport:
+    """The periodic prune of a retention setting: one INFO line when it removed anything."""
+    report = prune(uow_factory, retention_s, time_budget_s=time_budget_s)
+    if report.pruned:
+        logger.info(
+            "prune: folded %d finished events older than %s into the checkpoint and deleted them%s",
+            report.pruned,
+            format_duration(retention_s),
+            "" if report.finished else "; more to go, continuing",
+        )
+    else:
+        logger.debug("prune: no finished event older than %s", format_duration(retention_s))
+    return report

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from domain.backoff import RetryPolicy
+from domain.errors import DomainError
 from domain.outbox import RelayLimits
+from domain.retention import parse_duration
 from infrastructure.urls import (
     broker_url_problem,
     database_url_problem,
@@ -70,6 +72,17 @@ def log_format_from_env(env: Mapping[str, str]) -> str:
     return value
 
 
+def retention_from_env(env: Mapping[str, str]) -> float | None:
+    """POSTSAVE_RETENTION: how long finished events stay in the log; unset keeps them all."""
+    raw = env.get("POSTSAVE_RETENTION", "")
+    if raw.strip() == "":
+        return None
+    try:
+        return parse_duration(raw)
+    except DomainError as error:
+        raise SettingsError(f"POSTSAVE_RETENTION={error}; unset it to keep every event") from None
+
+
 def _url(
     env: Mapping[str, str], name: str, default: str, problem: Callable[[str], str | None]
 ) -> str:
@@ -97,6 +110,8 @@ class Settings:
     broker_timeout_s: float = 10.0
     statement_timeout_s: float = 15.0
     log_format: str = LOG_FORMATS[0]
+    retention_s: float | None = None  # beat prunes finished events older than this
+    prune_interval_s: float = 3_600.0  # how often, when retention_s is set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +139,8 @@ class Settings:
                 env, "POSTSAVE_STATEMENT_TIMEOUT", cls.statement_timeout_s, float
             ),
             log_format=log_format_from_env(env),
+            retention_s=retention_from_env(env),
+            prune_interval_s=_number(env, "POSTSAVE_PRUNE_INTERVAL", cls.prune_interval_s, float),
         )
 
     @property

@@ -20,7 +20,7 @@ from infrastructure import logs
 from infrastructure.bootstrap import Container
 from infrastructure.broker.celery_app import poll_expiry_s
 from infrastructure.broker.messages import event_id_of
-from infrastructure.broker.names import POLL_TASK, RECALC_TASK
+from infrastructure.broker.names import POLL_TASK, PRUNE_TASK, RECALC_TASK
 from infrastructure.broker.publishing import expiry
 
 container = Container()
@@ -34,6 +34,12 @@ app.conf.beat_schedule = {
         "options": expiry(app, poll_expiry_s(settings)),
     }
 }
+if settings.retention_s is not None:
+    app.conf.beat_schedule["prune-outbox"] = {
+        "task": PRUNE_TASK,
+        "schedule": settings.prune_interval_s,
+        "options": expiry(app, settings.prune_interval_s),  # none piles up while workers are down
+    }
 
 
 # Celery made its handlers from --loglevel and --logfile (worker and beat); postsave adapts them.

@@ -320,10 +320,24 @@ class FakeOutboxAdmin(OutboxAdmin):
     def checkpoint(self) -> Checkpoint:
         return self.table.data.checkpoint
 
-    def lock_prunable(self, older_than_s: float, limit: int) -> list[StoredEvent]:
+    def lock_checkpoint(self) -> Checkpoint:
+        return self.table.data.checkpoint
+
+    def first_recent_id(self, older_than_s: float) -> int | None:
+        cutoff = self.table.clock() - older_than_s
+        recent = self._in_id_order(lambda row: row.occurred_at > cutoff)
+        return recent[0].id if recent else None
+
+    def lock_prunable(
+        self, older_than_s: float, limit: int, after_id: int = 0, below_id: int | None = None
+    ) -> list[StoredEvent]:
         cutoff = self.table.clock() - older_than_s
         old = self._in_id_order(
-            lambda row: row.state is EventState.PROCESSED and row.occurred_at <= cutoff
+            lambda row: (
+                row.state is EventState.PROCESSED
+                and row.occurred_at <= cutoff
+                and after_id < row.id < (row.id + 1 if below_id is None else below_id)
+            )
         )
         return old[: max(limit, 0)]
 

@@ -9,7 +9,13 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 from kombu.transport import sqlalchemy as sqla_transport
 
-from infrastructure.broker.names import POLL_QUEUE, POLL_TASK, RECALC_QUEUE, RECALC_TASK
+from infrastructure.broker.names import (
+    POLL_QUEUE,
+    POLL_TASK,
+    PRUNE_TASK,
+    RECALC_QUEUE,
+    RECALC_TASK,
+)
 from infrastructure.database import SQLITE_BUSY_TIMEOUT_S, ensure_sqlite_directory
 from infrastructure.settings import Settings
 
@@ -61,6 +67,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             POLL_TASK: {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
             RECALC_TASK: {"queue": RECALC_QUEUE, "routing_key": RECALC_QUEUE},
+            PRUNE_TASK: {"queue": RECALC_QUEUE, "routing_key": RECALC_QUEUE},
         },
         # One reserved message per pool process: a slow worker does not sit on events whose
         # leases run out, and the broker's bound is not hidden in workers' buffers.
@@ -91,6 +98,14 @@ def recalc_time_limit_s(settings: Settings) -> float:
     """A recalculation still running when its lease ends is stuck: its event is dispatched
     again by then."""
     return settings.lease_seconds
+
+
+PRUNE_BUDGET_S = 60.0  # a prune with more to do sends itself again: bounded tasks
+
+
+def prune_time_limit_s(settings: Settings) -> float:
+    """A prune stops starting chunks after its budget; past this, one chunk is stuck."""
+    return PRUNE_BUDGET_S + 2 * settings.statement_timeout_s
 
 
 def make_celery_app(settings: Settings, name: str = "postsave") -> Celery:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from domain.outbox import Checkpoint, EventState, OutboxHealth, OutboxStats, StoredEvent
@@ -108,15 +108,37 @@ class SqlOutboxAdmin(OutboxAdmin):
         return int(total), int(events)
 
     def checkpoint(self) -> Checkpoint:
-        row = self.session.execute(select(projection_checkpoint)).one()
+        return self._checkpoint(select(projection_checkpoint))
+
+    def lock_checkpoint(self) -> Checkpoint:
+        # SQLite has no row locks; its one writer at a time keeps a prune out just the same.
+        return self._checkpoint(select(projection_checkpoint).with_for_update())
+
+    def _checkpoint(self, query: Select[Any]) -> Checkpoint:
+        row = self.session.execute(query).one()
         return Checkpoint(int(row.applied_total), int(row.events_applied), int(row.last_pruned_id))
 
-    def lock_prunable(self, older_than_s: float, limit: int) -> list[StoredEvent]:
-        # Lowest ids first, along the primary key: pruned rows are gone, so each chunk starts
-        # where the last one ended.
+    def first_recent_id(self, older_than_s: float) -> int | None:
+        # Along the primary key from the lowest id: past the few old events a prune leaves
+        # (unfinished or dead), the first recent one ends the walk.
+        query = (
+            select(outbox_events.c.id)
+            .where(outbox_events.c.occurred_at > db_now_plus(seconds(-older_than_s)))
+            .order_by(outbox_events.c.id)
+            .limit(1)
+        )
+        found = self.session.execute(query).scalar_one_or_none()
+        return None if found is None else int(found)
+
+    def lock_prunable(
+        self, older_than_s: float, limit: int, after_id: int = 0, below_id: int | None = None
+    ) -> list[StoredEvent]:
+        # A range of the primary key: each chunk starts where the last one ended, and none
+        # reads the recent events a retention keeps.
         query = (
             select_events()
             .where(
+                outbox_events.c.id > after_id,
                 outbox_events.c.state == EventState.PROCESSED.value,
                 outbox_events.c.occurred_at <= db_now_plus(seconds(-older_than_s)),
             )
@@ -124,6 +146,8 @@ class SqlOutboxAdmin(OutboxAdmin):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        if below_id is not None:
+            query = query.where(outbox_events.c.id < below_id)
         return [stored(row) for row in self.session.execute(query)]
 
     def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:

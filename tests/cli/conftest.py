@@ -25,6 +25,8 @@ SETTINGS = (
     "POSTSAVE_LEASE_SECONDS",
     "POSTSAVE_MAX_ATTEMPTS",
     "POSTSAVE_LOG_FORMAT",
+    "POSTSAVE_RETENTION",
+    "POSTSAVE_PRUNE_INTERVAL",
 )
 
 # Every table postsave writes, with the column that orders its rows.

@@ -720,6 +720,28 @@ def test_only_processed_events_old_enough_are_prunable_lowest_ids_first(
         assert uow.admin.lock_prunable(3_600, 10) == []  # none is an hour old
         assert [e.id for e in uow.admin.lock_prunable(0, 2)] == [ids[0], ids[2]]
         assert [e.id for e in uow.admin.lock_prunable(0, 10)] == [ids[0], ids[2], ids[4]]
+        # A range of ids: above `after_id`, below `below_id`.
+        assert [e.id for e in uow.admin.lock_prunable(0, 10, after_id=ids[0])] == [ids[2], ids[4]]
+        assert [e.id for e in uow.admin.lock_prunable(0, 10, below_id=ids[4])] == [ids[0], ids[2]]
+
+
+def test_the_first_recent_id_bounds_a_prune(uow_factory: UowFactory) -> None:
+    ids = append(uow_factory, *(completed(n, n) for n in range(1, 4)))
+    with uow_factory() as uow:
+        assert uow.admin.first_recent_id(3_600) == ids[0]  # all of them are recent
+        assert uow.admin.first_recent_id(0) is None  # none occurred after now
+
+
+def test_the_checkpoint_can_be_read_locked(uow_factory: UowFactory) -> None:
+    ids = append(uow_factory, completed(1, 5))
+    with uow_factory() as uow:
+        process(uow, ids[0])
+        uow.commit()
+    with uow_factory() as uow:
+        uow.admin.fold_and_delete(uow.admin.lock_prunable(0, 1), 5)
+        uow.commit()
+    with uow_factory() as uow:
+        assert uow.admin.lock_checkpoint() == uow.admin.checkpoint() == Checkpoint(5, 1, ids[0])
 
 
 def test_folding_and_deleting_moves_events_from_the_log_into_the_checkpoint(

@@ -53,6 +53,8 @@ class Pipeline:
     max_attempts: int = 10
     coalesce_limit: int = Settings.coalesce_limit
     broker_timeout_s: float = Settings.broker_timeout_s
+    retention: str | None = None  # POSTSAVE_RETENTION: beat prunes every prune_interval_s
+    prune_interval_s: float = Settings.prune_interval_s
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ready_watch: PeakReady | None = None
 
@@ -84,6 +86,8 @@ class Pipeline:
             "POSTSAVE_MAX_ATTEMPTS": str(self.max_attempts),
             "POSTSAVE_COALESCE_LIMIT": str(self.coalesce_limit),
             "POSTSAVE_BROKER_TIMEOUT": str(self.broker_timeout_s),
+            "POSTSAVE_PRUNE_INTERVAL": str(self.prune_interval_s),
+            **({} if self.retention is None else {"POSTSAVE_RETENTION": self.retention}),
         }
 
     def start_worker(

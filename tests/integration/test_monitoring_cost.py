@@ -1,6 +1,6 @@
 """What operators read does not grow with history: a metrics scrape, `postsave check`,
 `postsave status` and `dead list` read the unfinished or dead events' indexes and one-row
-tables, never the event log.
+tables, never the event log; a prune reads the old events, never the recent ones it keeps.
 Measured in PostgreSQL's own terms (plans and buffers), not in seconds."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-from domain import operations, use_cases
+from domain import operations, retention, use_cases
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 
@@ -73,15 +73,17 @@ def buffers(plan: dict[str, Any]) -> int:
     return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
 
 
-def add_finished_events(engine: Engine, count: int) -> None:
+def add_finished_events(engine: Engine, count: int, age_s: float = 0.0) -> None:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO outbox_events (event_type, payload, state, dispatches, applied_at) "
+                "INSERT INTO outbox_events"
+                " (event_type, payload, state, dispatches, occurred_at, applied_at) "
                 "SELECT 'FooCompleted', json_build_object('foo_id', n, 'delta', 1), "
-                "'processed', 1, now() FROM generate_series(1, :count) AS n"
+                "'processed', 1, t, t FROM generate_series(1, :count) AS n, "
+                "LATERAL (SELECT now() - make_interval(secs => :age)) AS s(t)"
             ),
-            {"count": count},
+            {"count": count, "age": age_s},
         )
         connection.execute(text("ANALYZE outbox_events"))
 
@@ -109,3 +111,24 @@ def test_what_operators_read_costs_the_same_with_fifty_thousand_finished_events(
         assert buffers(after) <= buffers(before) + 3, (buffers(before), buffers(after))
     stats = operations.outbox_stats(container.uow())
     assert (stats.pending, stats.in_flight, stats.dead) == (3, 0, 0)
+
+
+def test_a_prune_reads_the_old_events_and_not_the_recent_ones_it_keeps(
+    container: Container,
+) -> None:
+    add_finished_events(container.engine, 10, age_s=7_200)  # old enough: pruned
+    add_finished_events(container.engine, FINISHED)  # recent: kept
+    prune = lambda c: retention.prune(c.uow, older_than_s=3_600)  # noqa: E731
+
+    statements = statements_of(container, prune)
+
+    with container.engine.connect() as connection:  # it pruned the 10 old ones, only those
+        left = connection.execute(text("SELECT count(*) FROM outbox_events")).scalar_one()
+    with container.uow() as uow:
+        assert (left, uow.admin.checkpoint().events) == (FINISHED, 10)
+    assert len(statements) == 2  # where the recent events start, one chunk of old ones
+    for plan in plans(container.engine, statements):
+        scanned = {n.get("Relation Name") for n in nodes(plan) if n["Node Type"] == "Seq Scan"}
+        assert "outbox_events" not in scanned, json.dumps(plan, indent=1)
+        # The 50,000 recent rows span hundreds of pages; a prune reads a handful.
+        assert buffers(plan) <= 10, json.dumps(plan, indent=1)

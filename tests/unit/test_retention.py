@@ -13,7 +13,7 @@ from domain.errors import DomainError
 from domain.outbox import Checkpoint, EventState, StoredEvent
 from domain.ports import UnitOfWork
 from domain.projection import rebuild, verify
-from domain.retention import parse_duration, prune
+from domain.retention import format_duration, parse_duration, prune, prune_on_schedule
 from domain.use_cases import complete_foos, create_bars, create_foos
 from tests.fakes import FakeDatabase, ManualClock
 from tests.unit.support import bar_values, dispatch_all, drain, event_states
@@ -30,6 +30,14 @@ def test_durations_are_a_whole_number_and_a_unit(raw: str, seconds: float) -> No
 def test_anything_else_is_not_a_duration(raw: str) -> None:
     with pytest.raises(DomainError, match="is not a duration"):
         parse_duration(raw)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0s"), (90, "90s"), (900, "15m"), (86_400, "1d"), (90_000, "25h")]
+)
+def test_a_duration_is_written_in_its_largest_exact_unit(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
 
 
 def history(uow_factory: Callable[[], UnitOfWork], clock: ManualClock) -> list[int]:
@@ -134,3 +142,60 @@ def test_an_archive_that_fails_prunes_nothing_of_its_chunk(
 
     assert len(database.data.events) == 6
     assert database.data.checkpoint == Checkpoint()
+
+
+def test_a_time_budget_stops_between_chunks_and_the_next_prune_goes_on(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+) -> None:
+    history(uow_factory, clock)
+    budget = ManualClock(0.0)
+
+    def each_chunk_takes_3_s(pruned: int) -> None:
+        budget.advance(3)
+
+    first = prune(
+        uow_factory,
+        older_than_s=0,
+        chunk=2,
+        time_budget_s=5,
+        clock=budget,
+        progress=each_chunk_takes_3_s,
+    )
+    assert (first.pruned, first.finished) == (4, False)  # chunks at 0 s and 3 s, none at 6 s
+    assert sorted(database.data.events) == [5, 6]
+
+    second = prune(uow_factory, older_than_s=0, chunk=2, time_budget_s=5, clock=budget)
+    assert (second.pruned, second.finished) == (2, True)
+    assert database.data.checkpoint == Checkpoint(total=60, events=6, last_pruned_id=6)
+
+
+def test_prune_walks_the_ids_below_the_first_recent_event_and_a_straggler_waits(
+    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+) -> None:
+    history(uow_factory, clock)  # events 1-6, an hour old
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=2))
+    drain(uow_factory)  # events 7 and 8, recent
+    database.data.events[8].occurred_at -= 7_200  # committed late: an old event above 7
+
+    assert prune(uow_factory, older_than_s=60).pruned == 6
+    assert sorted(database.data.events) == [7, 8]
+    clock.advance(120)
+    assert prune(uow_factory, older_than_s=60).pruned == 2  # the next prune takes it
+    assert verify(uow_factory()).holds
+
+
+def test_the_scheduled_prune_says_what_it_removed_in_one_line(
+    uow_factory: Callable[[], UnitOfWork], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    history(uow_factory, clock)
+
+    with caplog.at_level("INFO", logger="domain.retention"):
+        assert prune_on_schedule(uow_factory, 1_800, time_budget_s=60).pruned == 6
+        assert prune_on_schedule(uow_factory, 1_800, time_budget_s=60).pruned == 0
+
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "INFO",
+            "prune: folded 6 finished events older than 30m into the checkpoint and deleted them",
+        ),
+    ]

@@ -77,3 +77,22 @@ def test_another_log_format_is_refused_in_one_line_naming_the_allowed_ones(value
     assert str(refused.value) == (
         f"POSTSAVE_LOG_FORMAT={value!r} is not a log format (use text or json)"
     )
+
+
+def test_retention_is_a_duration_and_unset_keeps_every_event() -> None:
+    assert Settings.from_env({}).retention_s is None
+    assert Settings.from_env({"POSTSAVE_RETENTION": " "}).retention_s is None
+    assert Settings.from_env({"POSTSAVE_RETENTION": "7d"}).retention_s == 604_800
+    assert Settings.from_env({"POSTSAVE_RETENTION": "0s"}).retention_s == 0
+    assert Settings.from_env({}).prune_interval_s == 3_600
+    assert Settings.from_env({"POSTSAVE_PRUNE_INTERVAL": "60"}).prune_interval_s == 60
+
+
+@pytest.mark.parametrize("value", ["7", "7 days", "1w", "-1d"])
+def test_a_retention_that_is_not_a_duration_is_refused_in_one_line(value: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"POSTSAVE_RETENTION": value})
+    assert str(refused.value) == (
+        f"POSTSAVE_RETENTION={value!r} is not a duration: a whole number and s, m, h or d (7d); "
+        "unset it to keep every event"
+    )

@@ -1,0 +1,27 @@
+"""`prune_outbox`: retention's periodic prune, scheduled by beat when POSTSAVE_RETENTION is set."""
+
+from __future__ import annotations
+
+import logging
+
+from domain.retention import prune_on_schedule
+from infrastructure.broker.celery_app import PRUNE_BUDGET_S, prune_time_limit_s
+from infrastructure.broker.names import PRUNE_TASK
+from infrastructure.broker.publishing import expiry
+from tasks.app import app, container, settings
+
+logger = logging.getLogger(__name__)
+LIMIT_S = prune_time_limit_s(settings)
+
+
+# Each chunk commits on its own, so a prune cut short by a crash or a limit loses nothing.
+@app.task(name=PRUNE_TASK, acks_late=False, soft_time_limit=LIMIT_S, time_limit=LIMIT_S + 30)
+def prune_outbox() -> int:
+    """Fold finished events older than POSTSAVE_RETENTION into the checkpoint, delete them."""
+    if settings.retention_s is None:
+        logger.warning("prune: POSTSAVE_RETENTION is not set on this worker; nothing pruned")
+        return 0
+    report = prune_on_schedule(container.uow, settings.retention_s, PRUNE_BUDGET_S)
+    if not report.finished:  # the rest in a task of its own, behind the waiting deliveries
+        prune_outbox.apply_async(**expiry(app, settings.prune_interval_s))
+    return report.pruned
