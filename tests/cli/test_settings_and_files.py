@@ -6,6 +6,7 @@ Commands run in process through `infrastructure.cli.main`, in an empty working d
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,3 +261,22 @@ def test_the_demo_and_its_errors_show_a_postgresql_url_without_its_password(
     assert result.err.startswith('postsave: error: database "postsave_no_such_db" does not exist')
     assert result.code == 1
     assert_no_secret(result)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("document", "entry"),
+    [
+        ("README.md", "| `{}` |"),
+        ("docs/operations.md", "| `{}` |"),
+        ("deploy/postsave.env.example", "{}="),
+    ],
+)
+def test_every_setting_is_documented_where_operators_look(document: str, entry: str) -> None:
+    source = (REPO / "infrastructure" / "settings.py").read_text()
+    names = set(re.findall(r'"(POSTSAVE_[A-Z_]+)"', source))
+    assert {"POSTSAVE_DATABASE_URL", "POSTSAVE_RETENTION"} <= names  # the pattern finds them
+    text = (REPO / document).read_text()
+    assert sorted(name for name in names if entry.format(name) not in text) == []
