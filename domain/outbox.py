@@ -73,6 +73,7 @@ class OutboxHealth:
     leases_expired: int  # events dispatched again because their lease ended
     relay_passes: int
     last_relay_pass_age_s: float | None  # None until a relay pass has run
+    events_pruned: int = 0  # folded into the checkpoint and deleted from the log
 
 
 @dataclass(frozen=True)

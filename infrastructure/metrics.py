@@ -75,6 +75,10 @@ def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
             health.leases_expired,
         ),
         "relay_passes": ("Relay passes completed", health.relay_passes),
+        "events_pruned": (
+            "Finished events folded into the checkpoint and deleted from the log",
+            health.events_pruned,
+        ),
     }
     for name, (help_text, value) in counters.items():
         yield CounterMetricFamily(f"postsave_{name}", help_text, value=value)

@@ -302,6 +302,7 @@ class FakeOutboxAdmin(OutboxAdmin):
             leases_expired=data.counters.get("leases_expired", 0),
             relay_passes=data.counters.get("relay_passes", 0),
             last_relay_pass_age_s=None if last_pass is None else self.table.clock() - last_pass,
+            events_pruned=data.checkpoint.events,
         )
 
     def _in_id_order(self, keep: Callable[[OutboxRow], bool]) -> list[StoredEvent]:

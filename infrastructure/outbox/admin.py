@@ -64,9 +64,10 @@ class SqlOutboxAdmin(OutboxAdmin):
                 outbox_counters,
                 seconds_since(outbox_counters.c.last_relay_pass_at).label("last_pass_age"),
                 bar_projection.c.events_applied,
-            ).join_from(
-                outbox_counters, bar_projection, bar_projection.c.id == outbox_counters.c.id
+                projection_checkpoint.c.events_applied.label("events_pruned"),
             )
+            .join_from(outbox_counters, bar_projection, bar_projection.c.id == outbox_counters.c.id)
+            .join(projection_checkpoint, projection_checkpoint.c.id == outbox_counters.c.id)
         ).one()
         return OutboxHealth(
             pending=int(unfinished.get(EventState.PENDING.value, 0)),
@@ -82,6 +83,7 @@ class SqlOutboxAdmin(OutboxAdmin):
             last_relay_pass_age_s=(
                 None if counters.last_pass_age is None else max(float(counters.last_pass_age), 0.0)
             ),
+            events_pruned=int(counters.events_pruned),
         )
 
     def applied_events(self) -> Iterator[StoredEvent]:

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from domain import use_cases
+from domain import retention, use_cases
 from domain.backoff import RetryPolicy
 from domain.delivery import handle_delivery
 from domain.outbox import RelayLimits
@@ -291,6 +291,10 @@ def test_metrics_serve_the_outbox_from_the_database(
     assert after["postsave_events_dispatched_total"] == 4
     assert after["postsave_relay_passes_total"] == 1
     assert 0 <= after["postsave_relay_last_pass_age_seconds"] < 60
+    assert after["postsave_events_pruned_total"] == 0
+
+    assert retention.prune(container.uow, older_than_s=0).pruned == 1  # the applied one
+    assert scrape(exporter)["postsave_events_pruned_total"] == 1
 
 
 def test_metrics_say_the_database_is_unreadable_and_keep_serving(exporter: int, db: Engine) -> None:

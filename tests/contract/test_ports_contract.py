@@ -765,6 +765,7 @@ def test_folding_and_deleting_moves_events_from_the_log_into_the_checkpoint(
 
     with uow_factory() as uow:
         assert uow.admin.checkpoint() == Checkpoint(total=30, events=2, last_pruned_id=ids[1])
+        assert uow.admin.health().events_pruned == 2
         assert [e.id for e in uow.admin.applied_events()] == [ids[2]]
         assert uow.admin.applied_sum() == (30, 1)
         with pytest.raises(EventNotFoundError):
