@@ -25,8 +25,13 @@ def event_id_or_drop(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | Non
     """The message's event id; a malformed message is logged, shortened, and dropped."""
     event_id = event_id_of(args, kwargs)
     if event_id is None:
-        shown = f"args={args!r} kwargs={kwargs!r}"
-        if len(shown) > LOGGED_CHARS:
-            shown = f"{shown[:LOGGED_CHARS]}... ({len(shown)} characters)"
-        logger.error("recalculate_bars: dropped a malformed message %s", shown)
+        logger.error("recalculate_bars: dropped a malformed message %s", shown(args, kwargs))
     return event_id
+
+
+def shown(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A message's arguments for a log line, shortened: a garbage message may be huge."""
+    text = f"args={args!r} kwargs={kwargs!r}"
+    if len(text) > LOGGED_CHARS:
+        text = f"{text[:LOGGED_CHARS]}... ({len(text)} characters)"
+    return text

@@ -191,6 +191,8 @@ def test_garbage_messages_are_dropped_and_the_worker_stays_up(faulty: Pipeline) 
     app.send_task("recalculate_bars", args=(1, 2), queue=RECALC_QUEUE)
     app.send_task("recalculate_bars", kwargs={"nope": 1}, queue=RECALC_QUEUE)
     app.send_task("no_such_task", args=(1,), queue=RECALC_QUEUE)
+    app.send_task("prune_outbox", args=("7d",), queue=RECALC_QUEUE)
+    app.send_task("prune_outbox", kwargs={"older_than": 0}, queue=RECALC_QUEUE)
     with app.connection_for_write() as connection:
         producer = connection.Producer()
         producer.publish(
@@ -208,7 +210,7 @@ def test_garbage_messages_are_dropped_and_the_worker_stays_up(faulty: Pipeline) 
             serializer="pickle",
             headers={"task": "recalculate_bars", "id": "pickled-1"},
         )
-    faulty.wait_for_log("dropped a m", count=12)
+    faulty.wait_for_log("dropped a m", count=14)
     faulty.wait_until_queues_empty()
     assert worker.poll() is None, faulty.logs()
     faulty.start_beat()
