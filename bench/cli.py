@@ -13,7 +13,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import coalescing, contenders, dispatch, flood, heavy, plot, reference, report, scenarios
+from bench import (
+    coalescing,
+    contenders,
+    dispatch,
+    flood,
+    heavy,
+    plot,
+    reference,
+    report,
+    scale,
+    scenarios,
+)
 from bench.conditions import LEASE_S, POLL_INTERVAL_S, conditions
 from bench.contenders import CeleryContender, Contender, Postsave
 from bench.machine import machine
@@ -25,7 +36,7 @@ from bench.services import Database, RunServices
 from bench.stats import median
 from infrastructure.migrate import upgrade
 
-ROLES = ("naive", "direct", "procrastinate", "postsave", "misc", "claim", "claim_history")
+ROLES = ("naive", "direct", "procrastinate", "postsave", "misc", "scale_empty", "scale_full")
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,12 +97,15 @@ class Run:
         self.results["machine"]["load_average_at_start"] = os.getloadavg()
         self.fingerprint = self.services.fingerprint()
 
-    def contenders(self) -> list[Contender]:
-        amqp = self.services.amqp_url
-        settings_env = {
+    def settings_env(self) -> dict[str, str]:
+        return {
             "POSTSAVE_POLL_INTERVAL": str(POLL_INTERVAL_S),
             "POSTSAVE_LEASE_SECONDS": str(LEASE_S),
         }
+
+    def contenders(self) -> list[Contender]:
+        amqp = self.services.amqp_url
+        settings_env = self.settings_env()
         procrastinate = contenders.procrastinate(self.workdir, self.roles["procrastinate"])
         procrastinate.install_schema()
         postsave_pg = contenders.postsave_pg(
@@ -128,15 +142,21 @@ class Run:
             misc, amqp, profile.fsync_seconds, profile.reference_seconds
         )
         self.results["figure5"] = heavy.figure5(misc, profile.heavy_bars, profile.heavy_repetitions)
-        self.results["claim"] = reference.claim_time(
-            self.roles["claim"],
-            self.roles["claim_history"],
-            profile.claim_history,
-            profile.claim_repetitions,
-        )
         self.results["figure3"] = dispatch.figure3(
             amqp, misc.url, profile.dispatch_ids, profile.confirm_messages
         )
+
+    def history_at_scale(self) -> None:
+        """Figure 8. Its own postsave workers, on the run's vhost before any contender's: no
+        other postsave message is out yet. Its databases are dropped as soon as it is done."""
+        empty, full = self.roles["scale_empty"], self.roles["scale_full"]
+        try:
+            self.results["scale"] = scale.figure(
+                empty, full, self.services.amqp_url, self.workdir, self.profile, self.settings_env()
+            )
+        finally:
+            for database in (empty, full):
+                self.services.drop_database(database)
 
     def contender_figures(self, contender: Contender) -> None:
         """Everything one contender takes part in, with only its own processes running."""
@@ -263,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(profile, services, workdir)
         run.prepare()
         run.in_process_figures()
+        run.history_at_scale()
         for contender in run.contenders():
             run.contender_figures(contender)
         run.results["duration_s"] = time.monotonic() - started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench.profile import Profile
 
+PRODUCER_THREADS = 4  # open-loop clients: enough to keep to the schedule (figures 2 and 8)
 POLL_INTERVAL_S = 1.0  # the issue's condition for the latency target: a 1-second poll interval
 LEASE_S = 10.0  # short enough that the loss scenario sees expired leases come back
 
@@ -63,10 +64,35 @@ def conditions(profile: Profile) -> dict[str, str]:
             f"pg_test_fsync -s {profile.fsync_seconds} on the PostgreSQL data filesystem; loops "
             f"of {profile.reference_seconds:.1f} s from one client"
         ),
-        "claim": (
-            "SqlRelayQueue.claim_pending(100) in a transaction rolled back each time, median of "
-            f"{profile.claim_repetitions}, alternating between two databases; history rows "
-            "bulk-inserted with state='processed' and older timestamps, then VACUUM ANALYZE"
+        "scale": (
+            "two databases with the same state (100 bars, 1,000 completed foos whose amounts "
+            f"sum to {profile.scale_history:,}, the projection at that total, 100 pending events "
+            f"of foos completed through the use case): 'empty' has the {profile.scale_history:,} "
+            "events already pruned into the checkpoint, 'full' has them in the log (processed, "
+            "delta 1, occurred evenly over the past 10 days, one generate_series INSERT, their "
+            "applied_events rows too), then VACUUM ANALYZE and a CHECKPOINT; each operation in "
+            "process, as the command line calls it, timed whole (unit of work included), "
+            "alternating between the two databases, median of "
+            f"{profile.scale_repetitions} after 3 untimed (rebuild: "
+            f"{profile.scale_rebuild_repetitions} after 1); goals (the issue): status, scrape and "
+            "claim within 1.1x of empty, rebuild of 10,000,000 events under 5 s"
+        ),
+        "scale_sizes": (
+            "the full database: pg_total_relation_size (table, indexes, TOAST) and count(*) "
+            "before `postsave prune --older-than 8d`, after it, and after a plain VACUUM of both "
+            "tables (autovacuum as the server has it)"
+        ),
+        "scale_prune": (
+            f"the full database with postsave's relay worker, recalc worker (2) and beat "
+            f"running; open loop {profile.scale_rate:.0f} events/s (figure 1's SQL producer, "
+            f"{PRODUCER_THREADS} clients): {profile.scale_window_s:g} s without a prune, then "
+            "from the producer's first commits `postsave prune --older-than 8d` as a subprocess "
+            "(the command line, 1,000 per transaction) and the producer stopped when it ends, "
+            f"then (after 8b's VACUUM) {profile.scale_window_s:g} s without a prune again; "
+            "each window starts from a drained outbox; during = events committed while the "
+            "command ran (its start-up included); commit to applied from the database clock; "
+            "load 1m = the machine's load average as the window ended (it is shared); goal "
+            "(the issue): p99 during within 2x of without"
         ),
         "outage": (
             f"open loop {profile.kill_rate:.0f} events/s for {profile.kill_seconds:g} s; for the "

@@ -26,8 +26,12 @@ class Profile:
     coalesce_events: int
     heavy_bars: tuple[int, ...]  # figure 5
     heavy_repetitions: int
-    claim_history: int  # processed events in the log for the claim-time comparison
-    claim_repetitions: int
+    scale_history: int  # history at scale: processed events in the full log
+    scale_repetitions: int  # timings of each read, per database (medians)
+    scale_rebuild_repetitions: int  # rebuild is the slow one
+    scale_rate: float  # open-loop events/s offered while measuring the prune
+    scale_window_s: float  # each window without a prune (before it and after it)
+    scale_prune_cap_s: float  # a prune still running by then is stopped, and the load with it
     fsync_seconds: int  # pg_test_fsync -s
     reference_seconds: float  # each reference loop's duration
     producer_threads: int  # database clients committing events (PostgreSQL contenders)
@@ -55,8 +59,12 @@ QUICK = Profile(
     coalesce_events=60,
     heavy_bars=(2000, 10_000),
     heavy_repetitions=1,
-    claim_history=100_000,
-    claim_repetitions=10,
+    scale_history=100_000,
+    scale_repetitions=5,
+    scale_rebuild_repetitions=3,
+    scale_rate=200.0,
+    scale_window_s=2.0,
+    scale_prune_cap_s=120.0,
     fsync_seconds=1,
     reference_seconds=0.5,
     producer_threads=2,
@@ -81,8 +89,12 @@ FULL = Profile(
     coalesce_events=300,
     heavy_bars=(10_000, 100_000),
     heavy_repetitions=3,
-    claim_history=1_000_000,
-    claim_repetitions=30,
+    scale_history=10_000_000,
+    scale_repetitions=30,
+    scale_rebuild_repetitions=3,
+    scale_rate=200.0,
+    scale_window_s=20.0,
+    scale_prune_cap_s=1800.0,
     fsync_seconds=2,
     reference_seconds=2.0,
     producer_threads=2,

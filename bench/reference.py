@@ -1,5 +1,4 @@
-"""Figure 6, reference lines: what this machine allows, measured beside the results; and the
-cost of history: the relay's claim with a large processed log against an empty one."""
+"""Figure 6, reference lines: what this machine allows, measured beside the results."""
 
 from __future__ import annotations
 
@@ -18,12 +17,8 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from bench.product import postsave
 from bench.progress import step
-from bench.schema import vacuum_analyze
 from bench.services import Database
-from bench.stats import median
 from domain import use_cases
-from domain.events import FooCompleted
-from infrastructure.bootstrap import Container
 
 
 def pg_test_fsync(seconds: int) -> dict[str, Any]:
@@ -117,59 +112,6 @@ def use_case_rate(database_url: str, amqp_url: str, seconds: float) -> dict[str,
             "per_s": count / elapsed,
         }
     return result
-
-
-def _claim_once(container: Container) -> tuple[float, int]:
-    """The relay's claim of one batch (SqlRelayQueue.claim_pending(100)), rolled back."""
-    with container.uow() as uow:
-        started = time.perf_counter()
-        claimed = len(uow.relay_queue.claim_pending(100))
-        return time.perf_counter() - started, claimed
-
-
-def _pending(container: Container, count: int) -> None:
-    with container.uow() as uow:
-        for foo_id in range(1, count + 1):
-            uow.outbox.append(FooCompleted(foo_id=foo_id, delta=1))
-        uow.commit()
-
-
-def claim_time(empty: Database, full: Database, history: int, repetitions: int) -> dict[str, Any]:
-    """Two databases: 100 pending events alone, and the same behind `history` processed ones.
-    Claims alternate between them, so that the machine's noise falls on both alike."""
-    step(f"claim: bulk-inserting {history} processed events (older than the pending ones)")
-    with psycopg.connect(full.conninfo) as connection:
-        connection.execute(
-            "INSERT INTO outbox_events (event_type, payload, state, dispatches, occurred_at,"
-            " available_at, dispatched_at, applied_at)"
-            " SELECT 'FooCompleted', jsonb_build_object('foo_id', 1, 'delta', 1), 'processed',"
-            " 1, t, t, t, t FROM generate_series(1, %s) g,"
-            " LATERAL (SELECT now() - interval '1 day' + g * interval '1 ms') AS s(t)",
-            (history,),
-        )
-    with contextlib.ExitStack() as stack:
-        containers = [stack.enter_context(postsave(db.url)) for db in (empty, full)]
-        for container in containers:
-            _pending(container, 100)
-        for database in (empty, full):
-            vacuum_analyze(database.conninfo, "outbox_events")
-        step(f"claim: claim_pending(100), {repetitions} times each, alternating")
-        timings: list[list[float]] = [[], []]
-        claimed = [0, 0]
-        for repetition in range(repetitions + 3):
-            for index, container in enumerate(containers):
-                seconds, claimed[index] = _claim_once(container)
-                if repetition >= 3:  # the first ones warm connections and plans
-                    timings[index].append(seconds)
-    empty_s, full_s = median(timings[0]), median(timings[1])
-    return {
-        "history": history,
-        "repetitions": repetitions,
-        "empty_ms": empty_s * 1000.0,
-        "history_ms": full_s * 1000.0,
-        "ratio": full_s / empty_s,
-        "claimed": claimed,
-    }
 
 
 def figure6(database: Database, amqp_url: str, fsync_s: int, loop_s: float) -> dict[str, Any]:

@@ -260,20 +260,102 @@ def reference_lines(results: Results) -> str | None:
     )
 
 
-def claim_time(results: Results) -> str | None:
-    claim = results.get("claim")
-    if not claim:
+def scale(results: Results) -> str | None:
+    found = results.get("scale")
+    if not found:
         return None
-    rows = [
-        ["empty log (100 pending)", claim["empty_ms"], 1.0],
-        [f"{claim['history']:,} processed + 100 pending", claim["history_ms"], claim["ratio"]],
-    ]
-    return table(
-        "Claim time against the size of the log",
-        results["conditions"]["claim"],
-        ["log", "claim_pending(100) ms", "x empty"],
+    history = found["history"]
+    conditions = results["conditions"]
+    rows = []
+    for name, op in found["operations"].items():
+        goal = f"<= {op['goal_ratio']:g}x" if op.get("goal_ratio") else "-"
+        if name == "rebuild":
+            goal = f"< {found['rebuild_goal_s']:g} s at 10,000,000"
+        rows.append(
+            [op["what"], op["repetitions"], op["empty_ms"], op["full_ms"], op["ratio"], goal]
+        )
+    operations = table(
+        f"8. History at scale: {history:,} processed events in the log against none",
+        conditions["scale"],
+        ["operation", "times", "empty ms", f"{history:,} ms", "x empty", "goal"],
         rows,
     )
+    sizes = found["sizes"]
+    labels = (
+        ("before the prune", "before"),
+        (f"after prune --older-than {found['older_than']}", "after_prune"),
+        ("after a plain VACUUM", "after_vacuum"),
+    )
+    size_rows = [
+        [
+            label,
+            sizes[key]["outbox_events"]["mb"],
+            sizes[key]["outbox_events"]["rows"],
+            sizes[key]["applied_events"]["mb"],
+            sizes[key]["applied_events"]["rows"],
+        ]
+        for label, key in labels
+    ]
+    note = ""
+    before_mb = sizes["before"]["outbox_events"]["mb"] + sizes["before"]["applied_events"]["mb"]
+    vacuumed_mb = (
+        sizes["after_vacuum"]["outbox_events"]["mb"] + sizes["after_vacuum"]["applied_events"]["mb"]
+    )
+    if vacuumed_mb > 0.9 * before_mb:
+        note = (
+            "; the files keep their size: the prune deletes rows and a plain VACUUM makes their "
+            "space reusable by new rows, it does not give it back (the pruned rows are the "
+            "oldest, at the start of the files: nothing to truncate at the end); VACUUM FULL "
+            "or pg_repack would, under a lock"
+        )
+    size_table = table(
+        "8b. History at scale: the full database's tables",
+        conditions["scale_sizes"] + f"; the VACUUM took {found['vacuum_s']:.2f} s" + note,
+        ["when", "outbox_events MB", "rows", "applied_events MB", "rows"],
+        size_rows,
+    )
+    prune, without = found["prune"], found["without_prune"]
+    during = prune["during"]
+    keys = ("seconds", "events", "achieved_per_s", "p50_ms", "p99_ms", "max_ms")
+    windows = [("no prune, before", without), ("during the prune", during)]
+    if "after_prune" in found:
+        windows.append(("no prune, after (vacuumed)", found["after_prune"]))
+    latency_rows = [
+        [
+            label,
+            *(entry[key] for key in keys),
+            entry["p99_ms"] / without["p99_ms"],
+            entry.get("load_1m_at_end"),
+        ]
+        for label, entry in windows
+    ]
+    after = found["after"]
+    summary = (
+        f"; pruned {prune['pruned'] or 0:,} events ({found['prunable_before']:,} were older "
+        f"than {found['older_than']} just before) in {prune['seconds']:.1f} s: "
+        f"{prune['pruned_per_s'] or 0:,.0f} events/s"
+        + ("" if prune["finished"] else " (stopped at the cap: it had not finished)")
+        + f"; afterwards verify {'holds' if after['verify_holds'] else 'FAILS'}, the checkpoint "
+        f"holds {after['checkpoint_events']:,} events, invariant over the run "
+        f"{'holds' if after.get('invariant_holds') else 'BROKEN'}"
+    )
+    latency_table = table(
+        "8c. History at scale: prune with the workers running",
+        conditions["scale_prune"] + summary,
+        [
+            "window",
+            "seconds",
+            "events",
+            "achieved/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "x p99 before",
+            "load 1m",
+        ],
+        latency_rows,
+    )
+    return "\n".join((operations, size_table, latency_table))
 
 
 def loss(results: Results) -> str | None:
@@ -315,7 +397,7 @@ SECTIONS: tuple[Callable[[Results], str | None], ...] = (
     heavy_step,
     coalescing,
     reference_lines,
-    claim_time,
+    scale,
     loss,
     outage,
 )

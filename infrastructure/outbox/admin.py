@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import BigInteger, Select, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from domain.outbox import Checkpoint, EventState, OutboxHealth, OutboxStats, StoredEvent
@@ -150,7 +151,7 @@ class SqlOutboxAdmin(OutboxAdmin):
         )
         if below_id is not None:
             query = query.where(outbox_events.c.id < below_id)
-        return [stored(row) for row in self.session.execute(query)]
+        return [stored(row) for row in self.session.execute(query).all()]
 
     def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
         ids = [event.id for event in events]
@@ -163,8 +164,17 @@ class SqlOutboxAdmin(OutboxAdmin):
                 pruned_at=db_now(),
             )
         )
-        self.session.execute(delete(applied_events).where(applied_events.c.event_id.in_(ids)))
-        self.session.execute(delete(outbox_events).where(outbox_events.c.id.in_(ids)))
+        self.session.execute(
+            delete(applied_events).where(self._among(applied_events.c.event_id, ids))
+        )
+        self.session.execute(delete(outbox_events).where(self._among(outbox_events.c.id, ids)))
+
+    def _among(self, column: Any, ids: list[int]) -> Any:
+        # On PostgreSQL one array parameter: the statement's text stays the same from chunk to
+        # chunk (a thousand-item IN is compiled and parsed anew each time, a third of a prune).
+        if self.dialect == "postgresql":
+            return column == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+        return column.in_(ids)
 
     def _greater(self, column: Any, value: int) -> Any:
         # SQLite's two-argument max() is PostgreSQL's greatest().
