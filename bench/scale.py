@@ -38,8 +38,8 @@ import psycopg
 
 from bench import procs, report, scenarios
 from bench.conditions import LEASE_S, POLL_INTERVAL_S, PRODUCER_THREADS, conditions
-from bench.contenders import Postsave, invariant
-from bench.eventlog import Window, postsave_log
+from bench.contenders import Postsave, invariant, postsave_pg
+from bench.eventlog import Window
 from bench.product import postsave
 from bench.profile import FULL, QUICK, Profile
 from bench.progress import step
@@ -380,18 +380,11 @@ def _verifies(database: Database) -> dict[str, Any]:
 def _contender(
     full: Database, amqp_url: str, workdir: Path, settings_env: dict[str, str]
 ) -> Postsave:
-    return Postsave(
-        name="postsave-scale",
-        kind="postsave",
-        workdir=workdir,
-        threads=PRODUCER_THREADS,
-        dsn=full.conninfo,
-        log=postsave_log(full.conninfo),
-        database_url=full.url,
-        broker_url=amqp_url,
-        settings_env=settings_env,
-        description="postsave on the full database: relay worker, recalc worker (2), beat",
+    contender = postsave_pg(
+        workdir, full, amqp_url, settings_env, "postsave-scale", "postsave on the full database"
     )
+    contender.threads = PRODUCER_THREADS
+    return contender
 
 
 @contextlib.contextmanager

@@ -97,10 +97,15 @@ class Postsave(Contender):
 
 
 def postsave_pg(
-    workdir: Path, database: Database, amqp_url: str, settings_env: dict[str, str]
+    workdir: Path,
+    database: Database,
+    amqp_url: str,
+    settings_env: dict[str, str],
+    name: str = "postsave-pg",
+    description: str = "postsave on PostgreSQL + RabbitMQ",
 ) -> Postsave:
     return Postsave(
-        name="postsave-pg",
+        name=name,
         kind="postsave",
         workdir=workdir,
         dsn=database.conninfo,
@@ -108,7 +113,7 @@ def postsave_pg(
         database_url=database.url,
         broker_url=amqp_url,
         settings_env=settings_env,
-        description="postsave on PostgreSQL + RabbitMQ: relay worker, recalc worker (2), beat",
+        description=f"{description}: relay worker, recalc worker (2), beat",
     )
 
 
