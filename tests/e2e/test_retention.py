@@ -42,14 +42,16 @@ def test_beat_prunes_on_its_own_while_events_flow(
         foos = use_cases.create_foos(uow(), AMOUNT, count=FOOS)
         pipeline.start_worker()
         pipeline.start_beat()
-        prunes_beside_work = 0  # samples where the checkpoint grew while events were unfinished
+        # Samples, each right after a commit, where the checkpoint had grown since the last
+        # one (a prune ran) and events were unfinished (the workers had work in hand).
+        prunes_beside_work = 0
         last = 0
         for start in range(0, FOOS, 10):
             use_cases.complete_foos(uow(), foos[start : start + 10])
-            time.sleep(0.1)
             stats, folded = pipeline.stats(), checkpoint(pipeline).events
             prunes_beside_work += folded > last and stats.pending + stats.in_flight > 0
             last = folded
+            time.sleep(0.1)
 
         pipeline.wait_until_drained()
         folded_all = wait_for_checkpoint(pipeline, FOOS)
