@@ -24,6 +24,7 @@ from bench import (
     report,
     scale,
     scenarios,
+    writepath,
 )
 from bench.conditions import LEASE_S, POLL_INTERVAL_S, conditions
 from bench.contenders import CeleryContender, Contender, Postsave
@@ -36,7 +37,16 @@ from bench.services import Database, RunServices
 from bench.stats import median
 from infrastructure.migrate import upgrade
 
-ROLES = ("naive", "direct", "procrastinate", "postsave", "misc", "scale_empty", "scale_full")
+ROLES = (
+    "naive",
+    "direct",
+    "procrastinate",
+    "postsave",
+    "misc",
+    "writepath",
+    "scale_empty",
+    "scale_full",
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -140,6 +150,9 @@ class Run:
         misc, amqp, profile = self.roles["misc"], self.services.amqp_url, self.profile
         self.results["figure6"] = reference.figure6(
             misc, amqp, profile.fsync_seconds, profile.reference_seconds
+        )
+        self.results["writepath"] = writepath.figure(
+            self.roles["writepath"], amqp, profile.writepath_seconds
         )
         self.results["figure5"] = heavy.figure5(misc, profile.heavy_bars, profile.heavy_repetitions)
         self.results["figure3"] = dispatch.figure3(

@@ -18,7 +18,8 @@ def conditions(profile: Profile) -> dict[str, str]:
             f"they go, {profile.bars} bars; every producer runs the same SQL (complete the foo, "
             "insert its event row: postsave's is the outbox row, then the relay is nudged after "
             "the commit); 'postsave-pg (use cases)' feeds the same pipeline through "
-            "domain.use_cases.complete_foo instead (ORM, version check), the embedded default "
+            "domain.use_cases.complete_foo instead (load, then the version-checked update and "
+            "its event), the embedded default "
             "likewise; first commit to last apply, database clock; median of "
             f"{profile.repetitions}; ceiling: first publish to empty queue; postsave poll "
             f"interval {POLL_INTERVAL_S:.0f} s, batch 100, max in flight 1000, "
@@ -63,6 +64,20 @@ def conditions(profile: Profile) -> dict[str, str]:
         "figure6": (
             f"pg_test_fsync -s {profile.fsync_seconds} on the PostgreSQL data filesystem; loops "
             f"of {profile.reference_seconds:.1f} s from one client"
+        ),
+        "writepath": (
+            "postsave's domain service calls as an application makes them: "
+            "domain.use_cases.create_foos (one foo), complete_foo (a pending foo), revise_foo "
+            "(a completed foo, its amount changed: an event) and cancel_foo (a completed foo), "
+            "each through Container(Settings(PostgreSQL, the run's vhost), nudge=True) and a "
+            "container.uow() per call (no worker runs: the nudges wait in postsave.poll, which "
+            "keeps only the newest); 1 client, then 4 threads in one process sharing the "
+            "container, each on its own foos (prepared untimed in one INSERT); reference: "
+            "single-row INSERT + COMMIT, one autocommit psycopg connection per client; each "
+            f"cell a loop of {profile.writepath_seconds:g} s after one untimed call per client; "
+            "latency = each call timed whole (time.perf_counter); x reference = against the "
+            "reference with as many clients; goal (the issue): complete_foo, one client, "
+            "nudge=True, at least 0.4x the single-row reference (goal 0.6x)"
         ),
         "scale": (
             "two databases with the same state (100 bars, 1,000 completed foos whose amounts "

@@ -35,6 +35,7 @@ class Profile:
     fsync_seconds: int  # pg_test_fsync -s
     reference_seconds: float  # each reference loop's duration
     producer_threads: int  # database clients committing events (PostgreSQL contenders)
+    writepath_seconds: float  # the write path alone: each cell's loop
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +69,7 @@ QUICK = Profile(
     fsync_seconds=1,
     reference_seconds=0.5,
     producer_threads=2,
+    writepath_seconds=0.5,
 )
 
 FULL = Profile(
@@ -98,4 +100,5 @@ FULL = Profile(
     fsync_seconds=2,
     reference_seconds=2.0,
     producer_threads=2,
+    writepath_seconds=2.0,
 )

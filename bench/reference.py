@@ -93,7 +93,7 @@ def kombu_publish_rate(amqp_url: str, seconds: float) -> dict[str, Any]:
 
 
 def use_case_rate(database_url: str, amqp_url: str, seconds: float) -> dict[str, Any]:
-    """postsave's write path as an application calls it (use_cases.complete_foo: ORM load,
+    """postsave's write path as an application calls it (use_cases.complete_foo: a load,
     version-checked update, outbox insert, commit), one client, without and with the nudge.
     No worker runs: nudges wait in postsave.poll, which keeps only the newest."""
     result: dict[str, Any] = {}

@@ -260,6 +260,47 @@ def reference_lines(results: Results) -> str | None:
     )
 
 
+def writepath(results: Results) -> str | None:
+    found = results.get("writepath")
+    if not found:
+        return None
+    rows = [
+        [
+            c["operation"],
+            c["clients"],
+            c["per_s"],
+            c["x_reference"],
+            c["p50_ms"],
+            c["p99_ms"],
+        ]
+        for c in found["cells"]
+    ]
+    ratio = found["complete_one_client_x_reference"]
+    verdict = (
+        "meets the goal"
+        if ratio >= found["goal"]
+        else "meets the minimum, not the goal"
+        if ratio >= found["goal_min"]
+        else "BELOW the minimum"
+    )
+    summary = f"; complete_foo, one client: {ratio:.2f}x: {verdict}"
+    if found["events_written"] != found["events_expected"]:
+        summary += (
+            f"; outbox rows written {found['events_written']:,}, "
+            f"expected {found['events_expected']:,}"
+        )
+    if any(c.get("exhausted") for c in found["cells"]):
+        summary += "; a client ran out of prepared foos (its loop ended early)"
+    if found.get("nudge_problem"):
+        summary += f"; the last nudge failed: {found['nudge_problem']}"
+    return table(
+        "6b. The write path alone",
+        results["conditions"]["writepath"] + summary,
+        ["operation", "clients", "commits/s", "x reference", "p50 ms", "p99 ms"],
+        rows,
+    )
+
+
 def scale(results: Results) -> str | None:
     found = results.get("scale")
     if not found:
@@ -397,6 +438,7 @@ SECTIONS: tuple[Callable[[Results], str | None], ...] = (
     heavy_step,
     coalescing,
     reference_lines,
+    writepath,
     scale,
     loss,
     outage,

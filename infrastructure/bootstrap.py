@@ -8,7 +8,7 @@ from functools import cached_property
 
 from celery import Celery
 from sqlalchemy import Connection, Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from domain.backoff import DispatchBackoff
 from domain.ports import Dispatcher, UnitOfWork
@@ -16,9 +16,8 @@ from infrastructure.broker.celery_app import make_celery_app, poll_expiry_s
 from infrastructure.broker.dispatcher import CeleryDispatcher
 from infrastructure.broker.nudge import RelayNudge
 from infrastructure.database import make_engine
-from infrastructure.mapping import map_domain
 from infrastructure.settings import Settings
-from infrastructure.unit_of_work import SqlUnitOfWork, session_factory
+from infrastructure.unit_of_work import SqlUnitOfWork
 
 
 @dataclass
@@ -33,12 +32,7 @@ class Container:
 
     @cached_property
     def engine(self) -> Engine:
-        map_domain()
         return make_engine(self.settings.database_url, self.settings.statement_timeout_s)
-
-    @cached_property
-    def session_factory(self) -> sessionmaker[Session]:
-        return session_factory(self.engine)
 
     @cached_property
     def celery_app(self) -> Celery:
@@ -72,8 +66,7 @@ class Container:
         """A unit of work of its own; or, given the application's `Connection` or `Session`,
         one that joins its transaction and leaves committing to the application."""
         if transaction is None:
-            return SqlUnitOfWork(self.session_factory, self.relay_nudge)
-        map_domain()
+            return SqlUnitOfWork(self.engine, self.relay_nudge)
         return SqlUnitOfWork.joining(transaction, self.relay_nudge)
 
     def nudge_problem(self) -> str | None:
@@ -89,7 +82,7 @@ class Container:
         opens its own. The Celery app, with its tasks, stays."""
         if "engine" in self.__dict__:
             self.engine.dispose(close=False)
-        for name in ("engine", "session_factory", "dispatcher", "dispatch_backoff"):
+        for name in ("engine", "dispatcher", "dispatch_backoff"):
             self.__dict__.pop(name, None)
 
     def close(self) -> None:

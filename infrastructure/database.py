@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+import select
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from infrastructure.private_files import create_private_file, make_private_directories
 
 SQLITE_BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
+IDLE_PING_S = 1.0
 
 
 class DatabaseFileError(Exception):
@@ -93,13 +97,51 @@ def make_engine(
     then it is created 0600, in directories created 0700."""
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url, create)
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
         connect_args=postgres_timeouts(statement_timeout_s, connect_timeout_s),
     )
+    ping_when_idle(engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine, idle_s: float = IDLE_PING_S) -> None:
+    """Ping a pooled connection on checkout only if it sat idle for `idle_s`, or if the server
+    has said something since it was used: a ping on every checkout (`pool_pre_ping`) is a round
+    trip on every save.
+
+    A server that ends a session (a restart, `pg_terminate_backend`, an idle timeout) sends a
+    last message and closes the socket, which makes it readable: checked without a round trip,
+    that connection is pinged, found dead and replaced before any unit of work sees it. What
+    sends nothing (a network partition) is met by the first statement, as before a ping."""
+
+    @event.listens_for(engine, "checkin")
+    def _note_idle_since(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None:
+            return  # new
+        if time.monotonic() - idle_since < idle_s and not _has_news(dbapi_connection):
+            return  # just used, and the server has said nothing since
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out another.
+            raise DisconnectionError(str(error)) from error
+
+
+def _has_news(dbapi_connection: Any) -> bool:
+    """Whether the server sent something to an idle connection: readable without waiting."""
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True  # no usable socket: let the ping decide
+    return bool(readable)
 
 
 def postgres_timeouts(

@@ -1,14 +1,17 @@
-"""SQLAlchemy repositories for foos and bars. They never commit; the unit of work does."""
+"""SQLAlchemy Core repositories for foos and bars. They never commit; the unit of work does."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, cast, func, select, update
-from sqlalchemy.orm import Session
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, bindparam, cast, func, insert, select, update
 
 from domain.bar import Bar
+from domain.errors import ConcurrentUpdateError
+from domain.events import FooEvent
 from domain.foo import Foo, FooState
 from domain.ports import BarRepository, FooRepository
-from infrastructure.schema import BigSum, bar_projection, bars, foos
+from infrastructure.schema import BigSum, bar_projection, bars, foos, outbox_events
 
 
 def _weighted(n: int) -> ColumnElement[int]:
@@ -18,34 +21,118 @@ def _weighted(n: int) -> ColumnElement[int]:
 
 
 class SqlFooRepository(FooRepository):
-    def __init__(self, session: Session) -> None:
+    """Foos in Core: a load is one SELECT, and a save is one UPDATE that checks the version the
+    foo was loaded at (a concurrent save moved it on: ConcurrentUpdateError), on PostgreSQL in
+    the same statement as the foo's event."""
+
+    def __init__(self, connection: Connection) -> None:
         super().__init__()
-        self.session = session
+        self.connection = connection
+        self.postgresql = connection.dialect.name == "postgresql"
+        self.loaded: dict[int, tuple[Foo, int, FooState]] = {}  # id: (foo, amount, state)
 
     def _add(self, foo: Foo) -> None:
-        self.session.add(foo)
-        self.session.flush()  # assign the id now: events name their foo
+        foo.version = 1
+        foo.id = self.connection.execute(
+            _INSERT_FOO, {"amount": foo.amount, "state": foo.state, "version": foo.version}
+        ).scalar_one()  # the id now: events name their foo
+        self.loaded[foo.id] = (foo, foo.amount, foo.state)
 
     def _get(self, foo_id: int) -> Foo | None:
-        return self.session.get(Foo, foo_id)
+        if foo_id in self.loaded:
+            return self.loaded[foo_id][0]  # one object per foo in a unit of work
+        row = self.connection.execute(_LOAD_FOO, {"id": foo_id}).one_or_none()
+        if row is None:
+            return None
+        foo = Foo(row.amount, row.state)
+        foo.id, foo.version = row.id, row.version
+        self.loaded[foo_id] = (foo, foo.amount, foo.state)
+        return foo
+
+    def changed(self) -> list[Foo]:
+        """The foos changed since they were loaded or last saved."""
+        return [
+            foo
+            for foo, amount, state in self.loaded.values()
+            if (foo.amount, foo.state) != (amount, state)
+        ]
+
+    def save(self, foo: Foo, event: FooEvent | None = None) -> None:
+        """Write the foo, if the version it was loaded at is still the database's (else
+        ConcurrentUpdateError); on PostgreSQL `event` is inserted by the same statement."""
+        if event is None:
+            saved = self.connection.execute(_SAVE_FOO, _changes(foo)).all()
+        else:
+            assert self.postgresql, "one statement for a foo and its event is PostgreSQL's"
+            row = {"event_type": event.type_name, "payload": event.payload(), **_changes(foo)}
+            saved = self.connection.execute(_SAVE_FOO_WITH_EVENT, row).all()
+        if not saved:
+            raise ConcurrentUpdateError()
+        assert foo.id is not None
+        foo.version += 1
+        self.loaded[foo.id] = (foo, foo.amount, foo.state)
+
+    def forget(self) -> None:
+        """After a rollback: what was loaded is no longer what the database holds."""
+        self.loaded.clear()
 
     def completed_total(self) -> int:
         query = select(func.coalesce(func.sum(foos.c.amount), 0)).where(
             foos.c.state == FooState.COMPLETED
         )
-        return int(self.session.execute(query).scalar_one())
+        return int(self.connection.execute(query).scalar_one())
+
+
+def _changes(foo: Foo) -> dict[str, Any]:
+    return {
+        "foo_id": foo.id,
+        "new_amount": foo.amount,
+        "new_state": foo.state,
+        "loaded": foo.version,
+    }
+
+
+# Built once: SQLAlchemy caches each statement's compiled form under the same object.
+_INSERT_FOO = insert(foos).returning(foos.c.id)
+_LOAD_FOO = select(foos.c.id, foos.c.amount, foos.c.state, foos.c.version).where(
+    foos.c.id == bindparam("id")
+)
+_SAVE_FOO = (
+    update(foos)
+    .where(foos.c.id == bindparam("foo_id"), foos.c.version == bindparam("loaded"))
+    .values(
+        amount=bindparam("new_amount"),
+        state=bindparam("new_state"),
+        version=foos.c.version + 1,
+    )
+    .returning(foos.c.id)
+)
+_SAVED = _SAVE_FOO.cte("saved")
+_SAVE_FOO_WITH_EVENT = (
+    insert(outbox_events)
+    .from_select(
+        ["event_type", "payload"],
+        select(
+            bindparam("event_type", type_=outbox_events.c.event_type.type),
+            bindparam("payload", type_=outbox_events.c.payload.type),
+        ).select_from(_SAVED),
+    )
+    .returning(outbox_events.c.id)
+)
 
 
 class SqlBarRepository(BarRepository):
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
     def add(self, bar: Bar) -> None:
-        self.session.add(bar)
-        self.session.flush()
+        bar.id = self.connection.execute(
+            _INSERT_BAR, {"weight": bar.weight, "value": bar.value}
+        ).scalar_one()
 
     def _get(self, bar_id: int) -> Bar | None:
-        return self.session.get(Bar, bar_id)
+        row = self.connection.execute(_SELECT_BARS.where(bars.c.id == bar_id)).one_or_none()
+        return None if row is None else _bar(row)
 
     def lock_applied_total(self) -> int:
         # An UPDATE, not SELECT ... FOR UPDATE: SQLite has no row locks, and on PostgreSQL a
@@ -56,12 +143,12 @@ class SqlBarRepository(BarRepository):
             .values(applied_total=bar_projection.c.applied_total)
             .returning(bar_projection.c.applied_total)
         )
-        return int(self.session.execute(query).scalar_one())
+        return int(self.connection.execute(query).scalar_one())
 
     def apply_delta(self, delta: int, events: int = 1) -> int:
         # Lock the projection row first: bar creation takes the same lock, and this UPDATE's
         # snapshot, taken after the lock is granted, sees every bar committed before it.
-        self.session.execute(
+        self.connection.execute(
             update(bar_projection)
             .where(bar_projection.c.id == 1)
             .values(
@@ -71,21 +158,31 @@ class SqlBarRepository(BarRepository):
         )
         if delta == 0:
             return 0
-        result = self.session.execute(update(bars).values(value=bars.c.value + _weighted(delta)))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        result = self.connection.execute(update(bars).values(value=bars.c.value + _weighted(delta)))
+        return int(result.rowcount)
 
     def reset_all(self, total: int, events: int) -> int:
-        self.session.execute(
+        self.connection.execute(
             update(bar_projection)
             .where(bar_projection.c.id == 1)
             .values(applied_total=total, events_applied=events)
         )
-        result = self.session.execute(update(bars).values(value=_weighted(total)))
-        return int(result.rowcount)  # type: ignore[attr-defined]
+        result = self.connection.execute(update(bars).values(value=_weighted(total)))
+        return int(result.rowcount)
 
     def mismatched(self, total: int, limit: int) -> list[Bar]:
-        query = select(Bar).where(bars.c.value != _weighted(total)).order_by(bars.c.id)
-        return list(self.session.scalars(query.limit(limit)))
+        query = _SELECT_BARS.where(bars.c.value != _weighted(total)).order_by(bars.c.id)
+        return [_bar(row) for row in self.connection.execute(query.limit(limit))]
 
     def count(self) -> int:
-        return int(self.session.execute(select(func.count()).select_from(bars)).scalar_one())
+        return int(self.connection.execute(select(func.count()).select_from(bars)).scalar_one())
+
+
+_INSERT_BAR = insert(bars).returning(bars.c.id)
+_SELECT_BARS = select(bars.c.id, bars.c.weight, bars.c.value)
+
+
+def _bar(row: Any) -> Bar:
+    bar = Bar(row.weight, row.value)
+    bar.id = row.id
+    return bar

@@ -1,4 +1,5 @@
-"""The SQLAlchemy unit of work: one session, one transaction, events written at commit.
+"""The SQL unit of work: one connection, one transaction, foos and their events written at
+commit, in SQLAlchemy Core (an application's save pays for no ORM unit of work).
 
 It runs in a transaction of its own, or inside the application's: handed the application's
 `Connection` or `Session`, it works in a savepoint there, so the application's rows, the foo
@@ -7,16 +8,18 @@ does not own; the relay is nudged when the application's transaction commits."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import Transaction
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm import Session
 
 from domain.errors import ConcurrentUpdateError
+from domain.events import FooEvent
 from domain.ports import UnitOfWork
 from infrastructure.outbox.admin import SqlOutboxAdmin
 from infrastructure.outbox.delivery_ledger import SqlDeliveryLedger
@@ -27,25 +30,20 @@ from infrastructure.repositories import SqlBarRepository, SqlFooRepository
 # PostgreSQL's serialization_failure and deadlock_detected: the transaction lost a race.
 _RACE_SQLSTATES = {"40001", "40P01"}
 
-SessionFactory = Callable[[], Session]
-
-
-def session_factory(bind: Engine | Connection, **options: Any) -> sessionmaker[Session]:
-    # No autoflush: changes reach the database at commit, where a lost optimistic-locking
-    # race becomes a ConcurrentUpdateError, never half-way through a use case.
-    return sessionmaker(bind, autoflush=False, expire_on_commit=False, **options)
-
 
 class SqlUnitOfWork(UnitOfWork):
-    session: Session
+    connection: Connection
+    transaction: Transaction
+    foos: SqlFooRepository
+    outbox: SqlOutbox
     outer: Connection | Session | None = None  # the application's, when joining its transaction
 
     def __init__(
         self,
-        session_factory: SessionFactory,
+        engine: Engine | None,
         after_events_committed: Callable[[], None] | None = None,
     ) -> None:
-        self.session_factory = session_factory
+        self.engine = engine
         self.after_events_committed = after_events_committed
 
     @classmethod
@@ -55,24 +53,29 @@ class SqlUnitOfWork(UnitOfWork):
         after_events_committed: Callable[[], None] | None = None,
     ) -> SqlUnitOfWork:
         """A unit of work inside the application's own transaction, as a savepoint of it."""
-        connection = outer.connection() if isinstance(outer, Session) else outer
-        if not connection.in_transaction():
-            # Begun here, still the application's to commit: a session would take a
-            # transaction it began itself as its own, and commit it.
-            connection.begin()
-        factory = session_factory(connection, join_transaction_mode="create_savepoint")
-        uow = cls(factory, after_events_committed)
+        uow = cls(None, after_events_committed)
         uow.outer = outer
         return uow
 
     def __enter__(self) -> Self:
-        self.session = self.session_factory()
-        self.foos = SqlFooRepository(self.session)
-        self.bars = SqlBarRepository(self.session)
-        self.outbox = SqlOutbox(self.session)
-        self.relay_queue = SqlRelayQueue(self.session)
-        self.deliveries = SqlDeliveryLedger(self.session)
-        self.admin = SqlOutboxAdmin(self.session)
+        if self.outer is None:
+            assert self.engine is not None
+            self.connection = self.engine.connect()
+        else:
+            # A session hands out its connection inside its own transaction, begun if need be;
+            # a bare connection may have none yet: begun here, still the application's to end.
+            outer = self.outer
+            self.connection = outer.connection() if isinstance(outer, Session) else outer
+            if not self.connection.in_transaction():
+                self.connection.begin()
+        self._begin()
+        self.combines = self.connection.dialect.name == "postgresql"
+        self.foos = SqlFooRepository(self.connection)
+        self.bars = SqlBarRepository(self.connection)
+        self.outbox = SqlOutbox(self.connection)
+        self.relay_queue = SqlRelayQueue(self.connection)
+        self.deliveries = SqlDeliveryLedger(self.connection)
+        self.admin = SqlOutboxAdmin(self.connection)
         return super().__enter__()
 
     def __exit__(
@@ -82,16 +85,18 @@ class SqlUnitOfWork(UnitOfWork):
         tb: TracebackType | None,
     ) -> None:
         try:
-            super().__exit__(exc_type, exc, tb)
+            if self.transaction.is_active:  # not committed: undone
+                self.transaction.rollback()
         finally:
-            self.session.close()
+            if self.outer is None:
+                self.connection.close()
 
     def commit(self) -> None:
         try:
             super().commit()
-        except StaleDataError as error:
+        except ConcurrentUpdateError:
             self.rollback()
-            raise ConcurrentUpdateError() from error
+            raise
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) in _RACE_SQLSTATES:
                 self.rollback()
@@ -99,7 +104,24 @@ class SqlUnitOfWork(UnitOfWork):
             raise
 
     def _commit(self) -> None:
-        self.session.commit()
+        # A changed foo with one event: on PostgreSQL one statement saves both. The events keep
+        # the order they happened in.
+        events, changed = self.outbox.take(), self.foos.changed()
+        per_foo = Counter(event.foo_id for event in events)
+        together = {foo.id: foo for foo in changed if self.combines and per_foo[foo.id or 0] == 1}
+        for foo in changed:
+            if foo.id not in together:
+                self.foos.save(foo)
+        waiting: list[FooEvent] = []
+        for each in events:
+            if each.foo_id in together:
+                self.outbox.write(waiting)
+                waiting = []
+                self.foos.save(together[each.foo_id], each)
+            else:
+                waiting.append(each)
+        self.outbox.write(waiting)
+        self.transaction.commit()
 
     def events_committed(self) -> None:
         nudge = self.after_events_committed
@@ -113,4 +135,16 @@ class SqlUnitOfWork(UnitOfWork):
             event.listen(self.outer, "commit", lambda _connection: nudge(), once=True)
 
     def rollback(self) -> None:
-        self.session.rollback()
+        """Undo what was done so far; the unit of work goes on in a new transaction."""
+        if self.transaction.is_active:
+            self.transaction.rollback()
+        self.foos.forget()
+        self.outbox.take()
+        self._begin()
+
+    def _begin(self) -> None:
+        # Nothing is sent for a transaction of its own until its first statement.
+        if self.outer is None:
+            self.transaction = self.connection.begin()
+        else:
+            self.transaction = self.connection.begin_nested()

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, any_, bindparam, delete, func, select, update
+from sqlalchemy import BigInteger, Connection, Select, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
 
 from domain.outbox import Checkpoint, EventState, OutboxHealth, OutboxStats, StoredEvent
 from domain.ports import OutboxAdmin
@@ -23,16 +22,16 @@ from infrastructure.sql_time import db_now, db_now_plus, seconds, seconds_since
 
 
 class SqlOutboxAdmin(OutboxAdmin):
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.dialect = session.get_bind().dialect.name
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect.name
 
     def stats(self) -> OutboxStats:
         # From the unfinished events and the counters, like health(): what `postsave status`
         # costs does not grow with the log. An applied event whose message is still out is in
         # flight, not processed.
         health = self.health()
-        applied_in_flight = self.session.execute(
+        applied_in_flight = self.connection.execute(
             select(func.count()).where(
                 outbox_events.c.state == EventState.DISPATCHED.value,
                 outbox_events.c.applied_at.is_not(None),
@@ -53,14 +52,14 @@ class SqlOutboxAdmin(OutboxAdmin):
         # one-row table: none of them reads the finished events.
         state = outbox_events.c.state
         query = select(state, func.count()).where(UNFINISHED).group_by(state)
-        unfinished = {row[0]: int(row[1]) for row in self.session.execute(query)}
-        dead = self.session.execute(
+        unfinished = {row[0]: int(row[1]) for row in self.connection.execute(query)}
+        dead = self.connection.execute(
             select(func.count()).where(state == EventState.DEAD.value)
         ).scalar_one()
-        oldest = self.session.execute(
+        oldest = self.connection.execute(
             select(seconds_since(func.min(outbox_events.c.occurred_at))).where(UNFINISHED)
         ).scalar_one()
-        counters = self.session.execute(
+        counters = self.connection.execute(
             select(
                 outbox_counters,
                 seconds_since(outbox_counters.c.last_relay_pass_at).label("last_pass_age"),
@@ -94,7 +93,7 @@ class SqlOutboxAdmin(OutboxAdmin):
             .order_by(outbox_events.c.id)
             .execution_options(yield_per=10_000)
         )
-        for row in self.session.execute(query):
+        for row in self.connection.execute(query):
             yield stored(row)
 
     def applied_sum(self) -> tuple[int, int]:
@@ -103,7 +102,7 @@ class SqlOutboxAdmin(OutboxAdmin):
         # integers are exact to 64 bits, its NUMERIC is not.
         field = outbox_events.c.payload["delta"]
         delta = field.as_numeric(38, 0) if self.dialect == "postgresql" else field.as_integer()
-        total, events = self.session.execute(
+        total, events = self.connection.execute(
             select(func.coalesce(func.sum(delta), 0), func.count()).where(
                 outbox_events.c.applied_at.is_not(None)
             )
@@ -118,7 +117,7 @@ class SqlOutboxAdmin(OutboxAdmin):
         return self._checkpoint(select(projection_checkpoint).with_for_update())
 
     def _checkpoint(self, query: Select[Any]) -> Checkpoint:
-        row = self.session.execute(query).one()
+        row = self.connection.execute(query).one()
         return Checkpoint(int(row.applied_total), int(row.events_applied), int(row.last_pruned_id))
 
     def first_recent_id(self, older_than_s: float) -> int | None:
@@ -130,7 +129,7 @@ class SqlOutboxAdmin(OutboxAdmin):
             .order_by(outbox_events.c.id)
             .limit(1)
         )
-        found = self.session.execute(query).scalar_one_or_none()
+        found = self.connection.execute(query).scalar_one_or_none()
         return None if found is None else int(found)
 
     def lock_prunable(
@@ -151,12 +150,12 @@ class SqlOutboxAdmin(OutboxAdmin):
         )
         if below_id is not None:
             query = query.where(outbox_events.c.id < below_id)
-        return [stored(row) for row in self.session.execute(query).all()]
+        return [stored(row) for row in self.connection.execute(query).all()]
 
     def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
         ids = [event.id for event in events]
         checkpoint = projection_checkpoint.c
-        self.session.execute(
+        self.connection.execute(
             update(projection_checkpoint).values(
                 applied_total=checkpoint.applied_total + total,
                 events_applied=checkpoint.events_applied + len(ids),
@@ -164,10 +163,10 @@ class SqlOutboxAdmin(OutboxAdmin):
                 pruned_at=db_now(),
             )
         )
-        self.session.execute(
+        self.connection.execute(
             delete(applied_events).where(self._among(applied_events.c.event_id, ids))
         )
-        self.session.execute(delete(outbox_events).where(self._among(outbox_events.c.id, ids)))
+        self.connection.execute(delete(outbox_events).where(self._among(outbox_events.c.id, ids)))
 
     def _among(self, column: Any, ids: list[int]) -> Any:
         # On PostgreSQL one array parameter: the statement's text stays the same from chunk to
@@ -186,13 +185,13 @@ class SqlOutboxAdmin(OutboxAdmin):
             .where(outbox_events.c.state == EventState.DEAD.value)
             .order_by(outbox_events.c.id)
         )
-        return [stored(row) for row in self.session.execute(query)]
+        return [stored(row) for row in self.connection.execute(query)]
 
     def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
         query = update(outbox_events).where(outbox_events.c.state == EventState.DEAD.value)
         if event_ids is not None:
             query = query.where(outbox_events.c.id.in_(event_ids))
-        revived = self.session.execute(
+        revived = self.connection.execute(
             query.values(
                 state=EventState.PENDING.value, failures=0, available_at=db_now()
             ).returning(outbox_events.c.id)

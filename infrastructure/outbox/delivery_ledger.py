@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, update
+from sqlalchemy import Connection, case, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 
 from domain.errors import EventNotFoundError
 from domain.outbox import EventState, StoredEvent
@@ -21,14 +20,14 @@ MAX_ERROR_CHARS = 4000
 
 
 class SqlDeliveryLedger(DeliveryLedger):
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        postgresql = session.get_bind().dialect.name == "postgresql"
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        postgresql = connection.dialect.name == "postgresql"
         self.insert = pg_insert if postgresql else sqlite_insert
 
     def lock(self, event_id: int) -> StoredEvent:
         query = select_events().where(outbox_events.c.id == event_id).with_for_update()
-        row = self.session.execute(query).one_or_none()
+        row = self.connection.execute(query).one_or_none()
         if row is None:
             raise EventNotFoundError(event_id)
         return stored(row)
@@ -46,7 +45,7 @@ class SqlDeliveryLedger(DeliveryLedger):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [stored(row) for row in self.session.execute(query)]
+        return [stored(row) for row in self.connection.execute(query)]
 
     def record_applied(self, event_ids: Sequence[int]) -> list[int]:
         if not event_ids:
@@ -57,14 +56,14 @@ class SqlDeliveryLedger(DeliveryLedger):
             .on_conflict_do_nothing(index_elements=[applied_events.c.event_id])
             .returning(applied_events.c.event_id)
         )
-        return sorted(self.session.execute(guard).scalars())
+        return sorted(self.connection.execute(guard).scalars())
 
     def finish_pass(self, applied_ids: Sequence[int], delivered_id: int) -> None:
         event = outbox_events.c
         newly_applied = event.id.in_(applied_ids)
         dispatched = event.state == EventState.DISPATCHED.value
         other_message_out = dispatched & (event.id != delivered_id)
-        self.session.execute(
+        self.connection.execute(
             update(outbox_events)
             .where(
                 newly_applied
@@ -86,7 +85,7 @@ class SqlDeliveryLedger(DeliveryLedger):
                 "state": EventState.PENDING.value,
                 "available_at": db_now_plus(seconds(retry_in_s)),
             }
-        failed = self.session.execute(
+        failed = self.connection.execute(
             update(outbox_events)
             .where(outbox_events.c.id == event_id, UNFINISHED)
             .values(
@@ -95,10 +94,10 @@ class SqlDeliveryLedger(DeliveryLedger):
                 **values,
             )
         )
-        if failed.rowcount:  # type: ignore[attr-defined]
+        if failed.rowcount:
             counters = outbox_counters.c
             dead = int(retry_in_s is None)
-            self.session.execute(
+            self.connection.execute(
                 update(outbox_counters).values(
                     event_failures=counters.event_failures + 1,
                     events_dead=counters.events_dead + dead,

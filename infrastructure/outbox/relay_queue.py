@@ -5,8 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, select, update
 
 from domain.outbox import EventState, StoredEvent
 from domain.ports import RelayQueue
@@ -20,19 +19,19 @@ RELAY_LOCK_KEY = zlib.crc32(b"postsave.relay")
 
 
 class SqlRelayQueue(RelayQueue):
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.dialect = session.get_bind().dialect.name
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect.name
 
     def try_lock(self) -> bool:
         if self.dialect != "postgresql":
             return True
         query = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))
-        return bool(self.session.execute(query).scalar_one())
+        return bool(self.connection.execute(query).scalar_one())
 
     def count_in_flight(self) -> int:
         query = select(func.count()).where(outbox_events.c.state == EventState.DISPATCHED.value)
-        return int(self.session.execute(query).scalar_one())
+        return int(self.connection.execute(query).scalar_one())
 
     def _claim(self, state: EventState, limit: int) -> list[StoredEvent]:
         # Rows locked by a worker applying them, or by another claimer, are skipped. Never an
@@ -48,7 +47,7 @@ class SqlRelayQueue(RelayQueue):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [stored(row) for row in self.session.execute(query)]
+        return [stored(row) for row in self.connection.execute(query)]
 
     def claim_expired(self, limit: int) -> list[StoredEvent]:
         return self._claim(EventState.DISPATCHED, limit)
@@ -57,7 +56,7 @@ class SqlRelayQueue(RelayQueue):
         return self._claim(EventState.PENDING, limit)
 
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
-        self.session.execute(
+        self.connection.execute(
             update(outbox_events)
             .where(outbox_events.c.id.in_(event_ids))
             .values(
@@ -70,7 +69,7 @@ class SqlRelayQueue(RelayQueue):
 
     def record_pass(self, dispatched: int, leases_expired: int) -> None:
         counters = outbox_counters.c
-        self.session.execute(
+        self.connection.execute(
             update(outbox_counters).values(
                 relay_passes=counters.relay_passes + 1,
                 last_relay_pass_at=db_now(),

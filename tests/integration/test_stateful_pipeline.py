@@ -127,7 +127,7 @@ class PipelineMachine(RuleBasedStateMachine):
     def crash_before_commit(self, redelivered: bool, coalesce: int) -> None:
         if self.broker.messages:
             event_id = self.broker.messages.pop(0)
-            crashing = CrashingUnitOfWork(self.container.session_factory)
+            crashing = CrashingUnitOfWork(self.container.engine)
             try:
                 outcome = apply_pass(crashing, event_id, coalesce)
             except RuntimeError:
