@@ -69,7 +69,6 @@ class SqlUnitOfWork(UnitOfWork):
             if not self.connection.in_transaction():
                 self.connection.begin()
         self._begin()
-        self.combines = self.connection.dialect.name == "postgresql"
         self.foos = SqlFooRepository(self.connection)
         self.bars = SqlBarRepository(self.connection)
         self.outbox = SqlOutbox(self.connection)
@@ -108,7 +107,8 @@ class SqlUnitOfWork(UnitOfWork):
         # the order they happened in.
         events, changed = self.outbox.take(), self.foos.changed()
         per_foo = Counter(event.foo_id for event in events)
-        together = {foo.id: foo for foo in changed if self.combines and per_foo[foo.id or 0] == 1}
+        one_statement = self.foos.postgresql
+        together = {foo.id: foo for foo in changed if one_statement and per_foo[foo.id or 0] == 1}
         for foo in changed:
             if foo.id not in together:
                 self.foos.save(foo)
