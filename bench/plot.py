@@ -12,7 +12,7 @@ COLOURS = {
     "direct": "#ff7f0e",
     "procrastinate": "#2ca02c",
     "postsave-pg": "#1f77b4",
-    "postsave-pg (use cases)": "#9ecae1",
+    "postsave-pg (hand-written SQL, reference)": "#9ecae1",
     "postsave-embedded": "#17becf",
 }
 CDF_LOAD = 200.0  # the offered load whose latency distribution is drawn

@@ -36,6 +36,7 @@ class Profile:
     reference_seconds: float  # each reference loop's duration
     producer_threads: int  # database clients committing events (PostgreSQL contenders)
     writepath_seconds: float  # the write path alone: each cell's loop
+    writepath_rounds: int  # ... and how many times each cell runs, alternating with the others
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +71,7 @@ QUICK = Profile(
     reference_seconds=0.5,
     producer_threads=2,
     writepath_seconds=0.5,
+    writepath_rounds=1,
 )
 
 FULL = Profile(
@@ -101,4 +103,5 @@ FULL = Profile(
     reference_seconds=2.0,
     producer_threads=2,
     writepath_seconds=2.0,
+    writepath_rounds=3,
 )

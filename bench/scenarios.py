@@ -149,14 +149,17 @@ def _ceiling_run(contender: CeleryContender, count: int) -> dict[str, Any]:
     }
 
 
-def latency_run(contender: Contender, rate: float, seconds: float) -> dict[str, Any]:
-    """Figure 2: open loop at `rate`; commit-to-applied latency from the database clock."""
+def latency_run(
+    contender: Contender, rate: float, seconds: float, producer: str | None = None
+) -> dict[str, Any]:
+    """Figure 2: open loop at `rate`; commit-to-applied latency from the database clock.
+    `producer`: another kind than the contender's own (bench/producer.py)."""
     assert contender.log is not None
     count = max(1, round(rate * seconds))
     window = contender.log.watermark()
     # Clients that cannot keep to the schedule stop 2 s after its end: bounded in time, and
     # "achieved" then tells the offered load apart from what the clients could commit.
-    produced = produce(contender, count, rate, deadline_s=seconds + 2.0)
+    produced = produce(contender, count, rate, deadline_s=seconds + 2.0, producer=producer)
     wait_processed(contender, window, _drain_budget(count))
     times = contender.log.times(window)
     latencies = [a - c for c, a in times if a is not None]

@@ -31,7 +31,7 @@ from bench.profile import FULL, QUICK
 from bench.progress import step
 from bench.schema import seed_postgres
 from bench.services import Database, RunServices
-from bench.stats import summary_ms
+from bench.stats import median, summary_ms
 from domain import use_cases
 from infrastructure.bootstrap import Container
 from infrastructure.migrate import upgrade
@@ -92,8 +92,42 @@ def _run_cell(calls: Sequence[tuple[Call, int]], seconds: float) -> dict[str, An
         "seconds": wall,
         "per_s": len(merged) / wall,
         "exhausted": any(d[1] for d in done),
-        **summary_ms(merged),
+        "latencies": merged,
     }
+
+
+def _combine(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One cell per operation and clients from every round's: the median rate, the median of
+    the ratios each round measured against its own reference (the machine is shared: side by
+    side is what compares), latencies over every call."""
+    cells = []
+    for index, first in enumerate(rounds[0]):
+        same = [cells_of_round[index] for cells_of_round in rounds]
+        ratios = [
+            cell["per_s"] / _reference(cells_of_round, cell["clients"])
+            for cell, cells_of_round in zip(same, rounds, strict=True)
+        ]
+        latencies = [latency for cell in same for latency in cell["latencies"]]
+        cells.append(
+            {
+                "operation": first["operation"],
+                "clients": first["clients"],
+                "commits": sum(cell["commits"] for cell in same),
+                "seconds": sum(cell["seconds"] for cell in same),
+                "per_s": median([cell["per_s"] for cell in same]),
+                "x_reference": median(ratios),
+                "x_reference_per_round": ratios,
+                "exhausted": any(cell["exhausted"] for cell in same),
+                **summary_ms(latencies),
+            }
+        )
+    return cells
+
+
+def _reference(cells: list[dict[str, Any]], clients: int) -> float:
+    return float(
+        next(c["per_s"] for c in cells if c["operation"] == "reference" and c["clients"] == clients)
+    )
 
 
 def _reference_calls(conninfo: str, clients: int) -> tuple[list[Any], list[Call]]:
@@ -130,10 +164,11 @@ def _outbox_rows(conninfo: str) -> int:
     return int(row[0]) if row else 0
 
 
-def figure(database: Database, amqp_url: str, seconds: float) -> dict[str, Any]:
+def figure(database: Database, amqp_url: str, seconds: float, rounds: int = 1) -> dict[str, Any]:
+    """`rounds` times: the reference, then each operation, for one client and then four."""
     conninfo = database.conninfo
     budget = max(1_000, math.ceil(seconds * PER_CLIENT_PER_S))
-    per_op = budget * sum(CLIENTS)
+    per_op = budget * sum(CLIENTS) * rounds
     step(f"writepath: preparing {per_op:,} pending and {2 * per_op:,} completed foos")
     pending = _prepare(conninfo, "pending", per_op)
     completed = {op: _prepare(conninfo, "completed", per_op) for op in ("revise", "cancel")}
@@ -144,12 +179,16 @@ def figure(database: Database, amqp_url: str, seconds: float) -> dict[str, Any]:
             f"CREATE TABLE IF NOT EXISTS {REFERENCE_TABLE} (id bigserial PRIMARY KEY, v int)"
         )
     outbox_before = _outbox_rows(conninfo)
-    cells: list[dict[str, Any]] = []
+    measured: list[list[dict[str, Any]]] = []
     try:
         with postsave(database.url, amqp_url, nudge=True) as container:
             taken = dict.fromkeys(OPERATIONS, 0)
-            for clients in CLIENTS:
-                step(f"writepath: single-row INSERT + COMMIT, {clients} client(s)")
+            for clients in [c for _ in range(rounds) for c in CLIENTS]:
+                if clients == CLIENTS[0]:
+                    measured.append([])
+                cells = measured[-1]
+                round_no = f"round {len(measured)}/{rounds}"
+                step(f"writepath: {round_no}: single-row INSERT + COMMIT, {clients} client(s)")
                 connections, calls = _reference_calls(conninfo, clients)
                 try:
                     cell = _run_cell([(call, sys.maxsize) for call in calls], seconds)
@@ -158,7 +197,7 @@ def figure(database: Database, amqp_url: str, seconds: float) -> dict[str, Any]:
                         connection.close()
                 cells.append({"operation": "reference", **cell})
                 for operation in OPERATIONS:
-                    step(f"writepath: use_cases {operation}, {clients} client(s), nudge=True")
+                    step(f"writepath: {round_no}: {operation}, {clients} client(s), nudge=True")
                     start = taken[operation]
                     ids = [
                         foos[operation][start + c * budget : start + (c + 1) * budget]
@@ -173,14 +212,15 @@ def figure(database: Database, amqp_url: str, seconds: float) -> dict[str, Any]:
     finally:
         with psycopg.connect(conninfo, autocommit=True) as connection:
             connection.execute(f"DROP TABLE IF EXISTS {REFERENCE_TABLE}")
-    reference = {c["clients"]: c["per_s"] for c in cells if c["operation"] == "reference"}
-    for cell in cells:
-        cell["x_reference"] = cell["per_s"] / reference[cell["clients"]]
+    cells = _combine(measured)
     # Every complete, revise and cancel wrote one event, plus their untimed first calls.
-    expected = sum(c["commits"] + c["clients"] for c in cells if c["operation"] in OPERATIONS[1:])
+    expected = sum(
+        c["commits"] + c["clients"] * rounds for c in cells if c["operation"] in OPERATIONS[1:]
+    )
     complete_1 = next(c for c in cells if c["operation"] == "complete" and c["clients"] == 1)
     return {
         "seconds": seconds,
+        "rounds": rounds,
         "cells": cells,
         "goal_min": 0.4,
         "goal": 0.6,
@@ -211,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["POSTSAVE_BROKER_URL"] = services.amqp_url
         results = {
             "conditions": conditions(profile),
-            "writepath": figure(database, services.amqp_url, profile.writepath_seconds),
+            "writepath": figure(
+                database, services.amqp_url, profile.writepath_seconds, profile.writepath_rounds
+            ),
         }
         print(report.writepath(results), flush=True)
         if args.json:

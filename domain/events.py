@@ -7,7 +7,7 @@ on (docs/extending.md)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from domain.errors import InvalidEventError, UnknownEventTypeError
@@ -34,7 +34,9 @@ class FooEvent:
             raise TypeError(f"event type {cls.type_name!r} is already {known.__qualname__}")
 
     def payload(self) -> dict[str, int]:
-        return asdict(self)
+        # Every event's two fields (event_from_record accepts no others); built directly, as
+        # asdict's recursive copy costs more than the rest of building the event.
+        return {"foo_id": self.foo_id, "delta": self.delta}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, bindparam, cast, func, insert, select, update
@@ -11,6 +13,7 @@ from domain.errors import ConcurrentUpdateError
 from domain.events import FooEvent
 from domain.foo import Foo, FooState
 from domain.ports import BarRepository, FooRepository
+from infrastructure.driver_statements import DriverStatement
 from infrastructure.schema import BigSum, bar_projection, bars, foos, outbox_events
 
 
@@ -25,13 +28,23 @@ class SqlFooRepository(FooRepository):
     foo was loaded at (a concurrent save moved it on: ConcurrentUpdateError), on PostgreSQL in
     the same statement as the foo's event."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        before_read: Callable[[], None] | None = None,
+        before_write: Callable[[], None] | None = None,
+    ) -> None:
+        """`before_read` and `before_write` run before each statement that reads foos or
+        writes a new one: where a unit of work begins its transaction when it needs one."""
         super().__init__()
         self.connection = connection
+        self.before_read = before_read or _nothing
+        self.before_write = before_write or _nothing
         self.postgresql = connection.dialect.name == "postgresql"
         self.loaded: dict[int, tuple[Foo, int, FooState]] = {}  # id: (foo, amount, state)
 
     def _add(self, foo: Foo) -> None:
+        self.before_write()
         foo.version = 1
         foo.id = self.connection.execute(
             _INSERT_FOO, {"amount": foo.amount, "state": foo.state, "version": foo.version}
@@ -41,11 +54,16 @@ class SqlFooRepository(FooRepository):
     def _get(self, foo_id: int) -> Foo | None:
         if foo_id in self.loaded:
             return self.loaded[foo_id][0]  # one object per foo in a unit of work
-        row = self.connection.execute(_LOAD_FOO, {"id": foo_id}).one_or_none()
+        self.before_read()
+        if self.postgresql:
+            row = next(iter(_LOAD_FOO_PG.rows(self.connection, {"id": foo_id})), None)
+        else:
+            row = self.connection.execute(_LOAD_FOO, {"id": foo_id}).one_or_none()
         if row is None:
             return None
-        foo = Foo(row.amount, row.state)
-        foo.id, foo.version = row.id, row.version
+        _, amount, state, version = row
+        foo = Foo(amount, state)
+        foo.id, foo.version = foo_id, version
         self.loaded[foo_id] = (foo, foo.amount, foo.state)
         return foo
 
@@ -60,12 +78,16 @@ class SqlFooRepository(FooRepository):
     def save(self, foo: Foo, event: FooEvent | None = None) -> None:
         """Write the foo, if the version it was loaded at is still the database's (else
         ConcurrentUpdateError); on PostgreSQL `event` is inserted by the same statement."""
-        if event is None:
-            saved = self.connection.execute(_SAVE_FOO, _changes(foo)).all()
-        else:
+        saved: Sequence[Any]
+        if event is not None:
             assert self.postgresql, "one statement for a foo and its event is PostgreSQL's"
-            row = {"event_type": event.type_name, "payload": event.payload(), **_changes(foo)}
-            saved = self.connection.execute(_SAVE_FOO_WITH_EVENT, row).all()
+            payload = json.dumps(event.payload())  # the JSON type's own serialiser
+            row = {"event_type": event.type_name, "payload": payload, **_changes(foo)}
+            saved = _SAVE_FOO_WITH_EVENT_PG.rows(self.connection, row)
+        elif self.postgresql:
+            saved = _SAVE_FOO_PG.rows(self.connection, _changes(foo))
+        else:
+            saved = self.connection.execute(_SAVE_FOO, _changes(foo)).all()
         if not saved:
             raise ConcurrentUpdateError()
         assert foo.id is not None
@@ -77,17 +99,22 @@ class SqlFooRepository(FooRepository):
         self.loaded.clear()
 
     def completed_total(self) -> int:
+        self.before_read()
         query = select(func.coalesce(func.sum(foos.c.amount), 0)).where(
             foos.c.state == FooState.COMPLETED
         )
         return int(self.connection.execute(query).scalar_one())
 
 
+def _nothing() -> None:
+    pass
+
+
 def _changes(foo: Foo) -> dict[str, Any]:
     return {
         "foo_id": foo.id,
         "new_amount": foo.amount,
-        "new_state": foo.state,
+        "new_state": foo.state.value,
         "loaded": foo.version,
     }
 
@@ -119,6 +146,11 @@ _SAVE_FOO_WITH_EVENT = (
     )
     .returning(outbox_events.c.id)
 )
+
+# On PostgreSQL, through the driver: these are every save's statements (see driver_statements).
+_LOAD_FOO_PG = DriverStatement(_LOAD_FOO)
+_SAVE_FOO_PG = DriverStatement(_SAVE_FOO)
+_SAVE_FOO_WITH_EVENT_PG = DriverStatement(_SAVE_FOO_WITH_EVENT)
 
 
 class SqlBarRepository(BarRepository):

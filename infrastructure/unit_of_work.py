@@ -4,14 +4,23 @@ commit, in SQLAlchemy Core (an application's save pays for no ORM unit of work).
 It runs in a transaction of its own, or inside the application's: handed the application's
 `Connection` or `Session`, it works in a savepoint there, so the application's rows, the foo
 and its outbox event commit or roll back together. It then never commits nor closes what it
-does not own; the relay is nudged when the application's transaction commits."""
+does not own; the relay is nudged when the application's transaction commits.
+
+On PostgreSQL, a unit of work of its own begins its transaction only when it needs one, since
+BEGIN and COMMIT are a round trip each. It reads foos outside of one: a foo's save checks the
+version it was read at, so a foo changed since is never overwritten (ConcurrentUpdateError),
+whether or not a transaction held the read. A commit that writes one statement (a foo and its
+event, or a foo alone) sends it alone, atomic by itself: completing a foo costs two round
+trips. Anything more, a new foo, or any other adapter (they lock and write as they go) runs in
+a transaction, begun before its first statement."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
-from typing import Self
+from typing import Any, Generic, Self, TypeVar, overload
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import Transaction
@@ -30,13 +39,43 @@ from infrastructure.repositories import SqlBarRepository, SqlFooRepository
 # PostgreSQL's serialization_failure and deadlock_detected: the transaction lost a race.
 _RACE_SQLSTATES = {"40001", "40P01"}
 
+A = TypeVar("A")
+
+
+class _InTransaction(Generic[A]):
+    """An adapter that locks or writes as it goes: built on first use in a unit of work, which
+    begins its transaction then. The built adapter is the instance's attribute from then on
+    (until the transaction ends), so later uses cost a plain attribute read."""
+
+    def __init__(self, adapter: Callable[[Connection], A]) -> None:
+        self.adapter = adapter
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, uow: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, uow: SqlUnitOfWork, owner: type) -> A: ...
+    def __get__(self, uow: SqlUnitOfWork | None, owner: type) -> Self | A:
+        if uow is None:
+            return self
+        uow.in_transaction()
+        adapter: A = self.adapter(uow.connection)
+        uow.__dict__[self.name] = adapter
+        return adapter
+
 
 class SqlUnitOfWork(UnitOfWork):
     connection: Connection
-    transaction: Transaction
+    transaction: Transaction | None
     foos: SqlFooRepository
     outbox: SqlOutbox
     outer: Connection | Session | None = None  # the application's, when joining its transaction
+    bars = _InTransaction(SqlBarRepository)
+    relay_queue = _InTransaction(SqlRelayQueue)
+    deliveries = _InTransaction(SqlDeliveryLedger)
+    admin = _InTransaction(SqlOutboxAdmin)
 
     def __init__(
         self,
@@ -68,13 +107,18 @@ class SqlUnitOfWork(UnitOfWork):
             self.connection = outer.connection() if isinstance(outer, Session) else outer
             if not self.connection.in_transaction():
                 self.connection.begin()
-        self._begin()
-        self.foos = SqlFooRepository(self.connection)
-        self.bars = SqlBarRepository(self.connection)
+        # Begun when needed: a unit of work of its own on PostgreSQL (see the module's doc).
+        self.deferred = self.outer is None and self.connection.dialect.name == "postgresql"
+        self.transaction = None
+        self._forget_adapters()
+        if not self.deferred:
+            self._begin()
+        self.foos = SqlFooRepository(
+            self.connection,
+            before_read=self._outside_transaction if self.deferred else None,
+            before_write=self.in_transaction if self.deferred else None,
+        )
         self.outbox = SqlOutbox(self.connection)
-        self.relay_queue = SqlRelayQueue(self.connection)
-        self.deliveries = SqlDeliveryLedger(self.connection)
-        self.admin = SqlOutboxAdmin(self.connection)
         return super().__enter__()
 
     def __exit__(
@@ -84,10 +128,12 @@ class SqlUnitOfWork(UnitOfWork):
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self.transaction.is_active:  # not committed: undone
+            if self.transaction is not None and self.transaction.is_active:  # not committed
                 self.transaction.rollback()
         finally:
             if self.outer is None:
+                if self.deferred and not self.connection.invalidated:
+                    self._driver().autocommit = False  # as the pool lent it
                 self.connection.close()
 
     def commit(self) -> None:
@@ -103,25 +149,48 @@ class SqlUnitOfWork(UnitOfWork):
             raise
 
     def _commit(self) -> None:
-        # A changed foo with one event: on PostgreSQL one statement saves both. The events keep
-        # the order they happened in.
+        writes = self._writes()
+        if self.deferred and self.transaction is None and len(writes) <= 1:
+            if writes:
+                self._outside_transaction()  # as the foo was read
+                writes[0]()  # one statement: atomic alone, committed by itself
+            return
+        self.in_transaction()
+        for write in writes:
+            write()
+        assert self.transaction is not None
+        self.transaction.commit()
+        if self.deferred:
+            self._end_transaction()
+
+    def _writes(self) -> list[Callable[[], Any]]:
+        """The statements that save what changed, one callable each. A changed foo with one
+        event: on PostgreSQL one statement saves both. The events keep the order they
+        happened in."""
         events, changed = self.outbox.take(), self.foos.changed()
+        if self.foos.postgresql and len(changed) == len(events) == 1:
+            (foo,), (each,) = changed, events
+            if each.foo_id == foo.id:  # the common case: one foo changed, with its event
+                return [partial(self.foos.save, foo, each)]
         per_foo = Counter(event.foo_id for event in events)
         one_statement = self.foos.postgresql
         together = {foo.id: foo for foo in changed if one_statement and per_foo[foo.id or 0] == 1}
-        for foo in changed:
-            if foo.id not in together:
-                self.foos.save(foo)
+        save, write = self.foos.save, self.outbox.write
+        writes: list[Callable[[], Any]] = [
+            partial(save, foo) for foo in changed if foo.id not in together
+        ]
         waiting: list[FooEvent] = []
         for each in events:
             if each.foo_id in together:
-                self.outbox.write(waiting)
-                waiting = []
-                self.foos.save(together[each.foo_id], each)
+                if waiting:
+                    writes.append(partial(write, waiting))
+                    waiting = []
+                writes.append(partial(save, together[each.foo_id], each))
             else:
                 waiting.append(each)
-        self.outbox.write(waiting)
-        self.transaction.commit()
+        if waiting:
+            writes.append(partial(write, waiting))
+        return writes
 
     def events_committed(self) -> None:
         nudge = self.after_events_committed
@@ -136,11 +205,46 @@ class SqlUnitOfWork(UnitOfWork):
 
     def rollback(self) -> None:
         """Undo what was done so far; the unit of work goes on in a new transaction."""
-        if self.transaction.is_active:
+        if self.transaction is not None and self.transaction.is_active:
             self.transaction.rollback()
         self.foos.forget()
         self.outbox.take()
+        if self.deferred:
+            self._end_transaction()
+        else:
+            self._begin()
+
+    def in_transaction(self) -> None:
+        """Make sure what comes next runs in the unit of work's transaction."""
+        if self.transaction is not None:
+            return
+        if self.deferred:
+            driver = self._driver()
+            if driver.autocommit:
+                self.connection.commit()  # SQLAlchemy's bookkeeping of the reads; sends nothing
+                driver.autocommit = False
         self._begin()
+
+    def _outside_transaction(self) -> None:
+        # Before any transaction, a statement is sent alone: none is begun around it. The
+        # driver's own switch, not SQLAlchemy's isolation level: it costs nothing per call, and
+        # `__exit__` switches it back before the pool gets the connection.
+        if self.transaction is None:
+            driver = self._driver()
+            if not driver.autocommit:  # its setter takes a lock: not for every statement
+                driver.autocommit = True
+
+    def _driver(self) -> Any:
+        return self.connection.connection.driver_connection
+
+    def _end_transaction(self) -> None:
+        # The adapters built in the transaction go with it: a later use begins a new one.
+        self.transaction = None
+        self._forget_adapters()
+
+    def _forget_adapters(self) -> None:
+        for name in ("bars", "relay_queue", "deliveries", "admin"):
+            self.__dict__.pop(name, None)
 
     def _begin(self) -> None:
         # Nothing is sent for a transaction of its own until its first statement.

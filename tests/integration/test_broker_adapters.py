@@ -3,6 +3,7 @@ the sender's clock, and a broker that refuses a nudge is one WARNING, never a tr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,24 @@ def test_a_nudge_expires_by_the_brokers_ttl_too(container: Container) -> None:
     message = take(container, POLL_QUEUE)
     assert message.properties["expiration"] == "2000"
     assert (message.headers["task"], message.headers["expires"]) == ("poll_outbox", None)
+
+
+def test_each_nudge_is_a_celery_message_of_its_own(container: Container) -> None:
+    nudge = RelayNudge(container.celery_app, expires_s=2.0)
+    messages = []
+    for _ in range(2):  # the second from the template the first one built
+        nudge()
+        assert nudge.flush()
+        messages.append(take(container, POLL_QUEUE))
+    nudge.close()
+
+    ids = [message.headers["id"] for message in messages]
+    assert len(set(ids)) == 2
+    for message, task_id in zip(messages, ids, strict=True):
+        assert message.headers["root_id"] == message.properties["correlation_id"] == task_id
+        assert message.properties["content_type"] == "application/json"
+        args, kwargs, embed = json.loads(message.body)
+        assert (args, kwargs, embed["chain"]) == ([], {}, None)  # Celery's protocol 2 body
 
 
 def test_a_broker_that_refuses_the_nudge_is_one_warning_and_the_commit_goes_on(
