@@ -68,7 +68,7 @@ class _InTransaction(Generic[A]):
 
 class SqlUnitOfWork(UnitOfWork):
     connection: Connection
-    transaction: Transaction | None
+    transaction: _Transaction
     foos: SqlFooRepository
     outbox: SqlOutbox
     outer: Connection | Session | None = None  # the application's, when joining its transaction
@@ -108,15 +108,15 @@ class SqlUnitOfWork(UnitOfWork):
             if not self.connection.in_transaction():
                 self.connection.begin()
         # Begun when needed: a unit of work of its own on PostgreSQL (see the module's doc).
-        self.deferred = self.outer is None and self.connection.dialect.name == "postgresql"
-        self.transaction = None
+        deferred = self.outer is None and self.connection.dialect.name == "postgresql"
+        self.transaction = _Transaction(self.connection, self.outer is not None, deferred)
         self._forget_adapters()
-        if not self.deferred:
-            self._begin()
+        # The repository gets the transaction's methods, not the unit of work's: no reference
+        # cycle, so all of it is freed as the call returns (a cycle waits for the collector).
         self.foos = SqlFooRepository(
             self.connection,
-            before_read=self._outside_transaction if self.deferred else None,
-            before_write=self.in_transaction if self.deferred else None,
+            before_read=self.transaction.outside if deferred else None,
+            before_write=self.transaction.inside if deferred else None,
         )
         self.outbox = SqlOutbox(self.connection)
         return super().__enter__()
@@ -128,12 +128,10 @@ class SqlUnitOfWork(UnitOfWork):
         tb: TracebackType | None,
     ) -> None:
         try:
-            if self.transaction is not None and self.transaction.is_active:  # not committed
-                self.transaction.rollback()
+            self.transaction.rollback()  # if not committed
         finally:
             if self.outer is None:
-                if self.deferred and not self.connection.invalidated:
-                    self._driver().autocommit = False  # as the pool lent it
+                self.transaction.restore_driver()
                 self.connection.close()
 
     def commit(self) -> None:
@@ -149,19 +147,17 @@ class SqlUnitOfWork(UnitOfWork):
             raise
 
     def _commit(self) -> None:
-        writes = self._writes()
-        if self.deferred and self.transaction is None and len(writes) <= 1:
+        writes, transaction = self._writes(), self.transaction
+        if transaction.pending and len(writes) <= 1:
             if writes:
-                self._outside_transaction()  # as the foo was read
+                transaction.outside()  # as the foo was read
                 writes[0]()  # one statement: atomic alone, committed by itself
             return
-        self.in_transaction()
+        transaction.inside()
         for write in writes:
             write()
-        assert self.transaction is not None
-        self.transaction.commit()
-        if self.deferred:
-            self._end_transaction()
+        transaction.commit()
+        self._forget_adapters()
 
     def _writes(self) -> list[Callable[[], Any]]:
         """The statements that save what changed, one callable each. A changed foo with one
@@ -205,50 +201,77 @@ class SqlUnitOfWork(UnitOfWork):
 
     def rollback(self) -> None:
         """Undo what was done so far; the unit of work goes on in a new transaction."""
-        if self.transaction is not None and self.transaction.is_active:
-            self.transaction.rollback()
+        self.transaction.rollback()
         self.foos.forget()
         self.outbox.take()
-        if self.deferred:
-            self._end_transaction()
-        else:
-            self._begin()
+        self._forget_adapters()
+        if not self.transaction.deferred:
+            self.transaction.begin()
 
     def in_transaction(self) -> None:
         """Make sure what comes next runs in the unit of work's transaction."""
-        if self.transaction is not None:
+        self.transaction.inside()
+
+    def _forget_adapters(self) -> None:
+        for name in ("bars", "relay_queue", "deliveries", "admin"):
+            self.__dict__.pop(name, None)
+
+
+class _Transaction:
+    """A unit of work's transaction on its connection: a root one of its own or a savepoint of
+    the application's, begun at once or, deferred, only once something needs it."""
+
+    def __init__(self, connection: Connection, joined: bool, deferred: bool) -> None:
+        self.connection, self.joined, self.deferred = connection, joined, deferred
+        self.current: Transaction | None = None
+        if not deferred:
+            self.begin()
+
+    @property
+    def pending(self) -> bool:
+        """Deferred and nothing begun yet: a statement goes out alone, committed by itself."""
+        return self.deferred and self.current is None
+
+    def begin(self) -> None:
+        # Nothing is sent for a transaction of its own until its first statement.
+        if self.joined:
+            self.current = self.connection.begin_nested()
+        else:
+            self.current = self.connection.begin()
+
+    def inside(self) -> None:
+        """Make sure what comes next runs in the transaction."""
+        if self.current is not None:
             return
         if self.deferred:
             driver = self._driver()
             if driver.autocommit:
                 self.connection.commit()  # SQLAlchemy's bookkeeping of the reads; sends nothing
                 driver.autocommit = False
-        self._begin()
+        self.begin()
 
-    def _outside_transaction(self) -> None:
+    def outside(self) -> None:
         # Before any transaction, a statement is sent alone: none is begun around it. The
         # driver's own switch, not SQLAlchemy's isolation level: it costs nothing per call, and
-        # `__exit__` switches it back before the pool gets the connection.
-        if self.transaction is None:
+        # `restore_driver` switches it back before the pool gets the connection.
+        if self.pending:
             driver = self._driver()
             if not driver.autocommit:  # its setter takes a lock: not for every statement
                 driver.autocommit = True
 
+    def commit(self) -> None:
+        assert self.current is not None
+        current, self.current = self.current, None
+        current.commit()
+
+    def rollback(self) -> None:
+        current, self.current = self.current, None
+        if current is not None and current.is_active:
+            current.rollback()
+
+    def restore_driver(self) -> None:
+        if self.deferred and not self.connection.invalidated:
+            self._driver().autocommit = False  # as the pool lent it
+
     def _driver(self) -> Any:
         return self.connection.connection.driver_connection
-
-    def _end_transaction(self) -> None:
-        # The adapters built in the transaction go with it: a later use begins a new one.
-        self.transaction = None
-        self._forget_adapters()
-
-    def _forget_adapters(self) -> None:
-        for name in ("bars", "relay_queue", "deliveries", "admin"):
-            self.__dict__.pop(name, None)
-
-    def _begin(self) -> None:
-        # Nothing is sent for a transaction of its own until its first statement.
-        if self.outer is None:
-            self.transaction = self.connection.begin()
-        else:
-            self.transaction = self.connection.begin_nested()

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from celery import Celery, uuid
+from celery import Celery
 from celery.events import Event, EventDispatcher
 from celery.utils.time import utcoffset
 from kombu import Connection
@@ -17,7 +17,12 @@ from domain.errors import DispatchError
 from domain.ports import Dispatcher
 from infrastructure.broker.embedded import forget_messages, prune_stale_messages
 from infrastructure.broker.names import RECALC_QUEUE, RECALC_TASK
-from infrastructure.broker.publishing import BROKER_ERRORS, bounded_connection, discard, expiry
+from infrastructure.broker.publishing import (
+    BROKER_ERRORS,
+    TaskMessages,
+    bounded_connection,
+    discard,
+)
 
 PERSISTENT = 2  # survives a broker restart, like every Celery task message
 # The embedded broker is a SQLite file: its failures are SQLAlchemy's.
@@ -52,9 +57,9 @@ class CeleryDispatcher(Dispatcher):
         self._producer: Any = None
         self._transactional = False
         self._events: EventDispatcher | None = None  # None: no task-sent events
+        self._templates: TaskMessages | None = None
 
     def dispatch(self, event_ids: Sequence[int], expires_in_s: float) -> None:
-        stale_after = expiry(self.app, expires_in_s)
         published: list[str] = []
         with self._lock:
             try:
@@ -62,19 +67,12 @@ class CeleryDispatcher(Dispatcher):
                     prune_stale_messages(self.app.conf.broker_url, RECALC_TASK, event_ids)
                 producer = self._open()
                 events = self._events
+                messages = self._messages(expires_in_s, events is not None)
                 sent: list[dict[str, Any]] = []
                 for event_id in event_ids:
                     # Celery's own message (protocol 2), published without send_task's
                     # routing and signals: the relay knows its queue.
-                    task_id = uuid()
-                    headers, properties, body, fields = self.app.amqp.create_task_message(
-                        task_id,
-                        RECALC_TASK,
-                        (event_id,),
-                        {},
-                        expires=stale_after.get("expires"),
-                        create_sent_event=events is not None,
-                    )
+                    headers, properties, body, fields = messages.message((event_id,))
                     producer.publish(
                         body,
                         exchange=RECALC_QUEUE,
@@ -82,13 +80,13 @@ class CeleryDispatcher(Dispatcher):
                         headers=headers,
                         serializer="json",
                         delivery_mode=PERSISTENT,
-                        expiration=stale_after.get("expiration"),
+                        expiration=messages.expiry.get("expiration"),
                         retry=False,
                         **properties,
                     )
-                    if events is not None:
+                    if events is not None and fields is not None:
                         sent.append(task_sent(events, fields))
-                    published.append(task_id)
+                    published.append(headers["id"])
                 if events is not None and sent:
                     publish_events(producer, events, sent)
                 if self._transactional:
@@ -101,6 +99,13 @@ class CeleryDispatcher(Dispatcher):
                     f"broker did not take {len(event_ids)} messages "
                     f"({type(error).__name__}: {str(error) or 'no answer'})"
                 ) from error
+
+    def _messages(self, expires_in_s: float, sent_event: bool) -> TaskMessages:
+        # One template per expiry: the relay's is fixed by its lease.
+        found = self._templates
+        if found is None or (found.expires_s, found.sent_event) != (expires_in_s, sent_event):
+            found = self._templates = TaskMessages(self.app, RECALC_TASK, expires_in_s, sent_event)
+        return found
 
     def _open(self) -> Any:
         if self._producer is None:

@@ -14,12 +14,16 @@ import threading
 import time
 from typing import Any
 
-from celery import Celery, uuid
+from celery import Celery
 from kombu import Connection
-from kombu.serialization import dumps
 
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
-from infrastructure.broker.publishing import BROKER_ERRORS, bounded_connection, discard, expiry
+from infrastructure.broker.publishing import (
+    BROKER_ERRORS,
+    TaskMessages,
+    bounded_connection,
+    discard,
+)
 
 logger = logging.getLogger(__name__)
 # Commits closer together than this share a nudge: the relay claims whole batches anyway, and
@@ -46,8 +50,7 @@ class RelayNudge:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._expiry = expiry(app, expires_s)
-        self._template: tuple[dict[str, Any], dict[str, Any], tuple[str, str, bytes]] | None = None
+        self._messages = TaskMessages(app, POLL_TASK, expires_s)
 
     def __call__(self) -> None:
         """Ask for a nudge; returns at once."""
@@ -125,32 +128,15 @@ class RelayNudge:
                 discard(connection)
                 raise
             self._connection = connection
-        headers, properties, (content_type, encoding, body) = self._message()
+        # Celery's own message, published straight to the poll queue: no routing, no signals.
+        headers, properties, body, _ = self._messages.message(())
         self._producer.publish(
             body,
             exchange=POLL_QUEUE,
             routing_key=POLL_QUEUE,
             headers=headers,
-            content_type=content_type,
-            content_encoding=encoding,
-            expiration=self._expiry.get("expiration"),
+            serializer="json",
+            expiration=self._messages.expiry.get("expiration"),
             retry=False,
             **properties,
-        )
-
-    def _message(self) -> tuple[dict[str, Any], dict[str, Any], tuple[str, str, bytes]]:
-        """Celery's own message for a poll, published straight to the poll queue: no routing,
-        no signals. Where the broker expires it (a TTL), it is built and serialised once and
-        each nudge only gets a new id; Celery's `expires` is a time: built anew each time."""
-        if self._template is None or "expires" in self._expiry:
-            headers, properties, body, _ = self.app.amqp.create_task_message(
-                uuid(), POLL_TASK, (), {}, expires=self._expiry.get("expires")
-            )
-            self._template = (headers, properties, dumps(body, serializer="json"))
-        headers, properties, serialised = self._template
-        task_id = uuid()
-        return (
-            {**headers, "id": task_id, "root_id": task_id},
-            {**properties, "correlation_id": task_id},
-            serialised,
         )

@@ -8,7 +8,8 @@ import contextlib
 from typing import Any
 
 from amqp.exceptions import AMQPError
-from celery import Celery
+from celery import Celery, uuid
+from celery.utils.saferepr import saferepr
 from kombu import Connection
 from kombu.exceptions import KombuError
 
@@ -49,3 +50,46 @@ def discard(connection: Connection | None) -> None:
     if connection is not None:
         with contextlib.suppress(*BROKER_ERRORS):
             connection.collect()
+
+
+class TaskMessages:
+    """Celery's own messages (protocol 2) for one task, copied from one that Celery built:
+    `create_task_message` costs about 27 us a message, where a copy with the fields that
+    differ (the id, and the arguments with their repr) costs a few. Built again where an
+    absolute `expires` is part of the message (the embedded broker), so it stays current."""
+
+    def __init__(self, app: Celery, task: str, expires_s: float, sent_event: bool = False) -> None:
+        self.app, self.task, self.sent_event = app, task, sent_event
+        self.expiry = expiry(app, expires_s)
+        self.expires_s = expires_s
+        self._template: tuple[Any, ...] | None = None
+
+    def message(
+        self, args: tuple[Any, ...]
+    ) -> tuple[dict[str, Any], dict[str, Any], tuple[Any, ...], dict[str, Any] | None]:
+        """Headers, properties, body and the task-sent event's fields (if asked for)."""
+        if self._template is None or "expires" in self.expiry:
+            self._template = self.app.amqp.create_task_message(
+                uuid(),
+                self.task,
+                (),
+                {},
+                expires=self.expiry.get("expires"),
+                create_sent_event=self.sent_event,
+            )
+        headers, properties, body, fields = self._template
+        task_id, argsrepr = uuid(), self._argsrepr(args)
+        if fields is not None:
+            fields = {**fields, "uuid": task_id, "root_id": task_id, "args": argsrepr}
+        return (
+            {**headers, "id": task_id, "root_id": task_id, "argsrepr": argsrepr},
+            {**properties, "correlation_id": task_id},
+            (args, *body[1:]),
+            fields,
+        )
+
+    def _argsrepr(self, args: tuple[Any, ...]) -> str:
+        if all(type(arg) is int for arg in args):
+            return repr(args)  # what saferepr gives, in a fraction of its time
+        maxlevels = self.app.conf.task_repr_maxlevels
+        return saferepr(args, self.app.amqp.argsrepr_maxsize, maxlevels=maxlevels)

@@ -228,3 +228,23 @@ def test_a_connection_lost_under_a_read_is_replaced_and_the_next_save_goes_throu
     use_cases.complete_foo(SqlUnitOfWork(engine), foo_id)  # on a new connection
     assert states(engine, [foo_id]) == ["completed"]
     assert outbox_size(engine) == 1
+
+
+def page_of(engine: Engine, foo_id: int) -> int:
+    with engine.connect() as connection:
+        ctid = connection.execute(text("SELECT ctid FROM foos WHERE id = :i"), {"i": foo_id})
+        return int(str(ctid.scalar()).strip("()").split(",")[0])
+
+
+def test_a_save_writes_the_new_version_of_a_foo_on_its_own_page(engine: Engine) -> None:
+    # Pages filled by a batch of new foos, as an application's inserts fill them: the foos'
+    # fillfactor leaves room, so the UPDATE is a HOT one (no index entry, little WAL).
+    ids = use_cases.create_foos(SqlUnitOfWork(engine), 5, count=500)
+    middle = [foo_id for foo_id in ids if page_of(engine, foo_id) == page_of(engine, ids[250])]
+    assert len(middle) > 50  # a page that the batch filled, as far as the table lets it
+
+    saved = middle[:10]  # their new versions fit in the room left, whatever else runs
+    for foo_id in saved:
+        use_cases.complete_foo(SqlUnitOfWork(engine), foo_id)
+
+    assert {page_of(engine, foo_id) for foo_id in saved} == {page_of(engine, ids[250])}
