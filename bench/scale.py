@@ -19,7 +19,6 @@ each, occurred and applied evenly over the past 10 days) and their `applied_even
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -36,21 +35,20 @@ from typing import Any
 
 import psycopg
 
-from bench import procs, report, scenarios
-from bench.conditions import LEASE_S, POLL_INTERVAL_S, PRODUCER_THREADS, conditions
+from bench import alone, procs, report, scenarios
+from bench.conditions import LEASE_S, POLL_INTERVAL_S, PRODUCER_THREADS
 from bench.contenders import Postsave, invariant, postsave_pg
 from bench.eventlog import Window
 from bench.product import postsave
-from bench.profile import FULL, QUICK, Profile
+from bench.profile import Profile
 from bench.progress import step
-from bench.schema import AMOUNT_SQL, seed_postgres
+from bench.schema import AMOUNT_SQL
 from bench.services import Database, RunServices
 from bench.stats import median, summary_ms
 from domain import operations, projection, use_cases
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from infrastructure.metrics import OutboxCollector
-from infrastructure.migrate import upgrade
 from tests import rabbitmq as amqp
 
 HISTORY_FOOS = 1_000  # the history's events are spread over this many completed foos
@@ -502,50 +500,34 @@ def figure(
 
 # --- alone ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="100,000 events")
-    mode.add_argument("--full", action="store_true", help="10,000,000 events (default)")
-    parser.add_argument("--history", type=int, help="processed events in the full log")
-    parser.add_argument("--json", type=Path, help="write the figure's results here")
-    args = parser.parse_args(argv)
-    profile = QUICK if args.quick else FULL
+    found = alone.parser("python -m bench.scale", __doc__, "100,000 events", "10,000,000 events")
+    found.add_argument("--history", type=int, help="processed events in the full log")
+    args = found.parse_args(argv)
+    profile = alone.profile_of(args)
     if args.history:
         profile = dataclasses.replace(profile, scale_history=args.history)
-    workdir = Path(tempfile.mkdtemp(prefix="postsave-bench-scale-"))
-    services = RunServices()
-    ok = False
-    try:
-        step(f"scale alone: profile {profile.name}; logs in {workdir}")
-        services.create_vhost()
-        template = services.create_database("template")
-        upgrade(template.url)
-        seed_postgres(template.conninfo, profile.bars, 0)
+
+    def run(services: RunServices) -> dict[str, Any]:
+        workdir = Path(tempfile.mkdtemp(prefix="postsave-bench-scale-"))
+        step(f"scale alone: logs in {workdir}")
+        template = alone.migrated(services, "template", profile)
         empty = services.create_database("scale_empty", template=template)
         full = services.create_database("scale_full", template=template)
         services.drop_database(template)
         os.environ["POSTSAVE_DATABASE_URL"] = full.url  # nothing falls back on ./var
-        os.environ["POSTSAVE_BROKER_URL"] = services.amqp_url
         settings_env = {
             "POSTSAVE_POLL_INTERVAL": str(POLL_INTERVAL_S),
             "POSTSAVE_LEASE_SECONDS": str(LEASE_S),
         }
-        results = {
-            "conditions": conditions(profile),
-            "scale": figure(empty, full, services.amqp_url, workdir, profile, settings_env),
-        }
-        print(report.scale(results), flush=True)
-        if args.json:
-            report.write_json(results, args.json)
-        ok = True
-    finally:
-        step("scale alone: dropping its databases and vhost")
-        services.close()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
+        try:
+            found = figure(empty, full, services.amqp_url, workdir, profile, settings_env)
+        except BaseException:
             print(f"bench.scale: logs kept in {workdir}", file=sys.stderr)
-    return 0
+            raise
+        shutil.rmtree(workdir, ignore_errors=True)
+        return found
+
+    return alone.run("scale", profile, args.json, run, report.scale)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ only the newest.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -19,22 +18,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench import report
-from bench.conditions import conditions
+from bench import alone, report
 from bench.product import postsave
-from bench.profile import FULL, QUICK
 from bench.progress import step
-from bench.schema import seed_postgres
 from bench.services import Database, RunServices
 from bench.stats import median, summary_ms
 from domain import use_cases
 from infrastructure.bootstrap import Container
-from infrastructure.migrate import upgrade
 
 CLIENTS = (1, 4)
 OPERATIONS = ("create", "complete", "revise", "cancel")
@@ -233,35 +227,18 @@ def figure(database: Database, amqp_url: str, seconds: float, rounds: int = 1) -
 
 # --- alone ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.writepath", description=__doc__)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="0.5 s per cell")
-    mode.add_argument("--full", action="store_true", help="2 s per cell (default)")
-    parser.add_argument("--json", type=Path, help="write the figure's results here")
-    args = parser.parse_args(argv)
-    profile = QUICK if args.quick else FULL
-    services = RunServices()
-    try:
-        step(f"writepath alone: profile {profile.name}")
-        services.create_vhost()
-        database = services.create_database("writepath")
-        upgrade(database.url)
-        seed_postgres(database.conninfo, profile.bars, 0)
+    args = alone.parser(
+        "python -m bench.writepath", __doc__, "0.5 s per cell, one round", "2 s per cell, 3 rounds"
+    ).parse_args(argv)
+    profile = alone.profile_of(args)
+
+    def run(services: RunServices) -> dict[str, Any]:
+        database = alone.migrated(services, "writepath", profile)
         os.environ["POSTSAVE_DATABASE_URL"] = database.url  # nothing falls back on ./var
-        os.environ["POSTSAVE_BROKER_URL"] = services.amqp_url
-        results = {
-            "conditions": conditions(profile),
-            "writepath": figure(
-                database, services.amqp_url, profile.writepath_seconds, profile.writepath_rounds
-            ),
-        }
-        print(report.writepath(results), flush=True)
-        if args.json:
-            report.write_json(results, args.json)
-    finally:
-        step("writepath alone: dropping its database and vhost")
-        services.close()
-    return 0
+        seconds, rounds = profile.writepath_seconds, profile.writepath_rounds
+        return figure(database, services.amqp_url, seconds, rounds)
+
+    return alone.run("writepath", profile, args.json, run, report.writepath)
 
 
 if __name__ == "__main__":
