@@ -270,8 +270,12 @@ class _Transaction:
             current.rollback()
 
     def restore_driver(self) -> None:
+        """Out of autocommit, as the pool lent it (only if in it: the switch refuses while a
+        transaction is open, and must not hide why it was left open)."""
         if self.deferred and not self.connection.invalidated:
-            self._driver().autocommit = False  # as the pool lent it
+            driver = self._driver()
+            if driver.autocommit:
+                driver.autocommit = False
 
     def _driver(self) -> Any:
         return self.connection.connection.driver_connection
