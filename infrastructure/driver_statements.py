@@ -15,7 +15,7 @@ from psycopg import Error as PsycopgError
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _DIALECT = psycopg_dialect()
@@ -23,8 +23,9 @@ _CURSOR = "postsave_cursor"  # in the pool's info for a driver connection: dropp
 
 
 class DriverStatement:
-    def __init__(self, statement: ClauseElement) -> None:
-        compiled = cast(SQLCompiler, statement.compile(dialect=_DIALECT))
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement  # for `Connection.execute`, on other databases
+        compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=_DIALECT))
         self.sql = str(compiled)
         # The values Core binds by itself (the 1 of `version + 1`): sent with every call.
         self.fixed = {

@@ -55,13 +55,10 @@ class SqlFooRepository(FooRepository):
         if foo_id in self.loaded:
             return self.loaded[foo_id][0]  # one object per foo in a unit of work
         self.before_read()
-        if self.postgresql:
-            row = next(iter(_LOAD_FOO_PG.rows(self.connection, {"id": foo_id})), None)
-        else:
-            row = self.connection.execute(_LOAD_FOO, {"id": foo_id}).one_or_none()
-        if row is None:
+        found = self._rows(_LOAD_FOO, {"id": foo_id})
+        if not found:
             return None
-        _, amount, state, version = row
+        (_, amount, state, version), *_ = found
         foo = Foo(amount, state)
         foo.id, foo.version = foo_id, version
         self.loaded[foo_id] = (foo, foo.amount, foo.state)
@@ -78,21 +75,24 @@ class SqlFooRepository(FooRepository):
     def save(self, foo: Foo, event: FooEvent | None = None) -> None:
         """Write the foo, if the version it was loaded at is still the database's (else
         ConcurrentUpdateError); on PostgreSQL `event` is inserted by the same statement."""
-        saved: Sequence[Any]
-        if event is not None:
+        if event is None:
+            saved = self._rows(_SAVE_FOO, _changes(foo))
+        else:
             assert self.postgresql, "one statement for a foo and its event is PostgreSQL's"
             payload = json.dumps(event.payload())  # the JSON type's own serialiser
             row = {"event_type": event.type_name, "payload": payload, **_changes(foo)}
-            saved = _SAVE_FOO_WITH_EVENT_PG.rows(self.connection, row)
-        elif self.postgresql:
-            saved = _SAVE_FOO_PG.rows(self.connection, _changes(foo))
-        else:
-            saved = self.connection.execute(_SAVE_FOO, _changes(foo)).all()
+            saved = self._rows(_SAVE_FOO_WITH_EVENT, row)
         if not saved:
             raise ConcurrentUpdateError()
         assert foo.id is not None
         foo.version += 1
         self.loaded[foo.id] = (foo, foo.amount, foo.state)
+
+    def _rows(self, statement: DriverStatement, params: dict[str, Any]) -> Sequence[Any]:
+        # Every save's statements: on PostgreSQL through the driver (see driver_statements).
+        if self.postgresql:
+            return statement.rows(self.connection, params)
+        return self.connection.execute(statement.statement, params).all()
 
     def forget(self) -> None:
         """After a rollback: what was loaded is no longer what the database holds."""
@@ -121,10 +121,12 @@ def _changes(foo: Foo) -> dict[str, Any]:
 
 # Built once: SQLAlchemy caches each statement's compiled form under the same object.
 _INSERT_FOO = insert(foos).returning(foos.c.id)
-_LOAD_FOO = select(foos.c.id, foos.c.amount, foos.c.state, foos.c.version).where(
-    foos.c.id == bindparam("id")
+_LOAD_FOO = DriverStatement(
+    select(foos.c.id, foos.c.amount, foos.c.state, foos.c.version).where(
+        foos.c.id == bindparam("id")
+    )
 )
-_SAVE_FOO = (
+_UPDATE_FOO = (
     update(foos)
     .where(foos.c.id == bindparam("foo_id"), foos.c.version == bindparam("loaded"))
     .values(
@@ -134,8 +136,9 @@ _SAVE_FOO = (
     )
     .returning(foos.c.id)
 )
-_SAVED = _SAVE_FOO.cte("saved")
-_SAVE_FOO_WITH_EVENT = (
+_SAVE_FOO = DriverStatement(_UPDATE_FOO)
+_SAVED = _UPDATE_FOO.cte("saved")
+_SAVE_FOO_WITH_EVENT = DriverStatement(
     insert(outbox_events)
     .from_select(
         ["event_type", "payload"],
@@ -146,11 +149,6 @@ _SAVE_FOO_WITH_EVENT = (
     )
     .returning(outbox_events.c.id)
 )
-
-# On PostgreSQL, through the driver: these are every save's statements (see driver_statements).
-_LOAD_FOO_PG = DriverStatement(_LOAD_FOO)
-_SAVE_FOO_PG = DriverStatement(_SAVE_FOO)
-_SAVE_FOO_WITH_EVENT_PG = DriverStatement(_SAVE_FOO_WITH_EVENT)
 
 
 class SqlBarRepository(BarRepository):

@@ -60,7 +60,7 @@ class _InTransaction(Generic[A]):
     def __get__(self, uow: SqlUnitOfWork | None, owner: type) -> Self | A:
         if uow is None:
             return self
-        uow.in_transaction()
+        uow.transaction.inside()
         adapter: A = self.adapter(uow.connection)
         uow.__dict__[self.name] = adapter
         return adapter
@@ -164,10 +164,6 @@ class SqlUnitOfWork(UnitOfWork):
         event: on PostgreSQL one statement saves both. The events keep the order they
         happened in."""
         events, changed = self.outbox.take(), self.foos.changed()
-        if self.foos.postgresql and len(changed) == len(events) == 1:
-            (foo,), (each,) = changed, events
-            if each.foo_id == foo.id:  # the common case: one foo changed, with its event
-                return [partial(self.foos.save, foo, each)]
         per_foo = Counter(event.foo_id for event in events)
         one_statement = self.foos.postgresql
         together = {foo.id: foo for foo in changed if one_statement and per_foo[foo.id or 0] == 1}
@@ -207,10 +203,6 @@ class SqlUnitOfWork(UnitOfWork):
         self._forget_adapters()
         if not self.transaction.deferred:
             self.transaction.begin()
-
-    def in_transaction(self) -> None:
-        """Make sure what comes next runs in the unit of work's transaction."""
-        self.transaction.inside()
 
     def _forget_adapters(self) -> None:
         for name in ("bars", "relay_queue", "deliveries", "admin"):
