@@ -15,7 +15,7 @@ from bench.profile import FULL, QUICK, Profile
 from bench.progress import step
 from bench.schema import seed_postgres
 from bench.services import Database, RunServices
-from infrastructure.migrate import upgrade
+from infrastructure.sql.migrate import upgrade
 
 Results = dict[str, Any]
 

@@ -35,7 +35,7 @@ from bench.progress import elapsed, step
 from bench.schema import seed_postgres, seed_sqlite
 from bench.services import Database, RunServices
 from bench.stats import median
-from infrastructure.migrate import upgrade
+from infrastructure.sql.migrate import upgrade
 
 ROLES = (
     "naive",

@@ -19,7 +19,7 @@ from bench.schema import insert_bars, vacuum_analyze
 from bench.services import Database
 from bench.stats import median
 from infrastructure.bootstrap import Container
-from infrastructure.schema import bars
+from infrastructure.sql.schema import bars
 
 
 def _reset_bars(dsn: str, count: int) -> None:

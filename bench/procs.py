@@ -1,4 +1,4 @@
-"""The contenders' worker processes, beside infrastructure.processes (which starts postsave's
+"""The contenders' worker processes, beside infrastructure.cli.processes (which starts postsave's
 own): the bench's package importable in every one, bounded waits, a quick stop of all."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from infrastructure import processes
+from infrastructure.cli import processes
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0

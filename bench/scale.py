@@ -48,7 +48,7 @@ from bench.stats import median, summary_ms
 from domain import operations, projection, use_cases
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
-from infrastructure.metrics import OutboxCollector
+from infrastructure.ops.metrics import OutboxCollector
 from tests import rabbitmq as amqp
 
 HISTORY_FOOS = 1_000  # the history's events are spread over this many completed foos

@@ -15,9 +15,9 @@ from domain.ports import Dispatcher, UnitOfWork
 from infrastructure.broker.celery_app import make_celery_app, poll_expiry_s
 from infrastructure.broker.dispatcher import CeleryDispatcher
 from infrastructure.broker.nudge import RelayNudge
-from infrastructure.database import make_engine
 from infrastructure.settings import Settings
-from infrastructure.unit_of_work import SqlUnitOfWork
+from infrastructure.sql.engines import make_engine
+from infrastructure.sql.unit_of_work import SqlUnitOfWork
 
 
 @dataclass

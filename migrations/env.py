@@ -12,9 +12,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from infrastructure.database import make_engine
-from infrastructure.schema import metadata
 from infrastructure.settings import Settings
+from infrastructure.sql.engines import make_engine
+from infrastructure.sql.schema import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -16,12 +16,12 @@ from celery.signals import (
 )
 from celery.utils.log import get_multiprocessing_logger
 
-from infrastructure import logs
 from infrastructure.bootstrap import Container
 from infrastructure.broker.celery_app import poll_expiry_s
 from infrastructure.broker.messages import event_id_of
 from infrastructure.broker.names import POLL_TASK, PRUNE_TASK, RECALC_TASK
 from infrastructure.broker.publishing import expiry
+from infrastructure.ops import logs
 
 container = Container()
 settings = container.settings

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from domain.relay import relay_until_idle
-from infrastructure.broker.celery_app import poll_time_limit_s
 from infrastructure.broker.names import POLL_TASK
 from tasks.app import app, container, settings
+from tasks.limits import poll_time_limit_s
 
 LIMIT_S = poll_time_limit_s(settings)
 

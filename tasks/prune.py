@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 from domain.retention import prune_on_schedule
-from infrastructure.broker.celery_app import PRUNE_BUDGET_S, prune_time_limit_s
 from infrastructure.broker.messages import shown
 from infrastructure.broker.names import PRUNE_TASK
 from infrastructure.broker.publishing import expiry
 from tasks.app import app, container, settings
+from tasks.limits import PRUNE_BUDGET_S, prune_time_limit_s
 
 logger = logging.getLogger(__name__)
 LIMIT_S = prune_time_limit_s(settings)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from domain.delivery import handle_delivery
-from infrastructure.broker.celery_app import recalc_time_limit_s
 from infrastructure.broker.messages import event_id_or_drop
 from infrastructure.broker.names import RECALC_TASK
 from infrastructure.broker.outcomes import MALFORMED, EventNotApplied, task_result
 from tasks.app import app, container, settings
+from tasks.limits import recalc_time_limit_s
 
 # Past the soft limit, the pass raises inside the delivery and is recorded as a failure.
 LIMIT_S = recalc_time_limit_s(settings)

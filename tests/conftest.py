@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from infrastructure.bootstrap import Container
-from infrastructure.migrate import upgrade
 from infrastructure.settings import Settings
+from infrastructure.sql.migrate import upgrade
 from tests import services
 
 

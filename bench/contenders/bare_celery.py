@@ -9,7 +9,7 @@ from bench import procs
 from bench.contenders.base import OneWorker
 from bench.eventlog import bench_log
 from bench.services import Database
-from infrastructure import processes
+from infrastructure.cli import processes
 from tests.rabbitmq import ReadyWatch
 
 

@@ -12,7 +12,7 @@ import psycopg
 from bench import procs
 from bench.eventlog import EventLog, Window
 from bench.schema import DRIFT_SQL
-from infrastructure import processes
+from infrastructure.cli import processes
 
 STOP_GRACE_S = 1.0
 

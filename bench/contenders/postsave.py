@@ -1,5 +1,5 @@
 """postsave's own processes (relay worker, recalculation worker, beat), started through
-infrastructure.processes, on PostgreSQL + RabbitMQ or on the embedded default."""
+infrastructure.cli.processes, on PostgreSQL + RabbitMQ or on the embedded default."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from bench.contenders.base import Contender, drift_of
 from bench.eventlog import SqliteOutboxLog, postsave_log
 from bench.schema import DRIFT_SQL
 from bench.services import Database
-from infrastructure import processes
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
+from infrastructure.cli import processes
 
 
 @dataclass

@@ -16,7 +16,7 @@ from infrastructure.broker.names import (
     RECALC_QUEUE,
     RECALC_TASK,
 )
-from infrastructure.database import SQLITE_BUSY_TIMEOUT_S, ensure_sqlite_directory
+from infrastructure.files import SQLITE_BUSY_TIMEOUT_S, ensure_sqlite_directory
 from infrastructure.settings import Settings
 
 EMBEDDED_BROKER_POLLING_INTERVAL_S = 0.05
@@ -86,26 +86,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def poll_expiry_s(settings: Settings) -> float:
     """A tick or nudge nobody ran within this is stale: a newer one replaces it."""
     return max(settings.poll_interval_s * 2, 1.0)
-
-
-def poll_time_limit_s(settings: Settings) -> float:
-    """A relay pass longer than this is stuck: its tick's budget, one bounded publish and one
-    bounded statement."""
-    return settings.poll_interval_s + settings.broker_timeout_s + settings.statement_timeout_s
-
-
-def recalc_time_limit_s(settings: Settings) -> float:
-    """A recalculation still running when its lease ends is stuck: its event is dispatched
-    again by then."""
-    return settings.lease_seconds
-
-
-PRUNE_BUDGET_S = 60.0  # a prune with more to do sends itself again: bounded tasks
-
-
-def prune_time_limit_s(settings: Settings) -> float:
-    """A prune stops starting chunks after its budget; past this, one chunk is stuck."""
-    return PRUNE_BUDGET_S + 2 * settings.statement_timeout_s
 
 
 def make_celery_app(settings: Settings, name: str = "postsave") -> Celery:

@@ -8,7 +8,7 @@ from functools import cache
 from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from infrastructure.database import SQLITE_BUSY_TIMEOUT_S
+from infrastructure.files import SQLITE_BUSY_TIMEOUT_S
 
 # The transport only flags consumed messages, and has no TTL: a message nobody took stays after
 # its `expires` has passed, while the relay dispatches its event again when the lease ends.

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from domain.numbers import is_whole_number_between
-from infrastructure.schema import BIGINT_MAX
+from infrastructure.limits import BIGINT_MAX
 
 logger = logging.getLogger(__name__)
 LOGGED_CHARS = 200  # a malformed message can be megabytes; the log line stays short

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from domain import use_cases
 from domain.delivery import apply_pass
 from infrastructure.bootstrap import Container
-from infrastructure.cli import main
+from infrastructure.cli.main import main
 from tests import services
 
 SETTINGS = (

@@ -22,15 +22,15 @@ from domain.backoff import RetryPolicy
 from domain.delivery import handle_delivery
 from domain.outbox import RelayLimits
 from domain.relay import relay_once
-from infrastructure import metrics
 from infrastructure.bootstrap import Container
-from infrastructure.cli import main
-from infrastructure.migrate import alembic_config, downgrade
+from infrastructure.cli.main import main
+from infrastructure.memory import InMemoryDispatcher
+from infrastructure.ops import metrics
 from infrastructure.settings import Settings
+from infrastructure.sql.migrate import alembic_config, downgrade
 from tests import services
 from tests.cli.conftest import Result, Run, event_ids, execute, run_in_process, snapshot
 from tests.cli.test_cli import assert_one_line_error
-from tests.fakes import FakeDispatcher
 
 SCRIPTS = ScriptDirectory.from_config(alembic_config("sqlite://"))
 HEAD = SCRIPTS.get_current_head()
@@ -38,7 +38,7 @@ BEFORE_HEAD = SCRIPTS.get_revision(HEAD).down_revision
 
 
 def relay_pass(container: Container) -> None:
-    relay_once(container.uow(), FakeDispatcher(), RelayLimits())
+    relay_once(container.uow(), InMemoryDispatcher(), RelayLimits())
 
 
 def lines(text: str) -> list[str]:

@@ -1,6 +1,6 @@
 """`postsave`, the command line: every command, and every bad input changes nothing.
 
-Commands run in process through `infrastructure.cli.main`; a few run the installed console
+Commands run in process through `infrastructure.cli.main.main`; a few run the installed console
 script to prove the entry point. Each runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
@@ -728,7 +728,7 @@ def test_migrate_works_from_a_non_editable_install(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'installed.db'}"
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     env.update(PYTHONPATH=str(installed), POSTSAVE_DATABASE_URL=url)
-    program = "import sys; from infrastructure.cli import main; sys.exit(main())"
+    program = "import sys; from infrastructure.cli.main import main; sys.exit(main())"
     done = subprocess.run(
         [sys.executable, "-c", program, "migrate"],
         env=env,

@@ -9,8 +9,8 @@ import sys
 import pytest
 from sqlalchemy import Engine
 
-from infrastructure import bulk
-from infrastructure.cli import build_parser
+from infrastructure.cli import bulk
+from infrastructure.cli.main import build_parser
 from tests.cli.conftest import Run, World, execute, scalar, snapshot
 from tests.cli.test_cli import assert_one_line_error
 

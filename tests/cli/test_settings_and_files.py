@@ -1,7 +1,7 @@
 """`postsave` against bad settings, missing databases and missing files: one line on stderr
 that says what is wrong and what to do, no password anywhere, and no file left behind.
 
-Commands run in process through `infrastructure.cli.main`, in an empty working directory."""
+Commands run in process through `infrastructure.cli.main.main`, in an empty working directory."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from infrastructure.cli import main
+from infrastructure.cli.main import main
 from tests import services
 from tests.cli.conftest import Result, Run, World, run_in_process, snapshot
 from tests.cli.test_cli import assert_one_line_error

@@ -15,8 +15,8 @@ from domain.foo import Foo, FooState
 from domain.outbox import Checkpoint, EventState, StoredEvent
 from domain.ports import UnitOfWork
 from infrastructure.bootstrap import Container
+from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork
 from infrastructure.settings import Settings
-from tests.fakes import FakeDatabase, FakeUnitOfWork
 
 UowFactory = Callable[[], UnitOfWork]
 LONG_LEASE = 600.0
@@ -25,8 +25,8 @@ LONG_LEASE = 600.0
 @pytest.fixture(params=["fake", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def uow_factory(request: pytest.FixtureRequest) -> Iterator[UowFactory]:
     if request.param == "fake":
-        database = FakeDatabase(clock=time.monotonic)
-        yield lambda: FakeUnitOfWork(database)
+        database = InMemoryDatabase(clock=time.monotonic)
+        yield lambda: InMemoryUnitOfWork(database)
         return
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
     container = Container(Settings(database_url=url))

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.broker.celery_app import poll_time_limit_s, recalc_time_limit_s
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
-from infrastructure.cli import build_parser
+from infrastructure.cli.main import build_parser
 from infrastructure.settings import Settings
+from tasks.limits import poll_time_limit_s, recalc_time_limit_s
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

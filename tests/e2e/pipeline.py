@@ -14,9 +14,9 @@ from sqlalchemy import text
 
 from domain import operations, projection, use_cases
 from domain.outbox import OutboxStats
-from infrastructure import processes
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK
+from infrastructure.cli import processes
 from infrastructure.settings import Settings
 from tests.rabbitmq import PeakReady, broker_depths, purge_app_queues, ready_in
 from tests.services import unavailable

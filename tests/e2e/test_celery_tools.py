@@ -16,8 +16,8 @@ import pytest
 from celery import Celery
 
 from domain import use_cases
-from infrastructure import processes
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK, RECALC_QUEUE, RECALC_TASK
+from infrastructure.cli import processes
 from tests.e2e.pipeline import Pipeline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]

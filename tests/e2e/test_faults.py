@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from domain import use_cases
-from infrastructure import processes
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
+from infrastructure.cli import processes
 from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, produce
 from tests.rabbitmq import DepthSampler
 

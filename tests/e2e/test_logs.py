@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import text
 
 from domain import use_cases
-from infrastructure import processes
 from infrastructure.broker.names import POLL_TASK, RECALC_TASK
-from infrastructure.logs import TICK_LOGGERS
+from infrastructure.cli import processes
+from infrastructure.ops.logs import TICK_LOGGERS
 from tests.e2e.pipeline import Pipeline
 
 FIELDS = {"time", "level", "logger", "message", "process_name", "pid"}

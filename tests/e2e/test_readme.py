@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from infrastructure.broker.celery_app import make_celery_app
-from infrastructure.migrate import upgrade
 from infrastructure.settings import Settings
+from infrastructure.sql.migrate import upgrade
 from tests import services
 from tests.rabbitmq import purge_app_queues
 

@@ -13,7 +13,7 @@ from domain import use_cases
 from domain.errors import InvalidTransitionError
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
-from infrastructure.unit_of_work import SqlUnitOfWork
+from infrastructure.sql.unit_of_work import SqlUnitOfWork
 
 pytestmark = pytest.mark.postgres
 

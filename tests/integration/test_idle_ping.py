@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from infrastructure.database import ping_when_idle, postgres_timeouts
+from infrastructure.sql.engines import ping_when_idle, postgres_timeouts
 
 pytestmark = pytest.mark.postgres
 

@@ -15,8 +15,8 @@ from sqlalchemy.exc import OperationalError
 from domain import use_cases
 from domain.bar import Bar
 from domain.errors import ConcurrentUpdateError
-from infrastructure.database import make_engine
-from infrastructure.unit_of_work import SqlUnitOfWork
+from infrastructure.sql.engines import make_engine
+from infrastructure.sql.unit_of_work import SqlUnitOfWork
 
 pytestmark = pytest.mark.postgres
 

@@ -23,7 +23,7 @@ from domain.ports import Dispatcher, UnitOfWork
 from domain.relay import relay_once
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
-from infrastructure.unit_of_work import SqlUnitOfWork
+from infrastructure.sql.unit_of_work import SqlUnitOfWork
 
 pytestmark = pytest.mark.postgres
 

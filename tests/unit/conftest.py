@@ -7,7 +7,12 @@ from collections.abc import Callable
 import pytest
 
 from domain.ports import UnitOfWork
-from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
+from infrastructure.memory import (
+    InMemoryDatabase,
+    InMemoryDispatcher,
+    InMemoryUnitOfWork,
+    ManualClock,
+)
 
 
 @pytest.fixture
@@ -16,20 +21,20 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def database(clock: ManualClock) -> FakeDatabase:
-    return FakeDatabase(clock=clock)
+def database(clock: ManualClock) -> InMemoryDatabase:
+    return InMemoryDatabase(clock=clock)
 
 
 @pytest.fixture
-def uow(database: FakeDatabase) -> FakeUnitOfWork:
-    return FakeUnitOfWork(database)
+def uow(database: InMemoryDatabase) -> InMemoryUnitOfWork:
+    return InMemoryUnitOfWork(database)
 
 
 @pytest.fixture
-def uow_factory(database: FakeDatabase) -> Callable[[], UnitOfWork]:
-    return lambda: FakeUnitOfWork(database)
+def uow_factory(database: InMemoryDatabase) -> Callable[[], UnitOfWork]:
+    return lambda: InMemoryUnitOfWork(database)
 
 
 @pytest.fixture
-def dispatcher() -> FakeDispatcher:
-    return FakeDispatcher()
+def dispatcher() -> InMemoryDispatcher:
+    return InMemoryDispatcher()

@@ -9,14 +9,14 @@ from domain.delivery import Outcome, apply_pass, handle_delivery, record_failure
 from domain.outbox import EventState
 from domain.ports import UnitOfWork
 from domain.use_cases import create_bars
-from tests.fakes import FakeDatabase, FakeUnitOfWork
+from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork
 from tests.unit.support import append_raw_event, bar_values, complete_new_foos, event_states
 
 POLICY = RetryPolicy(max_attempts=3)
 
 
 def test_one_delivery_applies_every_waiting_event_in_one_pass(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=2)
     events = complete_new_foos(uow, 1, 2, 3, 4)
@@ -32,7 +32,7 @@ def test_one_delivery_applies_every_waiting_event_in_one_pass(
 
 
 def test_coalescing_takes_at_most_the_limit_of_other_events(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
     events = complete_new_foos(uow, 10, 20, 30, 40)
@@ -50,7 +50,7 @@ def test_coalescing_takes_at_most_the_limit_of_other_events(
 
 
 def test_an_unreadable_waiting_event_is_left_to_its_own_delivery(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
     [good] = complete_new_foos(uow, 5)
@@ -63,7 +63,7 @@ def test_an_unreadable_waiting_event_is_left_to_its_own_delivery(
 
 
 def test_a_failing_coalesced_pass_falls_back_to_the_event_alone(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
     events = complete_new_foos(uow, 1, 2)
@@ -80,7 +80,7 @@ def test_a_failing_coalesced_pass_falls_back_to_the_event_alone(
 
 
 def test_events_that_failed_before_are_not_coalesced(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
     events = complete_new_foos(uow, 1, 2)
@@ -93,7 +93,7 @@ def test_events_that_failed_before_are_not_coalesced(
 
 
 def test_a_dispatched_event_applied_by_another_pass_stays_in_flight_until_its_message_is_back(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
     delivered, out = complete_new_foos(uow, 3, 4)
@@ -115,7 +115,7 @@ def test_a_dispatched_event_applied_by_another_pass_stays_in_flight_until_its_me
 
 
 def test_a_delivery_with_nothing_left_to_do_still_applies_what_waits(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [bar] = create_bars(uow, weight=1)
     [first] = complete_new_foos(uow, 5)
@@ -132,7 +132,7 @@ def test_a_delivery_with_nothing_left_to_do_still_applies_what_waits(
 
 
 def test_a_failure_of_an_event_another_pass_applied_meanwhile_is_not_counted(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     create_bars(uow, weight=1)
     delivered, out = complete_new_foos(uow, 3, 4)

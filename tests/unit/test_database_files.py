@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from infrastructure.database import DatabaseFileError, ensure_sqlite_directory, make_engine
+from infrastructure.files import DatabaseFileError, ensure_sqlite_directory
+from infrastructure.sql.engines import make_engine
 
 
 def mode(path: Path) -> int:

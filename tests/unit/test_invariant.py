@@ -14,7 +14,12 @@ from domain.outbox import RelayLimits
 from domain.projection import verify
 from domain.relay import relay_once
 from domain.use_cases import cancel_foo, complete_foo, create_bar, create_foos, revise_foo
-from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
+from infrastructure.memory import (
+    InMemoryDatabase,
+    InMemoryDispatcher,
+    InMemoryUnitOfWork,
+    ManualClock,
+)
 
 RETRY = RetryPolicy(max_attempts=1000, base_delay_s=1.0, max_delay_s=5.0)
 LIMITS = RelayLimits(batch_size=3, max_in_flight=5, lease_seconds=10.0)
@@ -39,12 +44,12 @@ def test_every_bar_satisfies_the_invariant_once_the_outbox_is_drained(
     history: list[tuple[Any, ...]],
 ) -> None:
     clock = ManualClock()
-    database = FakeDatabase(clock=clock)
+    database = InMemoryDatabase(clock=clock)
 
-    def uow() -> FakeUnitOfWork:
-        return FakeUnitOfWork(database)
+    def uow() -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(database)
 
-    dispatcher = FakeDispatcher()
+    dispatcher = InMemoryDispatcher()
     foos: list[int] = []
     for name, *args in history:
         pick = foos[args[0] % len(foos)] if foos and args else None

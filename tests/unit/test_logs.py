@@ -12,8 +12,8 @@ import pytest
 from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS
 from celery.utils.log import ColorFormatter
 
-from infrastructure import logs
 from infrastructure.broker.names import POLL_TASK, RECALC_TASK
+from infrastructure.ops import logs
 
 
 def record(name: str, level: int, msg: str, args: Any = None, **extra: Any) -> logging.LogRecord:
@@ -211,7 +211,7 @@ def test_an_expired_recalculation_is_a_warning_and_an_expired_tick_only_debug(
     from tasks.poll import poll_outbox
     from tasks.recalculation import recalculate_bars
 
-    with caplog.at_level("DEBUG", logger="infrastructure.logs"):
+    with caplog.at_level("DEBUG", logger="infrastructure.ops.logs"):
         for task, args in ((recalculate_bars, "(7,)"), (poll_outbox, "()")):
             request = Context(id=f"{task.name}-id", argsrepr=args)  # what the worker passes
             _report_discarded(sender=task, request=request, expired=True)

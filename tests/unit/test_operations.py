@@ -11,12 +11,12 @@ from domain.events import FooCompleted
 from domain.operations import dead_events, outbox_stats, retry_dead_events
 from domain.outbox import EventState, OutboxStats
 from domain.ports import UnitOfWork
-from tests.fakes import FakeDatabase, ManualClock
+from infrastructure.memory import InMemoryDatabase, ManualClock
 from tests.unit.support import append_raw_event, event_rows, event_states
 
 
 @pytest.fixture
-def dead(database: FakeDatabase) -> list[int]:
+def dead(database: InMemoryDatabase) -> list[int]:
     """Events 1, 3 and 4 are dead after 5 failures in 7 dispatches; event 2 is pending."""
     ids = [append_raw_event(database, "FooCompleted", {"foo_id": n, "delta": 1}) for n in (1, 2)]
     ids += [append_raw_event(database, "FooCompleted", {"foo_id": n, "delta": 1}) for n in (3, 4)]
@@ -28,7 +28,7 @@ def dead(database: FakeDatabase) -> list[int]:
 
 
 def test_retrying_dead_events_by_id_makes_them_due_again_with_no_failures(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, dead: list[int]
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, dead: list[int]
 ) -> None:
     revived = retry_dead_events(uow_factory(), [dead[2], dead[0], dead[2]])
 
@@ -49,14 +49,14 @@ def test_retrying_dead_events_by_id_makes_them_due_again_with_no_failures(
 
 
 def test_retrying_all_dead_events_revives_every_one_of_them(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, dead: list[int]
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, dead: list[int]
 ) -> None:
     assert retry_dead_events(uow_factory()) == dead
     assert set(event_states(database).values()) == {EventState.PENDING}
 
 
 def test_retrying_with_an_id_that_is_not_dead_retries_nothing(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, dead: list[int]
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, dead: list[int]
 ) -> None:
     before = event_states(database)
 
@@ -84,7 +84,7 @@ def test_dead_events_are_listed_in_id_order_with_their_last_error(
 
 
 def test_outbox_stats_count_events_by_state_and_age_the_oldest_unfinished(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
     assert outbox_stats(uow_factory()) == OutboxStats(0, 0, 0, 0, None)
     with uow_factory() as uow:

@@ -10,7 +10,8 @@ from domain.outbox import StoredEvent
 from domain.ports import UnitOfWork
 from domain.projection import rebuild, verify
 from domain.use_cases import cancel_foo, complete_foos, create_bars, create_foos, revise_foo
-from tests.fakes import FakeDatabase, FakeOutboxAdmin
+from infrastructure.memory import InMemoryDatabase
+from infrastructure.memory.outbox import InMemoryOutboxAdmin
 from tests.unit.support import bar_values, drain
 
 
@@ -27,7 +28,7 @@ def history(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
 
 
 def test_verify_holds_once_the_outbox_is_drained(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     bars = history(uow_factory)
     drain(uow_factory)
@@ -51,7 +52,7 @@ def test_verify_reports_the_bars_that_miss_the_invariant_while_events_are_in_fli
 
 
 def test_verify_shows_at_most_the_requested_number_of_mismatched_bars(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     create_bars(uow_factory(), weight=1, count=5)
     complete_foos(uow_factory(), create_foos(uow_factory(), 4))
@@ -63,7 +64,7 @@ def test_verify_shows_at_most_the_requested_number_of_mismatched_bars(
 
 
 def test_rebuild_restores_bars_that_were_tampered_with(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     bars = history(uow_factory)
     drain(uow_factory)
@@ -80,7 +81,7 @@ def test_rebuild_restores_bars_that_were_tampered_with(
 
 
 def test_rebuild_leaves_unprocessed_events_to_the_workers(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     bars = create_bars(uow_factory(), weight=2)
     complete_foos(uow_factory(), create_foos(uow_factory(), 10))
@@ -96,7 +97,7 @@ def test_rebuild_leaves_unprocessed_events_to_the_workers(
 
 
 def test_rebuild_of_an_empty_log_sets_every_bar_to_zero(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     create_bars(uow_factory(), weight=4, count=2)
     for bar in database.data.bars.values():
@@ -108,16 +109,16 @@ def test_rebuild_of_an_empty_log_sets_every_bar_to_zero(
 
 def test_rebuild_asks_the_log_for_its_sum_and_reads_no_event_one_by_one(
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bars = history(uow_factory)
     drain(uow_factory)
 
-    def one_by_one(self: FakeOutboxAdmin) -> Iterator[StoredEvent]:
+    def one_by_one(self: InMemoryOutboxAdmin) -> Iterator[StoredEvent]:
         raise AssertionError("rebuild read the events one by one")
 
-    monkeypatch.setattr(FakeOutboxAdmin, "applied_events", one_by_one)
+    monkeypatch.setattr(InMemoryOutboxAdmin, "applied_events", one_by_one)
 
     assert rebuild(uow_factory()) == (5, 2)  # 3 completions, a revision, a cancellation
     assert bar_values(database) == {bars[0]: 70, bars[1]: 105}

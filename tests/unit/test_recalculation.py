@@ -16,10 +16,15 @@ from domain.ports import UnitOfWork
 from domain.relay import relay_once
 from domain.use_cases import create_bars
 from infrastructure.broker.outcomes import EventNotApplied
-from infrastructure.logs import DeliveryFields
+from infrastructure.memory import (
+    InMemoryDatabase,
+    InMemoryDispatcher,
+    InMemoryUnitOfWork,
+    ManualClock,
+)
+from infrastructure.ops.logs import DeliveryFields
 from tasks import recalculation
 from tasks.recalculation import recalculate_bars
-from tests.fakes import FakeDatabase, FakeDispatcher, FakeUnitOfWork, ManualClock
 from tests.unit.support import (
     append_raw_event,
     bar_values,
@@ -33,14 +38,14 @@ POLICY = RetryPolicy(max_attempts=3, base_delay_s=1.0, max_delay_s=10.0)
 
 
 @pytest.fixture
-def bars(uow: FakeUnitOfWork) -> list[int]:
+def bars(uow: InMemoryUnitOfWork) -> list[int]:
     return create_bars(uow, weight=1) + create_bars(uow, weight=2) + create_bars(uow, weight=0)
 
 
 def test_an_event_is_applied_to_every_bar_and_recorded_as_processed(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
@@ -55,9 +60,9 @@ def test_an_event_is_applied_to_every_bar_and_recorded_as_processed(
 
 
 def test_a_second_delivery_of_an_event_is_already_processed_and_changes_no_bar(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
@@ -72,9 +77,9 @@ def test_a_second_delivery_of_an_event_is_already_processed_and_changes_no_bar(
 
 
 def test_a_delivery_whose_processed_guard_already_holds_the_event_changes_no_bar(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     bars: list[int],
 ) -> None:
     # The unique key, not the state column, is the last word: a stale state changes nothing.
@@ -86,7 +91,7 @@ def test_a_delivery_whose_processed_guard_already_holds_the_event_changes_no_bar
 
 
 def test_an_unknown_event_id_is_reported_and_changes_nothing(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, bars: list[int]
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, bars: list[int]
 ) -> None:
     assert handle_delivery(uow_factory, 12345, POLICY) is Outcome.NO_SUCH_EVENT
     assert bar_values(database) == dict.fromkeys(bars, 0)
@@ -103,9 +108,9 @@ def test_an_unknown_event_id_is_reported_and_changes_nothing(
     ids=["unknown-type", "bad-field", "not-an-object"],
 )
 def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     bars: list[int],
     event_type: str,
     payload: object,
@@ -128,7 +133,7 @@ def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
 
 
 def test_a_redelivered_poison_event_stays_dead_and_changes_nothing(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, bars: list[int]
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, bars: list[int]
 ) -> None:
     poison = append_raw_event(database, "FooCompleted", {"foo_id": 1})
     handle_delivery(uow_factory, poison, POLICY)
@@ -139,9 +144,9 @@ def test_a_redelivered_poison_event_stays_dead_and_changes_nothing(
 
 
 def test_a_transient_failure_schedules_a_retry_and_counts_one_failure(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     bars: list[int],
 ) -> None:
@@ -162,9 +167,9 @@ def test_a_transient_failure_schedules_a_retry_and_counts_one_failure(
 
 
 def test_an_event_retried_after_a_transient_failure_is_applied_once(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     bars: list[int],
 ) -> None:
@@ -189,9 +194,9 @@ def test_an_event_retried_after_a_transient_failure_is_applied_once(
 
 
 def test_an_event_that_keeps_failing_is_dead_after_max_attempts_failures(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     bars: list[int],
 ) -> None:
@@ -220,7 +225,7 @@ def test_an_event_that_keeps_failing_is_dead_after_max_attempts_failures(
 
 
 def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
     database.apply_delta_errors.append(InvalidEventError("cannot apply this"))
@@ -232,7 +237,7 @@ def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
 
 
 def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
     dispatch_all(uow_factory)
@@ -244,7 +249,7 @@ def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
 
 
 def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
-    uow: FakeUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: FakeDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
     handle_delivery(uow_factory, event_id, POLICY)
@@ -257,9 +262,9 @@ def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
 
 
 def test_duplicate_deliveries_of_many_events_keep_the_invariant(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     bars: list[int],
 ) -> None:
     event_ids = complete_new_foos(uow, 5, 6, 7)
@@ -277,14 +282,14 @@ LEASE = RelayLimits(batch_size=100, max_in_flight=100, lease_seconds=30)
 
 
 def test_lease_expiries_alone_never_make_an_event_dead(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
-    dispatcher = FakeDispatcher()
+    dispatcher = InMemoryDispatcher()
     expiries = POLICY.max_attempts * 4
     for _ in range(expiries):
         assert relay_once(uow_factory(), dispatcher, LEASE).dispatched == 1
@@ -301,17 +306,17 @@ def test_lease_expiries_alone_never_make_an_event_dead(
 
 
 def test_a_failure_after_many_lease_expiries_counts_as_the_first_failure(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
     for _ in range(POLICY.max_attempts + 2):
-        relay_once(uow_factory(), FakeDispatcher(), LEASE)
+        relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
         clock.advance(LEASE.lease_seconds)
-    relay_once(uow_factory(), FakeDispatcher(), LEASE)
+    relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
     database.apply_delta_errors.append(RuntimeError("connection reset"))
 
     outcome = handle_delivery(uow_factory, event_id, POLICY)
@@ -328,9 +333,9 @@ def test_a_failure_after_many_lease_expiries_counts_as_the_first_failure(
 
 
 def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_failures(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     bars: list[int],
 ) -> None:
@@ -339,9 +344,9 @@ def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_fa
     outcomes = []
     for failure in range(1, POLICY.max_attempts + 1):
         # Each round: dispatched, the lease runs out, dispatched again, then the apply fails.
-        relay_once(uow_factory(), FakeDispatcher(), LEASE)
+        relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
         clock.advance(LEASE.lease_seconds)
-        relay_once(uow_factory(), FakeDispatcher(), LEASE)
+        relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
         database.apply_delta_errors.append(RuntimeError(f"failure {failure}"))
         outcomes.append(handle_delivery(uow_factory, event_id, POLICY))
         [row] = event_rows(database)
@@ -358,14 +363,14 @@ def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_fa
     assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 6, 0)
 
     # Revived, it has its full retries again: one more failure is not its death.
-    relay_once(uow_factory(), FakeDispatcher(), LEASE)
+    relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
     database.apply_delta_errors.append(RuntimeError("once more"))
     assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
     [row] = event_rows(database)
     assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 7, 1)
 
     clock.advance(POLICY.max_delay_s)
-    relay_once(uow_factory(), FakeDispatcher(), LEASE)
+    relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
     assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.APPLIED
     [row] = event_rows(database)
     assert (row.state, row.dispatches, row.failures, row.last_error) == (
@@ -378,9 +383,9 @@ def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_fa
 
 
 def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
@@ -395,9 +400,9 @@ def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
 
 
 def test_a_retried_failure_is_a_warning_and_a_dead_event_an_error_each_naming_the_event(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     bars: list[int],
     caplog: pytest.LogCaptureFixture,
 ) -> None:

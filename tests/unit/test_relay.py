@@ -14,7 +14,7 @@ from domain.events import FooCompleted
 from domain.outbox import EventState, OutboxHealth, RelayLimits
 from domain.ports import UnitOfWork
 from domain.relay import RelayReport, relay_once, relay_until_idle
-from tests.fakes import FakeDatabase, FakeDispatcher, ManualClock
+from infrastructure.memory import InMemoryDatabase, InMemoryDispatcher, ManualClock
 from tests.unit.support import event_rows, event_states
 
 
@@ -33,8 +33,8 @@ def event_ids(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
 
 def test_a_relay_pass_dispatches_due_events_oldest_first_and_leases_them(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -54,7 +54,7 @@ def test_a_relay_pass_dispatches_due_events_oldest_first_and_leases_them(
 
 
 def test_a_relay_pass_never_takes_more_than_its_batch_size(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher, event_ids: list[int]
 ) -> None:
     limits = RelayLimits(batch_size=3, max_in_flight=1000)
 
@@ -67,8 +67,8 @@ def test_a_relay_pass_never_takes_more_than_its_batch_size(
 
 def test_the_relay_never_has_more_than_max_in_flight_events_out(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     event_ids: list[int],
 ) -> None:
     limits = RelayLimits(batch_size=3, max_in_flight=5, lease_seconds=30)
@@ -81,7 +81,7 @@ def test_the_relay_never_has_more_than_max_in_flight_events_out(
 
 
 def test_processed_events_make_room_for_more_in_flight(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher, event_ids: list[int]
 ) -> None:
     limits = RelayLimits(batch_size=10, max_in_flight=4)
     relay_once(uow_factory(), dispatcher, limits)
@@ -96,8 +96,8 @@ def test_processed_events_make_room_for_more_in_flight(
 
 def test_events_the_broker_refused_stay_pending_with_their_attempts_unchanged(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     event_ids: list[int],
 ) -> None:
     dispatcher.fail_with = DispatchError("broker unreachable")
@@ -113,8 +113,8 @@ def test_events_the_broker_refused_stay_pending_with_their_attempts_unchanged(
 
 def test_an_event_whose_lease_expired_is_dispatched_again(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
 ) -> None:
     [event_id] = append_events(uow_factory(), 1)
@@ -135,8 +135,8 @@ def test_an_event_whose_lease_expired_is_dispatched_again(
 
 def test_processed_and_dead_events_are_never_dispatched(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -151,7 +151,7 @@ def test_processed_and_dead_events_are_never_dispatched(
 
 
 def test_relaying_until_idle_takes_batch_after_batch_until_one_comes_back_short(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher, event_ids: list[int]
 ) -> None:
     report = relay_until_idle(uow_factory, dispatcher, RelayLimits(batch_size=4), 10.0)
 
@@ -160,7 +160,7 @@ def test_relaying_until_idle_takes_batch_after_batch_until_one_comes_back_short(
 
 
 def test_relaying_until_idle_stops_at_the_max_in_flight_bound(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher, event_ids: list[int]
 ) -> None:
     limits = RelayLimits(batch_size=3, max_in_flight=6)
 
@@ -170,7 +170,7 @@ def test_relaying_until_idle_stops_at_the_max_in_flight_bound(
 
 
 def test_relaying_until_idle_stops_when_its_time_budget_is_spent(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher, event_ids: list[int]
 ) -> None:
     ticks = iter([0.0, 0.5, 1.0])  # start, after the first batch, after the second
     backoff = DispatchBackoff(clock=lambda: 0.0)  # reads its own clock, not the budget's
@@ -189,7 +189,7 @@ def test_relaying_until_idle_stops_when_its_time_budget_is_spent(
 
 
 def test_a_relay_pass_with_nothing_due_dispatches_nothing(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher
 ) -> None:
     assert relay_once(uow_factory(), dispatcher, RelayLimits()) == RelayReport(0, 0, room=1000)
     assert dispatcher.batches == []
@@ -198,14 +198,14 @@ def test_a_relay_pass_with_nothing_due_dispatches_nothing(
 # The in-flight bound counts expired leases: an expired event is re-dispatched in its own place.
 
 
-def dispatched_ids(database: FakeDatabase) -> list[int]:
+def dispatched_ids(database: InMemoryDatabase) -> list[int]:
     return [row.id for row in event_rows(database) if row.state is EventState.DISPATCHED]
 
 
 def test_with_every_lease_expired_the_relay_redispatches_them_and_adds_no_new_event(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -228,8 +228,8 @@ def test_with_every_lease_expired_the_relay_redispatches_them_and_adds_no_new_ev
 
 def test_expired_leases_beyond_one_batch_are_redispatched_over_several_passes_without_new_events(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -251,8 +251,8 @@ def test_expired_leases_beyond_one_batch_are_redispatched_over_several_passes_wi
 
 def test_relaying_until_idle_redispatches_every_expired_lease_and_stops_at_the_bound(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -269,7 +269,7 @@ def test_relaying_until_idle_redispatches_every_expired_lease_and_stops_at_the_b
 
 def test_expired_leases_go_first_and_new_events_only_fill_the_rest_of_the_batch(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
+    dispatcher: InMemoryDispatcher,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -285,7 +285,7 @@ def test_expired_leases_go_first_and_new_events_only_fill_the_rest_of_the_batch(
 
 def test_a_batch_full_of_expired_leases_takes_no_new_event_even_with_room_to_spare(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
+    dispatcher: InMemoryDispatcher,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -302,8 +302,8 @@ def test_a_batch_full_of_expired_leases_takes_no_new_event_even_with_room_to_spa
 
 def test_an_event_back_to_pending_after_a_failure_frees_its_place(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -316,7 +316,7 @@ def test_an_event_back_to_pending_after_a_failure_frees_its_place(
     assert dispatcher.batches == [event_ids[:2], event_ids[2:3]]
 
 
-class ExpiringBroker(FakeDispatcher):
+class ExpiringBroker(InMemoryDispatcher):
     """A queue whose messages are gone once their expiry has passed, as RabbitMQ's TTL does."""
 
     def __init__(self, clock: ManualClock) -> None:
@@ -347,7 +347,7 @@ def add_events(uow: UnitOfWork, count: int) -> None:
 @pytest.mark.parametrize("seed", range(3))
 def test_dispatched_and_unprocessed_events_never_exceed_max_in_flight_over_many_rounds(
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     seed: int,
 ) -> None:
@@ -423,8 +423,8 @@ def test_dispatched_and_unprocessed_events_never_exceed_max_in_flight_over_many_
 @pytest.mark.parametrize("lease", [0.5, 1.0, 30.0, 600.0])
 def test_each_message_expires_before_its_events_lease_ends(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
     lease: float,
@@ -497,8 +497,8 @@ class CountingFactory:
 
 def test_relaying_until_idle_reports_a_dispatch_error_logs_it_and_backs_off(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
     caplog: pytest.LogCaptureFixture,
@@ -522,8 +522,8 @@ def test_relaying_until_idle_reports_a_dispatch_error_logs_it_and_backs_off(
 
 def test_relaying_until_idle_is_skipped_while_backed_off_and_resumes_after(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
-    database: FakeDatabase,
+    dispatcher: InMemoryDispatcher,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -553,7 +553,7 @@ def test_relaying_until_idle_is_skipped_while_backed_off_and_resumes_after(
 
 def test_consecutive_dispatch_errors_back_off_longer_until_a_success_resets_the_wait(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
+    dispatcher: InMemoryDispatcher,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -574,7 +574,7 @@ def test_consecutive_dispatch_errors_back_off_longer_until_a_success_resets_the_
     assert dispatcher.batches == [event_ids[:2]]
 
 
-class FailingOnCall(FakeDispatcher):
+class FailingOnCall(InMemoryDispatcher):
     """Takes messages until its `fail_on`-th call, which the broker refuses."""
 
     def __init__(self, fail_on: int) -> None:
@@ -591,7 +591,7 @@ class FailingOnCall(FakeDispatcher):
 
 def test_a_dispatch_error_mid_tick_keeps_the_batches_already_dispatched(
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     event_ids: list[int],
 ) -> None:
@@ -609,7 +609,7 @@ def test_a_dispatch_error_mid_tick_keeps_the_batches_already_dispatched(
 
 def test_a_lease_that_ends_unapplied_is_dispatched_again_with_a_warning_naming_the_events(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
+    dispatcher: InMemoryDispatcher,
     clock: ManualClock,
     event_ids: list[int],
     caplog: pytest.LogCaptureFixture,
@@ -636,7 +636,7 @@ def health(uow_factory: Callable[[], UnitOfWork]) -> OutboxHealth:
 
 
 def test_every_completed_relay_pass_is_recorded_with_what_it_moved_even_an_idle_one(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher, clock: ManualClock
 ) -> None:
     limits = RelayLimits(batch_size=10, lease_seconds=30)
     relay_once(uow_factory(), dispatcher, limits)
@@ -656,7 +656,7 @@ def test_every_completed_relay_pass_is_recorded_with_what_it_moved_even_an_idle_
 
 
 def test_a_relay_pass_the_broker_refused_is_not_recorded(
-    uow_factory: Callable[[], UnitOfWork], dispatcher: FakeDispatcher, event_ids: list[int]
+    uow_factory: Callable[[], UnitOfWork], dispatcher: InMemoryDispatcher, event_ids: list[int]
 ) -> None:
     dispatcher.fail_with = DispatchError("broker unreachable")
 
@@ -671,7 +671,7 @@ def test_a_relay_pass_the_broker_refused_is_not_recorded(
 
 def test_a_relay_pass_that_moved_events_logs_one_info_line_and_an_idle_pass_none(
     uow_factory: Callable[[], UnitOfWork],
-    dispatcher: FakeDispatcher,
+    dispatcher: InMemoryDispatcher,
     clock: ManualClock,
     event_ids: list[int],
     caplog: pytest.LogCaptureFixture,

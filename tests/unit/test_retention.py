@@ -15,7 +15,7 @@ from domain.ports import UnitOfWork
 from domain.projection import rebuild, verify
 from domain.retention import format_duration, parse_duration, prune, prune_on_schedule
 from domain.use_cases import complete_foos, create_bars, create_foos
-from tests.fakes import FakeDatabase, ManualClock
+from infrastructure.memory import InMemoryDatabase, ManualClock
 from tests.unit.support import bar_values, dispatch_all, drain, event_states
 
 
@@ -50,7 +50,7 @@ def history(uow_factory: Callable[[], UnitOfWork], clock: ManualClock) -> list[i
 
 
 def test_prune_folds_old_processed_events_into_the_checkpoint_and_deletes_them(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
     bars = history(uow_factory, clock)
     complete_foos(uow_factory(), create_foos(uow_factory(), 1))  # new: pending, never pruned
@@ -77,7 +77,7 @@ def test_prune_folds_old_processed_events_into_the_checkpoint_and_deletes_them(
 
 
 def test_pending_in_flight_dead_and_young_events_are_never_pruned(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
     complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=4))
     [pending, in_flight, dead, young] = sorted(database.data.events)
@@ -94,7 +94,7 @@ def test_pending_in_flight_dead_and_young_events_are_never_pruned(
 
 
 def test_rebuild_after_a_prune_is_the_checkpoint_plus_the_events_left(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
     bars = history(uow_factory, clock)
     prune(uow_factory, older_than_s=0, chunk=4)
@@ -110,7 +110,7 @@ def test_rebuild_after_a_prune_is_the_checkpoint_plus_the_events_left(
 
 def test_a_message_for_a_pruned_event_changes_nothing_and_says_so(
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
     clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -130,7 +130,7 @@ def test_a_message_for_a_pruned_event_changes_nothing_and_says_so(
 
 
 def test_an_archive_that_fails_prunes_nothing_of_its_chunk(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
     history(uow_factory, clock)
 
@@ -145,7 +145,7 @@ def test_an_archive_that_fails_prunes_nothing_of_its_chunk(
 
 
 def test_a_time_budget_stops_between_chunks_and_the_next_prune_goes_on(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
     history(uow_factory, clock)
     budget = ManualClock(0.0)
@@ -170,7 +170,7 @@ def test_a_time_budget_stops_between_chunks_and_the_next_prune_goes_on(
 
 
 def test_prune_walks_the_ids_below_the_first_recent_event_and_a_straggler_waits(
-    uow_factory: Callable[[], UnitOfWork], database: FakeDatabase, clock: ManualClock
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
     history(uow_factory, clock)  # events 1-6, an hour old
     complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=2))

@@ -29,24 +29,24 @@ from domain.use_cases import (
     create_foos,
     revise_foo,
 )
-from tests.fakes import FakeDatabase, FakeUnitOfWork
+from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork
 from tests.unit.support import event_rows
 
 INVALID_AMOUNTS = [-1, True, 1.5, "3"]
 INVALID_WEIGHTS = [-2, False, 0.5, "1"]
 
 
-def foo_row(database: FakeDatabase, foo_id: int) -> tuple[FooState, int]:
+def foo_row(database: InMemoryDatabase, foo_id: int) -> tuple[FooState, int]:
     foo = database.data.foos[foo_id]
     return foo.state, foo.amount
 
 
-def outbox(database: FakeDatabase) -> list[tuple[str, dict[str, int]]]:
+def outbox(database: InMemoryDatabase) -> list[tuple[str, dict[str, int]]]:
     return [(row.event_type, row.payload) for row in event_rows(database)]
 
 
 def test_creating_foos_stores_pending_foos_and_returns_their_ids(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     ids = create_foos(uow, amount=12, count=3)
 
@@ -58,7 +58,7 @@ def test_creating_foos_stores_pending_foos_and_returns_their_ids(
 
 @pytest.mark.parametrize("amount", INVALID_AMOUNTS, ids=repr)
 def test_creating_a_foo_with_an_invalid_amount_is_refused_and_stores_nothing(
-    uow: FakeUnitOfWork, database: FakeDatabase, amount: object
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase, amount: object
 ) -> None:
     with pytest.raises(InvalidAmountError):
         create_foos(uow, amount=amount)  # type: ignore[arg-type]
@@ -68,7 +68,7 @@ def test_creating_a_foo_with_an_invalid_amount_is_refused_and_stores_nothing(
 
 @pytest.mark.parametrize("count", [0, -1, True, 2.0, "2"], ids=repr)
 def test_creating_foos_with_an_invalid_count_is_refused_and_stores_nothing(
-    uow: FakeUnitOfWork, database: FakeDatabase, count: object
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase, count: object
 ) -> None:
     with pytest.raises(DomainError, match="count must be"):
         create_foos(uow, amount=1, count=count)  # type: ignore[arg-type]
@@ -77,7 +77,7 @@ def test_creating_foos_with_an_invalid_count_is_refused_and_stores_nothing(
 
 
 def test_completing_a_foo_writes_foo_completed_with_its_amount_to_the_outbox(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     [foo_id] = create_foos(uow, amount=30)
 
@@ -88,7 +88,7 @@ def test_completing_a_foo_writes_foo_completed_with_its_amount_to_the_outbox(
 
 
 def test_revising_a_completed_foo_writes_foo_revised_with_the_difference(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     [foo_id] = create_foos(uow, amount=30)
     complete_foo(uow, foo_id)
@@ -100,7 +100,7 @@ def test_revising_a_completed_foo_writes_foo_revised_with_the_difference(
 
 
 def test_revising_a_pending_foo_changes_its_amount_and_writes_no_event(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     [foo_id] = create_foos(uow, amount=30)
 
@@ -111,7 +111,7 @@ def test_revising_a_pending_foo_changes_its_amount_and_writes_no_event(
 
 
 def test_cancelling_a_completed_foo_writes_foo_cancelled_with_minus_its_amount(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     [foo_id] = create_foos(uow, amount=30)
     complete_foo(uow, foo_id)
@@ -123,7 +123,7 @@ def test_cancelling_a_completed_foo_writes_foo_cancelled_with_minus_its_amount(
 
 
 def test_cancelling_a_pending_foo_cancels_it_and_writes_no_event(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     [foo_id] = create_foos(uow, amount=30)
 
@@ -134,7 +134,7 @@ def test_cancelling_a_pending_foo_cancels_it_and_writes_no_event(
 
 
 def test_a_foos_version_moves_on_with_every_committed_change(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     [foo_id] = create_foos(uow, amount=30)
     complete_foo(uow, foo_id)
@@ -167,8 +167,8 @@ FORBIDDEN = [
 
 @pytest.mark.parametrize(("history", "change", "state"), FORBIDDEN)
 def test_a_forbidden_transition_is_refused_and_writes_nothing(
-    uow: FakeUnitOfWork,
-    database: FakeDatabase,
+    uow: InMemoryUnitOfWork,
+    database: InMemoryDatabase,
     history: list[str],
     change: Callable[[UnitOfWork, int], None],
     state: FooState,
@@ -190,7 +190,7 @@ def test_a_forbidden_transition_is_refused_and_writes_nothing(
 
 @pytest.mark.parametrize("amount", INVALID_AMOUNTS, ids=repr)
 def test_revising_to_an_invalid_amount_is_refused_and_writes_nothing(
-    uow: FakeUnitOfWork, database: FakeDatabase, amount: object
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase, amount: object
 ) -> None:
     [foo_id] = create_foos(uow, amount=30)
     complete_foo(uow, foo_id)
@@ -212,7 +212,7 @@ def test_revising_to_an_invalid_amount_is_refused_and_writes_nothing(
     ids=["complete", "cancel", "revise"],
 )
 def test_changing_an_unknown_foo_raises_foo_not_found(
-    uow: FakeUnitOfWork, change: Callable[[UnitOfWork, int], None]
+    uow: InMemoryUnitOfWork, change: Callable[[UnitOfWork, int], None]
 ) -> None:
     with pytest.raises(FooNotFoundError, match="foo 404 does not exist") as missing:
         change(uow, 404)
@@ -221,7 +221,7 @@ def test_changing_an_unknown_foo_raises_foo_not_found(
 
 
 def test_completing_several_foos_with_one_unknown_id_changes_none_of_them(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     ids = create_foos(uow, amount=5, count=3)
 
@@ -233,7 +233,7 @@ def test_completing_several_foos_with_one_unknown_id_changes_none_of_them(
 
 
 def test_cancelling_several_foos_with_one_already_cancelled_changes_none_of_them(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     ids = create_foos(uow, amount=5, count=3)
     complete_foos(uow, ids[:2])
@@ -251,7 +251,7 @@ def test_cancelling_several_foos_with_one_already_cancelled_changes_none_of_them
 
 
 def test_completing_several_foos_writes_one_event_each_in_the_order_given(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     ids = create_foos(uow, amount=5, count=3)
 
@@ -260,10 +260,10 @@ def test_completing_several_foos_writes_one_event_each_in_the_order_given(
     assert [payload["foo_id"] for _, payload in outbox(database)] == [ids[2], ids[0], ids[1]]
 
 
-class ConflictingUnitOfWork(FakeUnitOfWork):
+class ConflictingUnitOfWork(InMemoryUnitOfWork):
     """Loses the optimistic-concurrency race on its first `conflicts` commits."""
 
-    def __init__(self, database: FakeDatabase, conflicts: int) -> None:
+    def __init__(self, database: InMemoryDatabase, conflicts: int) -> None:
         super().__init__(database)
         self.conflicts = conflicts
         self.attempts = 0
@@ -276,9 +276,9 @@ class ConflictingUnitOfWork(FakeUnitOfWork):
 
 
 def test_a_change_that_loses_a_concurrency_race_is_retried_as_a_whole(
-    database: FakeDatabase,
+    database: InMemoryDatabase,
 ) -> None:
-    [foo_id] = create_foos(FakeUnitOfWork(database), amount=8)
+    [foo_id] = create_foos(InMemoryUnitOfWork(database), amount=8)
     uow = ConflictingUnitOfWork(database, conflicts=use_cases.CONFLICT_RETRIES - 1)
 
     complete_foo(uow, foo_id)
@@ -289,9 +289,9 @@ def test_a_change_that_loses_a_concurrency_race_is_retried_as_a_whole(
 
 
 def test_a_change_that_keeps_losing_the_race_gives_up_and_writes_nothing(
-    database: FakeDatabase,
+    database: InMemoryDatabase,
 ) -> None:
-    [foo_id] = create_foos(FakeUnitOfWork(database), amount=8)
+    [foo_id] = create_foos(InMemoryUnitOfWork(database), amount=8)
     uow = ConflictingUnitOfWork(database, conflicts=use_cases.CONFLICT_RETRIES)
 
     with pytest.raises(ConcurrentUpdateError):
@@ -303,14 +303,14 @@ def test_a_change_that_keeps_losing_the_race_gives_up_and_writes_nothing(
 
 
 def test_a_commit_on_a_foo_changed_meanwhile_raises_concurrent_update(
-    database: FakeDatabase,
+    database: InMemoryDatabase,
 ) -> None:
-    [foo_id] = create_foos(FakeUnitOfWork(database), amount=8)
-    slow = FakeUnitOfWork(database)
+    [foo_id] = create_foos(InMemoryUnitOfWork(database), amount=8)
+    slow = InMemoryUnitOfWork(database)
 
     with slow:
         slow.foos.get(foo_id).revise(9)
-        revise_foo(FakeUnitOfWork(database), foo_id, 10)
+        revise_foo(InMemoryUnitOfWork(database), foo_id, 10)
         with pytest.raises(ConcurrentUpdateError):
             slow.commit()
 
@@ -318,7 +318,7 @@ def test_a_commit_on_a_foo_changed_meanwhile_raises_concurrent_update(
 
 
 def test_creating_bars_without_applied_events_starts_them_at_zero(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     ids = create_bars(uow, weight=3, count=2)
 
@@ -327,9 +327,9 @@ def test_creating_bars_without_applied_events_starts_them_at_zero(
 
 
 def test_a_new_bar_starts_at_its_weight_times_the_applied_total(
-    uow: FakeUnitOfWork,
+    uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
-    database: FakeDatabase,
+    database: InMemoryDatabase,
 ) -> None:
     ids = create_foos(uow, amount=7, count=3)
     complete_foos(uow, ids)
@@ -347,7 +347,7 @@ def test_a_new_bar_starts_at_its_weight_times_the_applied_total(
 
 @pytest.mark.parametrize("weight", INVALID_WEIGHTS, ids=repr)
 def test_creating_a_bar_with_an_invalid_weight_is_refused_and_stores_nothing(
-    uow: FakeUnitOfWork, database: FakeDatabase, weight: object
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase, weight: object
 ) -> None:
     with pytest.raises(InvalidWeightError):
         create_bars(uow, weight=weight)  # type: ignore[arg-type]
@@ -355,7 +355,7 @@ def test_creating_a_bar_with_an_invalid_weight_is_refused_and_stores_nothing(
     assert database.data.bars == {}
 
 
-def test_creating_zero_bars_is_refused(uow: FakeUnitOfWork, database: FakeDatabase) -> None:
+def test_creating_zero_bars_is_refused(uow: InMemoryUnitOfWork, database: InMemoryDatabase) -> None:
     with pytest.raises(DomainError, match="count must be"):
         create_bars(uow, weight=1, count=0)
 
@@ -365,10 +365,10 @@ def test_creating_zero_bars_is_refused(uow: FakeUnitOfWork, database: FakeDataba
 # Many at once: one transaction per batch, each batch's ids once it is committed.
 
 
-class FailingCommit(FakeUnitOfWork):
+class FailingCommit(InMemoryUnitOfWork):
     """Its `fail_at`-th commit raises, as a full disk would."""
 
-    def __init__(self, database: FakeDatabase, fail_at: int) -> None:
+    def __init__(self, database: InMemoryDatabase, fail_at: int) -> None:
         super().__init__(database)
         self.commits = 0
         self.fail_at = fail_at
@@ -381,7 +381,7 @@ class FailingCommit(FakeUnitOfWork):
 
 
 def test_creating_foos_in_batches_commits_each_batch_before_yielding_its_ids(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     batches = use_cases.create_foos_in_batches(uow, amount=4, count=25, batch_size=10)
     stored_when_yielded = []
@@ -393,7 +393,7 @@ def test_creating_foos_in_batches_commits_each_batch_before_yielding_its_ids(
     assert {foo_row(database, foo_id) for foo_id in database.data.foos} == {(FooState.PENDING, 4)}
 
 
-def test_a_failing_batch_keeps_the_batches_committed_before_it(database: FakeDatabase) -> None:
+def test_a_failing_batch_keeps_the_batches_committed_before_it(database: InMemoryDatabase) -> None:
     created: list[int] = []
     with pytest.raises(RuntimeError, match="the disk is full"):
         for ids in use_cases.create_foos_in_batches(
@@ -406,7 +406,7 @@ def test_a_failing_batch_keeps_the_batches_committed_before_it(database: FakeDat
 
 
 def test_creating_bars_in_batches_starts_each_at_the_applied_total(
-    uow: FakeUnitOfWork, database: FakeDatabase
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
 ) -> None:
     database.data.applied_total = 6
 
@@ -427,7 +427,7 @@ def test_creating_bars_in_batches_starts_each_at_the_applied_total(
     ],
 )
 def test_creating_in_batches_checks_its_input_at_the_call_before_any_batch(
-    uow: FakeUnitOfWork, database: FakeDatabase, create: Callable[[UnitOfWork], object]
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase, create: Callable[[UnitOfWork], object]
 ) -> None:
     with pytest.raises(DomainError):
         create(uow)  # not iterated: refused all the same

@@ -6,7 +6,7 @@ from sqlalchemy import Connection, insert
 
 from domain.events import FooEvent
 from domain.ports import Outbox
-from infrastructure.schema import outbox_events
+from infrastructure.sql.schema import outbox_events
 
 _INSERT_EVENTS = insert(outbox_events)
 

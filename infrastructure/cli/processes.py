@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from infrastructure.private_files import create_private_file
+from infrastructure.files import create_private_file
 
 
 def celery_command(*args: str, app: str = "tasks") -> list[str]:

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 from domain.errors import ConcurrentUpdateError
 from domain.events import FooEvent
 from domain.ports import UnitOfWork
-from infrastructure.outbox.admin import SqlOutboxAdmin
-from infrastructure.outbox.delivery_ledger import SqlDeliveryLedger
-from infrastructure.outbox.relay_queue import SqlRelayQueue
-from infrastructure.outbox.writer import SqlOutbox
-from infrastructure.repositories import SqlBarRepository, SqlFooRepository
+from infrastructure.sql.outbox.admin import SqlOutboxAdmin
+from infrastructure.sql.outbox.delivery_ledger import SqlDeliveryLedger
+from infrastructure.sql.outbox.relay_queue import SqlRelayQueue
+from infrastructure.sql.outbox.writer import SqlOutbox
+from infrastructure.sql.repositories import SqlBarRepository, SqlFooRepository
 
 # PostgreSQL's serialization_failure and deadlock_detected: the transaction lost a race.
 _RACE_SQLSTATES = {"40001", "40P01"}

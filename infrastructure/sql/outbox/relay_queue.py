@@ -9,9 +9,9 @@ from sqlalchemy import Connection, func, select, update
 
 from domain.outbox import EventState, StoredEvent
 from domain.ports import RelayQueue
-from infrastructure.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
-from infrastructure.schema import outbox_counters, outbox_events
-from infrastructure.sql_time import db_now, db_now_plus, seconds
+from infrastructure.sql.clock import db_now, db_now_plus, seconds
+from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
+from infrastructure.sql.schema import outbox_counters, outbox_events
 
 # Pollers serialise on this PostgreSQL advisory lock, so the in-flight bound is exact even
 # when several beats run by mistake. SQLite serialises writers by itself.

@@ -1,4 +1,7 @@
-"""Files and directories postsave creates: readable by their owner only, whatever the umask.
+"""Files and directories postsave creates, and the SQLite files of the embedded setup, which
+both the database and the embedded broker use.
+
+Files and directories postsave creates are readable by their owner only, whatever the umask.
 
 The embedded database holds every foo, bar and event, and the demo's logs name the broker: a
 directory postsave creates is 0700, a file 0600. SQLite gives a database's -wal and -shm files
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
@@ -37,3 +42,28 @@ def create_private_file(path: Path) -> bool:
     finally:
         os.close(descriptor)
     return True
+
+
+SQLITE_BUSY_TIMEOUT_S = 30  # how long a SQLite writer waits for another process's lock
+
+
+class DatabaseFileError(Exception):
+    """The SQLite database file is missing, or cannot be created."""
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (`sqla+sqlite:` too); None for any other database, an
+    in-memory one, or a `uri=true` URL that SQLite itself interprets."""
+    parsed = make_url(url.removeprefix("sqla+"))
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return None
+    if parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """The directories of a SQLite file, 0700, for whoever creates the file (kombu's broker)."""
+    path = sqlite_file(url)
+    if path is not None:
+        make_private_directories(path.parent)

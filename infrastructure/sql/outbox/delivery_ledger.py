@@ -12,9 +12,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from domain.errors import EventNotFoundError
 from domain.outbox import EventState, StoredEvent
 from domain.ports import DeliveryLedger
-from infrastructure.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
-from infrastructure.schema import applied_events, outbox_counters, outbox_events
-from infrastructure.sql_time import db_now, db_now_plus, seconds
+from infrastructure.sql.clock import db_now, db_now_plus, seconds
+from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
+from infrastructure.sql.schema import applied_events, outbox_counters, outbox_events
 
 MAX_ERROR_CHARS = 4000
 

@@ -13,8 +13,8 @@ from domain.errors import ConcurrentUpdateError
 from domain.events import FooEvent
 from domain.foo import Foo, FooState
 from domain.ports import BarRepository, FooRepository
-from infrastructure.driver_statements import DriverStatement
-from infrastructure.schema import BigSum, bar_projection, bars, foos, outbox_events
+from infrastructure.sql.driver_statements import DriverStatement
+from infrastructure.sql.schema import BigSum, bar_projection, bars, foos, outbox_events
 
 
 def _weighted(n: int) -> ColumnElement[int]:

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from domain.outbox import StoredEvent
-from infrastructure.private_files import create_private_file
+from infrastructure.files import create_private_file
 
 
 class Archive:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Select, select
 
 from domain.outbox import UNFINISHED_STATES, EventState, StoredEvent
-from infrastructure.schema import outbox_events
+from infrastructure.sql.schema import outbox_events
 
 EVENT_COLUMNS = (
     outbox_events.c.id,

@@ -10,15 +10,15 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from domain.outbox import Checkpoint, EventState, OutboxHealth, OutboxStats, StoredEvent
 from domain.ports import OutboxAdmin
-from infrastructure.outbox.rows import UNFINISHED, select_events, stored
-from infrastructure.schema import (
+from infrastructure.sql.clock import db_now, db_now_plus, seconds, seconds_since
+from infrastructure.sql.outbox.rows import UNFINISHED, select_events, stored
+from infrastructure.sql.schema import (
     applied_events,
     bar_projection,
     outbox_counters,
     outbox_events,
     projection_checkpoint,
 )
-from infrastructure.sql_time import db_now, db_now_plus, seconds, seconds_since
 
 
 class SqlOutboxAdmin(OutboxAdmin):

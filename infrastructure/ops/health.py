@@ -16,11 +16,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from infrastructure.broker.celery_app import make_celery_app
 from infrastructure.broker.dispatcher import DISPATCH_ERRORS
 from infrastructure.broker.publishing import bounded_connection, discard
-from infrastructure.database import DatabaseFileError, make_engine, sqlite_file
-from infrastructure.migrate import alembic_config
-from infrastructure.schema import outbox_counters
+from infrastructure.files import DatabaseFileError, sqlite_file
 from infrastructure.settings import Settings
-from infrastructure.sql_time import seconds_since
+from infrastructure.sql.clock import seconds_since
+from infrastructure.sql.engines import make_engine
+from infrastructure.sql.migrate import alembic_config
+from infrastructure.sql.schema import outbox_counters
 from infrastructure.urls import redact_url
 
 DEFAULT_TIMEOUT_S = 5.0

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from domain.foo import FooState
-from infrastructure.sql_time import db_now
+from infrastructure.limits import BIGINT_MAX
+from infrastructure.sql.clock import db_now
 
 metadata = MetaData(
     naming_convention={
@@ -37,7 +38,6 @@ metadata = MetaData(
     }
 )
 
-BIGINT_MAX = 2**63 - 1  # the largest id or count a BIGINT column holds
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Payload = JSON().with_variant(JSONB(), "postgresql")

@@ -5,40 +5,21 @@ from __future__ import annotations
 import math
 import select
 import time
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
-from infrastructure.private_files import create_private_file, make_private_directories
+from infrastructure.files import (
+    SQLITE_BUSY_TIMEOUT_S,
+    DatabaseFileError,
+    create_private_file,
+    sqlite_file,
+)
 
-SQLITE_BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
 IDLE_PING_S = 1.0
-
-
-class DatabaseFileError(Exception):
-    """The SQLite database file is missing, or cannot be created."""
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL (`sqla+sqlite:` too); None for any other database, an
-    in-memory one, or a `uri=true` URL that SQLite itself interprets."""
-    parsed = make_url(url.removeprefix("sqla+"))
-    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
-        return None
-    if parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
-
-
-def ensure_sqlite_directory(url: str) -> None:
-    """The directories of a SQLite file, 0700, for whoever creates the file (kombu's broker)."""
-    path = sqlite_file(url)
-    if path is not None:
-        make_private_directories(path.parent)
 
 
 def _prepare_sqlite_file(url: str, create: bool) -> None:

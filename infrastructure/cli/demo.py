@@ -13,12 +13,12 @@ from celery import Celery
 
 from domain import operations, projection, use_cases
 from domain.outbox import OutboxStats
-from infrastructure import processes
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import RECALC_QUEUE, RECALC_TASK
-from infrastructure.migrate import upgrade
-from infrastructure.private_files import create_private_file
+from infrastructure.cli import processes
+from infrastructure.files import create_private_file
 from infrastructure.settings import VAR_DIR, Settings
+from infrastructure.sql.migrate import upgrade
 from infrastructure.urls import redact_url
 
 BARS, FOOS, MID_FLIGHT_BARS, REVISIONS, CANCELLATIONS, DUPLICATES = 200, 300, 40, 100, 50, 25

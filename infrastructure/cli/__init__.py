@@ -1,0 +1,1 @@
+"""The `postsave` command line: one module per command group."""

@@ -1,0 +1,76 @@
+"""`postsave migrate`, `check`, `metrics` and `demo`: running and watching a deployment."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from infrastructure.bootstrap import Container
+from infrastructure.cli.arguments import EXIT_FAILED, command, fail, port, seconds
+from infrastructure.cli.demo import run_demo
+from infrastructure.ops import health, metrics
+from infrastructure.sql.migrate import upgrade
+
+
+def _migrate(c: Container, args: argparse.Namespace) -> int:
+    upgrade(c.settings.database_url)
+    print("database is at the latest revision")
+    return 0
+
+
+def _demo(c: Container, args: argparse.Namespace) -> int:
+    return run_demo(c.settings)
+
+
+def _check(c: Container, args: argparse.Namespace) -> int:
+    max_age = args.max_relay_age
+    if max_age is None:
+        max_age = health.default_max_relay_age_s(c.settings)
+    checks = health.run_checks(c.settings, max_age, args.timeout)
+    for check in checks:
+        print(check, file=sys.stdout if check.ok else sys.stderr)
+    return 0 if all(check.ok for check in checks) else EXIT_FAILED
+
+
+def _metrics(c: Container, args: argparse.Namespace) -> int:
+    try:
+        exporter = metrics.Exporter(c.uow, args.host, args.port)
+    except OSError as error:
+        return fail(
+            f"cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
+            "choose another --host or --port"
+        )
+    print(f"serving Prometheus metrics on http://{args.host}:{args.port}/metrics", flush=True)
+    exporter.wait()
+    return 0
+
+
+def register(commands: Any) -> None:
+    command(commands, "migrate", _migrate, "upgrade the database to the latest schema")
+    command(commands, "demo", _demo, "run the whole pipeline on the configured database/broker")
+    p = command(
+        commands,
+        "check",
+        _check,
+        "exit 0 only if the database is at the latest migration, the broker answers and a "
+        "relay pass ran recently; else one line per failed check",
+    )
+    p.add_argument(
+        "--max-relay-age",
+        type=seconds,
+        metavar="S",
+        help="the longest a relay pass may be ago (default: 3 poll intervals, at least 10 s)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=health.DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="how long each check may wait for an answer (default: %(default)s s)",
+    )
+    p = command(commands, "metrics", _metrics, "serve Prometheus metrics at /metrics")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument("--port", type=port, required=True)

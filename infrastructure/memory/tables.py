@@ -1,0 +1,94 @@
+"""The in-memory database: committed tables that each unit of work copies."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.bar import Bar
+from domain.errors import EventNotFoundError
+from domain.foo import Foo
+from domain.outbox import (
+    Checkpoint,
+    EventState,
+    StoredEvent,
+)
+from infrastructure.memory.clock import ManualClock
+
+
+@dataclass
+class OutboxRow:
+    id: int
+    event_type: str
+    payload: Any
+    occurred_at: float
+    available_at: float
+    state: EventState = EventState.PENDING
+    dispatches: int = 0
+    last_error: str | None = None
+    failures: int = 0
+    applied: bool = False
+
+    def stored(self) -> StoredEvent:
+        return StoredEvent(
+            self.id,
+            self.event_type,
+            copy.deepcopy(self.payload),
+            self.state,
+            self.dispatches,
+            self.last_error,
+            self.failures,
+            self.applied,
+        )
+
+
+@dataclass
+class InMemoryTables:
+    foos: dict[int, Foo] = field(default_factory=dict)
+    bars: dict[int, Bar] = field(default_factory=dict)
+    applied_total: int = 0
+    events_applied: int = 0
+    events: dict[int, OutboxRow] = field(default_factory=dict)
+    applied: set[int] = field(default_factory=set)  # the applied guard
+    # The monitoring counters, by OutboxHealth's field names, and the relay's last pass.
+    counters: dict[str, int] = field(default_factory=dict)
+    last_relay_pass_at: float | None = None
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    last_id: dict[str, int] = field(default_factory=lambda: {"foos": 0, "bars": 0, "events": 0})
+
+    def next_id(self, table: str) -> int:
+        self.last_id[table] += 1
+        return self.last_id[table]
+
+
+@dataclass
+class InMemoryDatabase:
+    data: InMemoryTables = field(default_factory=InMemoryTables)
+    clock: Callable[[], float] = field(default_factory=ManualClock)
+    # Raised, one per call, by the next calls of InMemoryBarRepository.apply_delta.
+    apply_delta_errors: list[Exception] = field(default_factory=list)
+
+
+class InMemoryOutboxTable:
+    """The outbox rows of one transaction, shared by the fakes of its four ports."""
+
+    def __init__(self, data: InMemoryTables, clock: Callable[[], float]) -> None:
+        self.data = data
+        self.clock = clock
+
+    def row(self, event_id: int) -> OutboxRow:
+        row = self.data.events.get(event_id)
+        if row is None:
+            raise EventNotFoundError(event_id)
+        return row
+
+    def count(self, **increments: int) -> None:
+        for name, by in increments.items():
+            self.data.counters[name] = self.data.counters.get(name, 0) + by
+
+    def rows(self, keep: Callable[[OutboxRow], bool] = lambda row: True) -> list[OutboxRow]:
+        """The rows that `keep` wants, in the order of the due index."""
+        rows = sorted(self.data.events.values(), key=lambda row: (row.available_at, row.id))
+        return [row for row in rows if keep(row)]
