@@ -16,8 +16,10 @@ def capped_exponential_s(base_s: float, max_s: float, failures: int) -> float:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """A failed event is tried again after a capped exponential delay with full jitter, until
-    it has failed `max_attempts` times; then it is dead."""
+    """A failed event is tried again after a capped exponential delay with equal jitter (a
+    random delay between half the cap and the cap: retries of events that failed together spread
+    out, yet none comes back sooner than half its delay), until it has failed `max_attempts`
+    times; then it is dead."""
 
     max_attempts: int = 10
     base_delay_s: float = 1.0
@@ -54,6 +56,3 @@ class DispatchBackoff:
     def succeeded(self) -> None:
         self.failures = 0
         self.resume_at = 0.0
-
-    def seconds_to_resume(self) -> float:
-        return max(self.resume_at - self.clock(), 0.0)

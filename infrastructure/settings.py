@@ -156,10 +156,6 @@ class Settings:
         return RetryPolicy(max_attempts=self.max_attempts)
 
     @property
-    def uses_embedded_database(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def uses_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+sqlite")
 
