@@ -18,15 +18,16 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RelayReport:
     dispatched: int
-    in_flight: int  # after the pass
+    in_flight: int  # after the batch
     skipped: bool = False  # another poller held the relay lock, or the broker is backed off
     broker_error: str | None = None  # the broker refused a batch; those events stay due
-    leases_expired: int = 0  # of `dispatched`: dispatched again because their lease ended
+    leases_expired: int = 0  # of `dispatched`: again, their own message not back by the lease's end
     room: int = 0  # how many more the in-flight bound lets out
 
 
 def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> RelayReport:
-    """Claim due events, publish one message each, and lease them: all in one transaction.
+    """One batch: claim due events, publish one message each, and lease them, all in one
+    transaction.
 
     Nothing is marked dispatched unless the broker took it. A crash after publishing and before
     commit leaves the events due, and the idempotent handler absorbs the second message.
@@ -49,8 +50,8 @@ def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> 
         ids = [event.id for event in claimed]
         if expired:
             logger.warning(
-                "relay: %d leases ended before their events were applied (the messages expired "
-                "unconsumed or were lost); dispatching again: events %s",
+                "relay: %d leases ended before their messages came back (expired unconsumed or "
+                "lost); dispatching again: events %s",
                 len(expired),
                 _some([event.id for event in expired]),
             )
@@ -76,9 +77,9 @@ def relay_until_idle(
     backoff: DispatchBackoff | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> RelayReport:
-    """Relay batch after batch while claims come back full, within one tick's time budget.
+    """One tick: relay batch after batch while claims come back full, within its time budget.
 
-    When the broker refuses a batch, its events stay due; the backoff then skips passes for a
+    When the broker refuses a batch, its events stay due; the backoff then skips ticks for a
     while, and the report says what went wrong."""
     backoff = backoff or DispatchBackoff(clock=clock)
     if not backoff.ready():
@@ -110,7 +111,7 @@ def relay_until_idle(
 
 
 def _log_moved(dispatched: int, expired: int, report: RelayReport | None) -> None:
-    """One INFO line for a pass that moved something; an idle pass says nothing."""
+    """One INFO line for a tick that moved something; an idle tick says nothing."""
     if not dispatched:
         return
     again = f" ({expired} again after an expired lease)" if expired else ""

@@ -7,7 +7,7 @@ from infrastructure.settings import Settings
 
 
 def poll_time_limit_s(settings: Settings) -> float:
-    """A relay pass longer than this is stuck: its tick's budget, one bounded publish and one
+    """A tick longer than this is stuck: its budget, one bounded publish and one
     bounded statement."""
     return settings.poll_interval_s + settings.broker_timeout_s + settings.statement_timeout_s
 

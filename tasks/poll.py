@@ -1,4 +1,5 @@
-"""`poll_outbox`: one relay pass, run by beat's tick or an application's nudge."""
+"""`poll_outbox`: one tick (from beat or an application's nudge): relay batches while they
+come back full, within the poll interval."""
 
 from __future__ import annotations
 

@@ -54,13 +54,14 @@ def register(commands: Any) -> None:
         "check",
         _check,
         "exit 0 only if the database is at the latest migration, the broker answers and a "
-        "relay pass ran recently; else one line per failed check",
+        "relay committed a batch recently; else one line per failed check",
     )
     p.add_argument(
         "--max-relay-age",
         type=seconds,
         metavar="S",
-        help="the longest a relay pass may be ago (default: 3 poll intervals, at least 10 s)",
+        help="how long ago the relay's last batch may be (default: 3 poll intervals, at least "
+        "10 s)",
     )
     p.add_argument(
         "--timeout",

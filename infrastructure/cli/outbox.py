@@ -32,7 +32,7 @@ def _status(c: Container, args: argparse.Namespace) -> int:
     print(f"in flight    {stats.in_flight}")
     print(f"processed    {stats.processed}")
     print(f"dead         {stats.dead}")
-    print(f"oldest pending age  {'-' if age is None else f'{age:.1f} s'}")
+    print(f"oldest unfinished  {'-' if age is None else f'{age:.1f} s'}")
     return 0
 
 

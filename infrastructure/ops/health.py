@@ -1,5 +1,5 @@
 """`postsave check`: is this deployment working? The database reachable and at the latest
-migration, the broker reachable, and a relay pass recent. Every wait is bounded, and each check
+migration, the broker reachable, and a relay batch recent. Every wait is bounded, and each check
 runs against a deadline of its own, so an unreachable host gives an answer within seconds."""
 
 from __future__ import annotations
@@ -38,14 +38,15 @@ class Check:
 
 
 def default_max_relay_age_s(settings: Settings) -> float:
-    """A relay pass runs every poll interval; three missed ones, and at least 10 s, is a stop."""
+    """A tick runs every poll interval and commits at least one batch, idle or not; three
+    missed ones, and at least 10 s, is a stop."""
     return max(3 * settings.poll_interval_s, 10.0)
 
 
 def run_checks(
     settings: Settings, max_relay_age_s: float, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> list[Check]:
-    """The database (with the relay's last pass, which it records) and the broker, side by
+    """The database (with the relay's last batch, which it records) and the broker, side by
     side, each within `timeout_s` and a second of grace."""
     database = _Deadline(lambda: _database_and_relay(settings, max_relay_age_s, timeout_s))
     broker = _Deadline(lambda: [_broker(settings, timeout_s)])
@@ -113,16 +114,16 @@ def _revision(connection: Connection, url: str) -> tuple[str, str | None]:
 def _relay(connection: Connection, max_age_s: float) -> Check:
     age = connection.execute(select(seconds_since(outbox_counters.c.last_relay_pass_at))).scalar()
     if age is None:
-        return Check("relay", False, "no relay pass has run yet; start beat and the relay worker")
+        return Check("relay", False, "no relay batch has run yet; start beat and the relay worker")
     age = max(float(age), 0.0)
     if age > max_age_s:
         return Check(
             "relay",
             False,
-            f"last pass {age:.0f} s ago (more than {max_age_s:g} s); "
+            f"last batch {age:.0f} s ago (more than {max_age_s:g} s); "
             "is beat running, and a worker consuming postsave.poll?",
         )
-    return Check("relay", True, f"last pass {age:.1f} s ago")
+    return Check("relay", True, f"last batch {age:.1f} s ago")
 
 
 def _relay_unknown(why: str) -> Check:

@@ -65,7 +65,7 @@ def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 class QuietIdleTicks(logging.Filter):
     """Drops the INFO lines of every poll tick (sent, received, succeeded): about 3 a second
-    from an idle deployment. The relay's own line says when a pass moved something, and
+    from an idle deployment. The relay's own line says when a tick moved something, and
     warnings and errors about the tick pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -62,7 +62,8 @@ def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
     last_pass = health.last_relay_pass_age_s
     yield _gauge(
         "relay_last_pass_age_seconds",
-        "Seconds since a relay pass last completed, by the database's clock; +Inf before the first",
+        "Seconds since the relay last committed a batch (idle ones too), by the database's "
+        "clock; +Inf before the first",
         math.inf if last_pass is None else last_pass,
     )
     counters = {
@@ -71,10 +72,14 @@ def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
         "events_dead": ("Events that failed too often and became dead", health.events_dead),
         "events_dispatched": ("Messages the relay published", health.events_dispatched),
         "leases_expired": (
-            "Events dispatched again because their lease ended before they were applied",
+            "Events dispatched again because their lease ended before their own message came back "
+            "(expired unconsumed or lost); another delivery's pass may have applied them already",
             health.leases_expired,
         ),
-        "relay_passes": ("Relay passes completed", health.relay_passes),
+        "relay_passes": (
+            "Relay batches committed (a transaction: claim, publish, lease), idle ones included",
+            health.relay_passes,
+        ),
         "events_pruned": (
             "Finished events folded into the checkpoint and deleted from the log",
             health.events_pruned,

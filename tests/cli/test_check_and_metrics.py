@@ -84,7 +84,7 @@ def test_check_passes_with_the_database_at_head_the_broker_answering_and_a_recen
     [database, relay, broker] = lines(result.out)
     assert database.startswith("database: ok, postgresql+psycopg://")
     assert database.endswith(f"at the latest revision ({HEAD})")
-    assert relay.startswith("relay: ok, last pass ")
+    assert relay.startswith("relay: ok, last batch ")
     assert broker == "broker: ok, amqp://guest:***@127.0.0.1:5672// answered"
 
 
@@ -94,7 +94,9 @@ def test_check_fails_naming_the_relay_when_its_last_pass_is_too_old(
     checked: tuple[Run, Container],
 ) -> None:
     run, container = checked
-    assert lines(run().err) == ["relay: no relay pass has run yet; start beat and the relay worker"]
+    assert lines(run().err) == [
+        "relay: no relay batch has run yet; start beat and the relay worker"
+    ]
     relay_pass(container)
     execute(
         container.engine,
@@ -105,7 +107,7 @@ def test_check_fails_naming_the_relay_when_its_last_pass_is_too_old(
 
     assert result.code == 1
     assert lines(result.err) == [
-        "relay: last pass 42 s ago (more than 10 s); is beat running, and a worker consuming "
+        "relay: last batch 42 s ago (more than 10 s); is beat running, and a worker consuming "
         "postsave.poll?"
     ]
     assert run("--max-relay-age", "60").code == 0
@@ -141,7 +143,7 @@ def test_check_fails_naming_the_broker_without_printing_its_password(
 
     assert result.code == 1
     [relay, broker] = lines(result.err)
-    assert relay.startswith("relay: no relay pass")
+    assert relay.startswith("relay: no relay batch")
     assert broker.startswith("broker: amqp://guest:***@127.0.0.1:5672//: ")
     assert "ACCESS_REFUSED" in broker
     assert "not-the-password" not in result.out + result.err

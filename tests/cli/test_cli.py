@@ -456,7 +456,7 @@ def test_status_plain_text(cli: Run) -> None:
         ["dead", "0"],
     ]
     assert lines[1].split()[2] == "0"
-    assert lines[4].startswith("oldest pending age")
+    assert lines[4].startswith("oldest unfinished")
     assert lines[4].endswith(" s")
 
 

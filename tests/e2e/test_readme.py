@@ -145,7 +145,7 @@ def test_running_against_postgresql_and_rabbitmq(servers: Servers) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "ok: all 5 bars equal weight * 30" in done.stdout, output
-    assert "relay: ok, last pass" in done.stdout, output
+    assert "relay: ok, last batch" in done.stdout, output
     assert re.search(r"^processed\s+3$", done.stdout, re.MULTILINE), output
 
 

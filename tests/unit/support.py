@@ -28,7 +28,7 @@ def complete_new_foos(uow: InMemoryUnitOfWork, *amounts: int) -> list[int]:
 
 
 def dispatch_all(uow_factory: Callable[[], UnitOfWork]) -> list[int]:
-    """One relay pass with room for everything due; the ids it dispatched."""
+    """One relay batch with room for everything due; the ids it dispatched."""
     dispatcher = InMemoryDispatcher()
     relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=100, lease_seconds=30))
     return dispatcher.dispatched

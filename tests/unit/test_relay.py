@@ -621,12 +621,12 @@ def test_a_lease_that_ends_unapplied_is_dispatched_again_with_a_warning_naming_t
         relay_once(uow_factory(), dispatcher, RelayLimits(batch_size=2, lease_seconds=30))
 
     assert [record.getMessage() for record in caplog.records] == [
-        "relay: 2 leases ended before their events were applied (the messages expired "
-        f"unconsumed or were lost); dispatching again: events {event_ids[0]}, {event_ids[1]}"
+        "relay: 2 leases ended before their messages came back (expired unconsumed or lost); "
+        f"dispatching again: events {event_ids[0]}, {event_ids[1]}"
     ]
 
 
-# What the relay tells an operator: every completed pass is recorded, and one that moved
+# What the relay tells an operator: every committed batch is recorded, and a tick that moved
 # something says so in one INFO line.
 
 
