@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,49 +21,9 @@ from infrastructure.sql.migrate import (
 )
 from infrastructure.sql.schema import metadata
 from tests import services
+from tests.integration.databases import execute, scalar_rows, tables
 
 POSTSAVE_TABLES = set(metadata.tables)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: no tables, not even Alembic's."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
-        return
-    services.check_postgres()
-    name = services.create_database()
-    try:
-        yield services.database_url(name)
-    finally:
-        services.drop_database(name)
-
-
-def tables(url: str) -> set[str]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return set(inspect(connection).get_table_names())
-    finally:
-        engine.dispose()
-
-
-def scalar_rows(url: str, sql: str) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            return [tuple(row) for row in connection.execute(text(sql))]
-    finally:
-        engine.dispose()
-
-
-def execute(url: str, sql: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(text(sql))
-    finally:
-        engine.dispose()
 
 
 def revisions_from_base() -> list[str]:
