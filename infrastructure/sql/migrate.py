@@ -25,6 +25,9 @@ MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 VERSION_TABLE = "postsave_alembic_version"
 SHARED_VERSION_TABLE = "alembic_version"
 
+# A table that every postsave revision has.
+TABLE_IN_EVERY_REVISION = "outbox_events"
+
 # What an application's own autogenerate should leave alone (see the README).
 POSTSAVE_TABLES = frozenset({*metadata.tables, VERSION_TABLE})
 
@@ -54,12 +57,17 @@ def current_revisions(connection: Connection) -> set[str]:
 
 def revisions_in_shared_table(connection: Connection, ours: Collection[str]) -> list[str]:
     """postsave's revisions that a deployment from before its own table left in Alembic's
-    default one."""
-    if not inspect(connection).has_table(SHARED_VERSION_TABLE):
+    default one. An application's history may use the same ids ("0001"): a revision counts as
+    postsave's only where postsave's tables are, since an older postsave could not have shared
+    the table with an application's history."""
+    found = inspect(connection)
+    if not (found.has_table(SHARED_VERSION_TABLE) and found.has_table(TABLE_IN_EVERY_REVISION)):
         return []
     shared = table(SHARED_VERSION_TABLE, column("version_num"))
     return sorted(
-        found for found in connection.scalars(select(shared.c.version_num)) if found in ours
+        revision
+        for revision in connection.scalars(select(shared.c.version_num))
+        if revision in ours
     )
 
 

@@ -107,6 +107,23 @@ def test_an_alembic_version_without_a_postsave_revision_is_left_alone(empty_url:
     assert scalar_rows(empty_url, "SELECT version_num FROM alembic_version") == [("app_0003",)]
 
 
+def test_an_applications_revision_with_a_postsave_id_is_not_taken_for_postsaves(
+    empty_url: str,
+) -> None:
+    """Sequential ids are common: without postsave's tables, an "0001" is the application's."""
+    execute(
+        empty_url,
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+        "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))",
+        "INSERT INTO alembic_version (version_num) VALUES ('0001')",
+    )
+
+    upgrade(empty_url)
+
+    assert own_revision(empty_url) == [(HEAD,)]
+    assert scalar_rows(empty_url, "SELECT version_num FROM alembic_version") == [("0001",)]
+
+
 def test_once_postsave_has_its_own_table_alembic_version_is_never_read_again(
     empty_url: str,
 ) -> None:
