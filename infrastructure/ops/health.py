@@ -8,7 +8,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,7 +19,13 @@ from infrastructure.files import DatabaseFileError, sqlite_file
 from infrastructure.settings import Settings
 from infrastructure.sql.clock import seconds_since
 from infrastructure.sql.engines import make_engine
-from infrastructure.sql.migrate import alembic_config
+from infrastructure.sql.migrate import (
+    SHARED_VERSION_TABLE,
+    VERSION_TABLE,
+    alembic_config,
+    current_revisions,
+    revisions_in_shared_table,
+)
 from infrastructure.sql.schema import outbox_counters
 from infrastructure.urls import redact_url
 
@@ -101,11 +106,20 @@ def _database_and_relay(settings: Settings, max_age_s: float, timeout_s: float) 
 
 def _revision(connection: Connection, url: str) -> tuple[str, str | None]:
     """The database's revision, and what is wrong with it if it is not the latest."""
-    current = set(MigrationContext.configure(connection).get_current_heads())
-    latest = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    script = ScriptDirectory.from_config(alembic_config(url))
+    current = current_revisions(connection)
+    latest = set(script.get_heads())
     shown = ", ".join(sorted(current)) or "none"
     if current == latest:
         return shown, None
+    if not current:
+        ours = {revision.revision for revision in script.walk_revisions()}
+        left_behind = revisions_in_shared_table(connection, ours)
+        if left_behind:  # an older postsave's; the next migration moves it
+            return ", ".join(left_behind), (
+                f"at revision {', '.join(left_behind)} in {SHARED_VERSION_TABLE}, not yet in "
+                f"{VERSION_TABLE}; run `postsave migrate`"
+            )
     return shown, (
         f"at revision {shown}, not the latest ({', '.join(sorted(latest))}); run `postsave migrate`"
     )
