@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, func, select, update
 
-from domain.outbox import EventState, StoredEvent
+from domain.outbox import DISPATCH, EventState, StoredEvent
 from domain.ports import RelayQueue
 from infrastructure.sql.clock import db_now, db_now_plus, seconds
-from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
+from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, allowed, select_events, stored
 from infrastructure.sql.schema import outbox_counters, outbox_events
 
 # Pollers serialise on this PostgreSQL advisory lock, so the in-flight bound is exact even
@@ -56,16 +56,20 @@ class SqlRelayQueue(RelayQueue):
         return self._claim(EventState.PENDING, limit)
 
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
-        self.connection.execute(
+        leased = self.connection.execute(
             update(outbox_events)
-            .where(outbox_events.c.id.in_(event_ids))
+            .where(outbox_events.c.id.in_(event_ids), allowed(DISPATCH))
             .values(
                 state=EventState.DISPATCHED.value,
                 dispatches=outbox_events.c.dispatches + 1,
                 dispatched_at=db_now(),
                 available_at=db_now_plus(seconds(lease_seconds)),
             )
+            .returning(outbox_events.c.id)
         )
+        refused = set(event_ids) - set(leased.scalars())
+        if refused:
+            raise DISPATCH.refused(refused)
 
     def record_pass(self, dispatched: int, leases_expired: int) -> None:
         counters = outbox_counters.c
