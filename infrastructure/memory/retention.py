@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.outbox import PRUNE, Checkpoint, EventState, StoredEvent
+from domain.outbox import PRUNE, Checkpoint, StoredEvent
 from domain.ports import Retention
 from infrastructure.memory.tables import InMemoryOutboxTable
 
@@ -25,7 +25,7 @@ class InMemoryRetention(Retention):
         cutoff = self.table.clock() - older_than_s
         old = self.table.in_id_order(
             lambda row: (
-                row.state is EventState.PROCESSED
+                PRUNE.allows(row.state, row.applied)  # processed
                 and row.occurred_at <= cutoff
                 and after_id < row.id < (row.id + 1 if below_id is None else below_id)
             )

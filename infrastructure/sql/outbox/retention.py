@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Connection, any_, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from domain.outbox import PRUNE, EventState, StoredEvent
+from domain.outbox import PRUNE, StoredEvent
 from domain.ports import Retention
 from infrastructure.sql.clock import db_now, db_now_plus, seconds
 from infrastructure.sql.outbox.rows import allowed, select_events, stored
@@ -42,7 +42,7 @@ class SqlRetention(Retention):
             select_events()
             .where(
                 outbox_events.c.id > after_id,
-                outbox_events.c.state == EventState.PROCESSED.value,
+                allowed(PRUNE),  # processed
                 outbox_events.c.occurred_at <= db_now_plus(seconds(-older_than_s)),
             )
             .order_by(outbox_events.c.id)
