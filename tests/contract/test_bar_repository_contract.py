@@ -14,6 +14,8 @@ from tests.contract.support import (
 
 
 class BarRepositoryContract:
+    """Bars, the set-based apply and reset, and the projection's applied total."""
+
     def test_a_bar_survives_its_round_trip_through_the_repository(
         self, uow_factory: UowFactory, bar_values: BarValues
     ) -> None:

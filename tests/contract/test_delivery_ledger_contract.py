@@ -24,6 +24,8 @@ from tests.contract.support import (
 
 
 class DeliveryLedgerContract:
+    """Each event applied once, finished or failed; only an unapplied unfinished event may fail."""
+
     def test_recording_an_event_as_processed_succeeds_once(self, uow_factory: UowFactory) -> None:
         [event_id] = append(uow_factory, completed(1, 5))
 

@@ -16,6 +16,8 @@ from tests.contract.support import (
 
 
 class FooRepositoryContract:
+    """Foos round-trip with their version; the completed total sums completed foos only."""
+
     def test_a_foo_survives_its_round_trip_through_the_repository(
         self, uow_factory: UowFactory
     ) -> None:

@@ -17,6 +17,8 @@ from tests.contract.support import (
 
 
 class OutboxContract:
+    """A unit of work's events, appended at its commit, in the order they happened."""
+
     def test_a_foos_events_reach_the_outbox_only_when_the_unit_of_work_commits(
         self,
         uow_factory: UowFactory,

@@ -22,6 +22,8 @@ from tests.contract.support import (
 
 
 class OutboxMonitorContract:
+    """Counts and counters that never scan the finished log; dead events and their revival."""
+
     def test_stats_count_events_by_state(self, uow_factory: UowFactory) -> None:
         with uow_factory() as uow:
             empty = uow.monitor.stats()

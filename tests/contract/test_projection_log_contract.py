@@ -17,6 +17,8 @@ from tests.contract.support import (
 
 
 class ProjectionLogContract:
+    """The applied log's sum and the checkpoint that pruning folds into."""
+
     def test_the_applied_sum_adds_the_deltas_of_applied_events_only(
         self, uow_factory: UowFactory
     ) -> None:

@@ -24,6 +24,8 @@ from tests.contract.support import (
 
 
 class RelayQueueContract:
+    """Claims without overlap, leases, the in-flight count; a lease only of an unfinished event."""
+
     def test_pending_claims_return_due_events_oldest_first_up_to_the_limit(
         self,
         uow_factory: UowFactory,

@@ -21,6 +21,8 @@ from tests.contract.support import (
 
 
 class RetentionContract:
+    """Processed events old enough, folded into the checkpoint and deleted, each once."""
+
     def test_only_processed_events_old_enough_are_prunable_lowest_ids_first(
         self,
         uow_factory: UowFactory,
