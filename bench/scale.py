@@ -366,7 +366,7 @@ def _verifies(database: Database) -> dict[str, Any]:
     with postsave(database.url) as container:
         result = projection.verify(container.uow())
         with container.uow() as uow:
-            checkpoint = uow.admin.checkpoint()
+            checkpoint = uow.projection_log.checkpoint()
     return {
         "verify_holds": result.holds,
         "completed_total": result.completed_total,

@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from domain.backoff import RetryPolicy
 from domain.errors import EventNotFoundError, InvalidEventError
-from domain.outbox import EventState, StoredEvent
+from domain.outbox import FAIL, EventState, StoredEvent
 from domain.ports import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _dropped(uow: UnitOfWork, event_id: int) -> Outcome:
     """A message for an event the outbox does not hold: pruned after it was applied (ids are
     removed by pruning only, up to the checkpoint's last), or never one of ours."""
     with uow:
-        pruned = event_id <= uow.admin.checkpoint().last_pruned_id
+        pruned = event_id <= uow.projection_log.checkpoint().last_pruned_id
     if pruned:
         logger.info(
             "event %s: dropped a message for an event applied and then pruned",
@@ -125,6 +125,8 @@ def record_failure(
             uow.deliveries.finish_pass([], delivered_id=event_id)
             uow.commit()
             return Outcome.ALREADY_APPLIED
+        if not FAIL.allows(stored.state, stored.applied):  # dead meanwhile, by another pass
+            return Outcome.DEAD
         # An event this version cannot read will not become readable by retrying it.
         permanent = isinstance(error, InvalidEventError)
         failures = stored.failures + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class DomainError(Exception):
     """The request breaks a rule of the domain; nothing was changed."""
@@ -22,20 +24,21 @@ class FooNotFoundError(NotFoundError):
         self.foo_id = foo_id
 
 
-class BarNotFoundError(NotFoundError):
-    """No bar with that id."""
-
-    def __init__(self, bar_id: int) -> None:
-        super().__init__(f"bar {bar_id} does not exist")
-        self.bar_id = bar_id
-
-
 class EventNotFoundError(NotFoundError):
     """No outbox event with that id."""
 
     def __init__(self, event_id: int) -> None:
         super().__init__(f"outbox event {event_id} does not exist")
         self.event_id = event_id
+
+
+class IllegalTransitionError(DomainError):
+    """An outbox event's state does not allow that change; the transaction is to be undone."""
+
+    def __init__(self, change: str, event_ids: Iterable[int]) -> None:
+        self.change, self.event_ids = change, sorted(event_ids)
+        ids = ", ".join(map(str, self.event_ids))
+        super().__init__(f"cannot {change} outbox event(s) {ids}: not in a state that allows it")
 
 
 class InvalidAmountError(DomainError):

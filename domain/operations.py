@@ -11,24 +11,24 @@ from domain.ports import UnitOfWork
 
 def outbox_stats(uow: UnitOfWork) -> OutboxStats:
     with uow:
-        return uow.admin.stats()
+        return uow.monitor.stats()
 
 
 def outbox_health(uow: UnitOfWork) -> OutboxHealth:
     with uow:
-        return uow.admin.health()
+        return uow.monitor.health()
 
 
 def dead_events(uow: UnitOfWork) -> list[StoredEvent]:
     with uow:
-        return uow.admin.dead_events()
+        return uow.monitor.dead_events()
 
 
 def retry_dead_events(uow: UnitOfWork, event_ids: Sequence[int] | None = None) -> list[int]:
     """Make dead events due again: the given ones, all of them or none, or every dead one."""
     with uow:
         wanted = None if event_ids is None else list(dict.fromkeys(event_ids))
-        revived = uow.admin.revive_dead(wanted)
+        revived = uow.monitor.revive_dead(wanted)
         if wanted is not None and len(revived) != len(wanted):
             missing = sorted(set(wanted) - set(revived))
             raise DomainError(

@@ -9,10 +9,12 @@ The words, used the same way in code, tables, command line and docs:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from domain.errors import IllegalTransitionError
 from domain.events import FooEvent, event_from_record
 
 
@@ -27,6 +29,36 @@ class EventState(StrEnum):
 
 
 UNFINISHED_STATES = (EventState.PENDING, EventState.DISPATCHED)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change the adapters make to events: the states it may start from, and whether the
+    event must not be applied yet. The one rule of both adapters: SQL matches its rows by it,
+    the in-memory adapter checks each row against it; an event outside it is refused."""
+
+    change: str  # what a refusal says could not be done: "dispatch", "prune", ...
+    sources: frozenset[EventState]
+    unapplied_only: bool = False
+
+    def allows(self, state: EventState, applied: bool) -> bool:
+        return state in self.sources and not (self.unapplied_only and applied)
+
+    def refused(self, event_ids: Iterable[int]) -> IllegalTransitionError:
+        return IllegalTransitionError(self.change, event_ids)
+
+
+_UNFINISHED = frozenset(UNFINISHED_STATES)
+# The relay leases a pending event, or again one whose lease ran out (applied meanwhile or not:
+# its new message finds it applied).
+DISPATCH = Transition("dispatch", _UNFINISHED)
+# A pass puts an event's delta on the bars once: it is processed, or stays dispatched until
+# its own message is back.
+APPLY = Transition("apply", _UNFINISHED, unapplied_only=True)
+# A failed pass makes the event pending after a backoff, or dead. An applied event did not fail.
+FAIL = Transition("record a failure on", _UNFINISHED, unapplied_only=True)
+REVIVE = Transition("revive", frozenset({EventState.DEAD}))  # `postsave dead retry`
+PRUNE = Transition("prune", frozenset({EventState.PROCESSED}))  # folded, then deleted
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,9 @@ class StoredEvent:
 class OutboxStats:
     pending: int
     in_flight: int
+    # Every event ever processed, pruned ones included: read from the projection's counter, not
+    # the log, so it only grows and costs the same at ten million events. An applied event
+    # whose message is still out is in flight, not processed.
     processed: int
     dead: int
     oldest_pending_age_s: float | None

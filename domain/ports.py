@@ -1,18 +1,23 @@
 """Ports: what the use cases need from storage and the broker. Adapters and fakes subclass these.
 
 The outbox has one port per client: the unit of work appends to it (`Outbox`), the relay moves
-events to the broker (`RelayQueue`), a delivery applies them (`DeliveryLedger`) and an operator
-inspects it (`OutboxAdmin`)."""
+events to the broker (`RelayQueue`), a delivery applies them (`DeliveryLedger`), an operator
+watches it and revives dead events (`OutboxMonitor`), verify and rebuild sum it and read the
+checkpoint (`ProjectionLog`), and a prune folds and deletes its finished events (`Retention`).
+
+An adapter that moves events between states does so by the domain's rule (`domain.outbox`'s
+transitions): an event in a state the rule does not allow raises IllegalTransitionError, never
+silently matches nothing. The unit of work is then to be rolled back."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
 from domain.bar import Bar
-from domain.errors import BarNotFoundError, FooNotFoundError
+from domain.errors import FooNotFoundError
 from domain.events import FooEvent
 from domain.foo import Foo
 from domain.outbox import Checkpoint, OutboxHealth, OutboxStats, StoredEvent
@@ -47,17 +52,8 @@ class FooRepository(ABC):
 class BarRepository(ABC):
     """Bars, and the running total of every delta applied to them (the projection's position)."""
 
-    def get(self, bar_id: int) -> Bar:
-        bar = self._get(bar_id)
-        if bar is None:
-            raise BarNotFoundError(bar_id)
-        return bar
-
     @abstractmethod
     def add(self, bar: Bar) -> None: ...
-
-    @abstractmethod
-    def _get(self, bar_id: int) -> Bar | None: ...
 
     @abstractmethod
     def lock_applied_total(self) -> int:
@@ -112,7 +108,8 @@ class RelayQueue(ABC):
 
     @abstractmethod
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
-        """Lease the events, counting a dispatch each: due again unless processed in time."""
+        """Lease the events, counting a dispatch each: due again unless processed in time.
+        IllegalTransitionError if one is finished or dead (DISPATCH)."""
 
     @abstractmethod
     def record_pass(self, dispatched: int, leases_expired: int) -> None:
@@ -141,35 +138,46 @@ class DeliveryLedger(ABC):
     def finish_pass(self, applied_ids: Sequence[int], delivered_id: int) -> None:
         """After the bars took their deltas: stamp `applied_ids` applied, and make processed
         each of them, and the delivered event, whose message is no longer out. Another
-        dispatched event stays dispatched until its own message comes back."""
+        dispatched event stays dispatched until its own message comes back.
+        IllegalTransitionError if one of `applied_ids` is finished, dead or applied (APPLY);
+        the delivered event in any other state is left as it is."""
 
     @abstractmethod
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
         """Count a failure, on the event and in the failure counters; make the event due
-        again after `retry_in_s`, or dead if None."""
+        again after `retry_in_s`, or dead if None. IllegalTransitionError if the event is
+        finished, dead or applied (FAIL): nothing failed that a retry could fix."""
 
 
-class OutboxAdmin(ABC):
-    """The outbox as an operator sees it."""
+class OutboxMonitor(ABC):
+    """The outbox as an operator sees it: how it is doing, and its dead events."""
 
     @abstractmethod
-    def stats(self) -> OutboxStats: ...
+    def stats(self) -> OutboxStats:
+        """Events by state; `processed` counts every event ever processed, pruned ones
+        included. Unfinished events and the counters only: never a scan of the finished ones."""
 
     @abstractmethod
     def health(self) -> OutboxHealth:
         """Unfinished events and the counters: never a scan of the finished ones."""
 
     @abstractmethod
-    def applied_events(self) -> Iterator[StoredEvent]:
-        """Every applied event, in id order: the log that the bars are a projection of."""
+    def dead_events(self) -> list[StoredEvent]: ...
+
+    @abstractmethod
+    def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
+        """Make dead events due again (all of them when `event_ids` is None); returns those it
+        revived: an id that is not a dead event's is left out."""
+
+
+class ProjectionLog(ABC):
+    """The log as the projection sees it: what verify and rebuild sum, and what pruning has
+    folded (which a delivery reads to tell a pruned event from one never held)."""
 
     @abstractmethod
     def applied_sum(self) -> tuple[int, int]:
         """The sum of the applied events' deltas, and how many there are: the whole log as
         the projection sees it, computed where the log is (one aggregate in SQL)."""
-
-    @abstractmethod
-    def dead_events(self) -> list[StoredEvent]: ...
 
     @abstractmethod
     def checkpoint(self) -> Checkpoint:
@@ -179,6 +187,10 @@ class OutboxAdmin(ABC):
     def lock_checkpoint(self) -> Checkpoint:
         """The checkpoint, locked to the end of the transaction: no prune folds events into it
         (and deletes them from the log) meanwhile."""
+
+
+class Retention(ABC):
+    """The log as a prune sees it: the finished events old enough to go, folded and deleted."""
 
     @abstractmethod
     def first_recent_id(self, older_than_s: float) -> int | None:
@@ -197,11 +209,7 @@ class OutboxAdmin(ABC):
     @abstractmethod
     def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
         """Add the events (their deltas summing to `total`) to the checkpoint, then delete
-        their rows from every table."""
-
-    @abstractmethod
-    def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
-        """Make dead events due again (all of them when `event_ids` is None)."""
+        their rows from every table. IllegalTransitionError if one is not processed (PRUNE)."""
 
 
 class Dispatcher(ABC):
@@ -224,7 +232,9 @@ class UnitOfWork(ABC):
     outbox: Outbox
     relay_queue: RelayQueue
     deliveries: DeliveryLedger
-    admin: OutboxAdmin
+    monitor: OutboxMonitor
+    projection_log: ProjectionLog
+    retention: Retention
 
     def __enter__(self) -> Self:
         return self

@@ -40,7 +40,7 @@ def verify(uow: UnitOfWork, show: int = 10) -> Verification:
                 BarMismatch(bar.id, bar.weight, bar.value, bar.expected_value(total))
                 for bar in uow.bars.mismatched(total, show)
             ],
-            outbox_drained=uow.admin.stats().drained,
+            outbox_drained=uow.monitor.stats().drained,
         )
 
 
@@ -54,8 +54,8 @@ def rebuild(uow: UnitOfWork) -> tuple[int, int]:
         uow.bars.lock_applied_total()  # hold event application off while we rewrite
         # Locked before the sum: a prune chunk that commits between the two reads would
         # otherwise be counted twice, in the log and in the checkpoint.
-        checkpoint = uow.admin.lock_checkpoint()  # the events pruned from the log, folded
-        total, events = uow.admin.applied_sum()
+        checkpoint = uow.projection_log.lock_checkpoint()  # the events pruned from the log, folded
+        total, events = uow.projection_log.applied_sum()
         events += checkpoint.events
         bars = uow.bars.reset_all(checkpoint.total + total, events)
         uow.commit()

@@ -60,19 +60,19 @@ def prune(
     deadline = None if time_budget_s is None else clock() + time_budget_s
     with uow_factory() as uow:
         # Found once: the chunks then walk the ids below it, never the recent events.
-        below_id = uow.admin.first_recent_id(older_than_s)
+        below_id = uow.retention.first_recent_id(older_than_s)
     pruned = total = after_id = 0
     while True:
         if deadline is not None and pruned and clock() >= deadline:
             return PruneReport(pruned, total, finished=False)
         with uow_factory() as uow:
-            events = uow.admin.lock_prunable(older_than_s, chunk, after_id, below_id)
+            events = uow.retention.lock_prunable(older_than_s, chunk, after_id, below_id)
             if not events:
                 return PruneReport(pruned, total)
             if archive is not None:
                 archive(events)
             delta = sum(stored.event().delta for stored in events)
-            uow.admin.fold_and_delete(events, delta)
+            uow.retention.fold_and_delete(events, delta)
             uow.commit()
         pruned, total, after_id = pruned + len(events), total + delta, events[-1].id
         if progress is not None:

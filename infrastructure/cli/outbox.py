@@ -52,7 +52,12 @@ def _dead_retry(c: Container, args: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    p = command(commands, "status", _status, "events pending, in flight, processed, dead")
+    p = command(
+        commands,
+        "status",
+        _status,
+        "events pending, in flight, processed (every one ever, pruned ones included), dead",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     dead = command_group(commands, "dead", "events that failed too often")
     command(dead, "list", _dead_list, "list dead events with their last error")

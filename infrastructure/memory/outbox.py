@@ -1,24 +1,13 @@
-"""The outbox's ports in memory, with the SQL adapters' semantics."""
+"""The outbox's ports of the write path in memory, with the SQL adapters' semantics: append,
+relay, deliver."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 from domain.events import FooEvent
-from domain.outbox import (
-    UNFINISHED_STATES,
-    Checkpoint,
-    EventState,
-    OutboxHealth,
-    OutboxStats,
-    StoredEvent,
-)
-from domain.ports import (
-    DeliveryLedger,
-    Outbox,
-    OutboxAdmin,
-    RelayQueue,
-)
+from domain.outbox import APPLY, DISPATCH, FAIL, UNFINISHED_STATES, EventState, StoredEvent
+from domain.ports import DeliveryLedger, Outbox, RelayQueue
 from infrastructure.memory.tables import InMemoryOutboxTable, OutboxRow
 
 
@@ -54,7 +43,7 @@ class InMemoryRelayQueue(RelayQueue):
         return self._claim(EventState.PENDING, limit)
 
     def mark_dispatched(self, event_ids: Sequence[int], lease_seconds: float) -> None:
-        for row in map(self.table.row, event_ids):
+        for row in self.table.moving(DISPATCH, event_ids):
             row.state, row.dispatches = EventState.DISPATCHED, row.dispatches + 1
             row.available_at = self.table.clock() + lease_seconds
 
@@ -88,119 +77,21 @@ class InMemoryDeliveryLedger(DeliveryLedger):
         return recorded
 
     def finish_pass(self, applied_ids: Sequence[int], delivered_id: int) -> None:
+        applied = self.table.moving(APPLY, applied_ids)
         delivered = self.table.row(delivered_id)
         if delivered.state is EventState.DISPATCHED and delivered.applied:
             delivered.state = EventState.PROCESSED
-        for row in map(self.table.row, applied_ids):
+        for row in applied:
             row.last_error, row.applied = None, True
             if row.state is not EventState.DISPATCHED or row is delivered:
                 row.state = EventState.PROCESSED
 
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
-        row = self.table.row(event_id)
-        if row.state not in UNFINISHED_STATES:
-            return
+        self.table.row(event_id)  # EventNotFoundError if there is no such event
+        [row] = self.table.moving(FAIL, [event_id])
         row.last_error, row.failures = error[:4000], row.failures + 1
         self.table.count(event_failures=1, events_dead=int(retry_in_s is None))
         if retry_in_s is None:
             row.state = EventState.DEAD
         else:
             row.state, row.available_at = EventState.PENDING, self.table.clock() + retry_in_s
-
-
-class InMemoryOutboxAdmin(OutboxAdmin):
-    def __init__(self, table: InMemoryOutboxTable) -> None:
-        self.table = table
-
-    def stats(self) -> OutboxStats:
-        rows = self.table.rows()
-
-        def count(state: EventState) -> int:
-            return sum(1 for row in rows if row.state is state)
-
-        unfinished = [row.occurred_at for row in rows if row.state in UNFINISHED_STATES]
-        oldest = max(self.table.clock() - min(unfinished), 0.0) if unfinished else None
-        return OutboxStats(
-            pending=count(EventState.PENDING),
-            in_flight=count(EventState.DISPATCHED),
-            processed=count(EventState.PROCESSED),
-            dead=count(EventState.DEAD),
-            oldest_pending_age_s=oldest,
-        )
-
-    def health(self) -> OutboxHealth:
-        stats, data = self.stats(), self.table.data
-        last_pass = data.last_relay_pass_at
-        return OutboxHealth(
-            pending=stats.pending,
-            in_flight=stats.in_flight,
-            dead=stats.dead,
-            oldest_pending_age_s=stats.oldest_pending_age_s or 0.0,
-            events_applied=data.events_applied,
-            event_failures=data.counters.get("event_failures", 0),
-            events_dead=data.counters.get("events_dead", 0),
-            events_dispatched=data.counters.get("events_dispatched", 0),
-            leases_expired=data.counters.get("leases_expired", 0),
-            relay_passes=data.counters.get("relay_passes", 0),
-            last_relay_pass_age_s=None if last_pass is None else self.table.clock() - last_pass,
-            events_pruned=data.checkpoint.events,
-        )
-
-    def _in_id_order(self, keep: Callable[[OutboxRow], bool]) -> list[StoredEvent]:
-        return [row.stored() for row in sorted(self.table.rows(keep), key=lambda row: row.id)]
-
-    def applied_events(self) -> Iterator[StoredEvent]:
-        yield from self._in_id_order(lambda row: row.applied)
-
-    def applied_sum(self) -> tuple[int, int]:
-        applied = [row.stored().event().delta for row in self.table.rows(lambda r: r.applied)]
-        return sum(applied), len(applied)
-
-    def dead_events(self) -> list[StoredEvent]:
-        return self._in_id_order(lambda row: row.state is EventState.DEAD)
-
-    def checkpoint(self) -> Checkpoint:
-        return self.table.data.checkpoint
-
-    def lock_checkpoint(self) -> Checkpoint:
-        return self.table.data.checkpoint
-
-    def first_recent_id(self, older_than_s: float) -> int | None:
-        cutoff = self.table.clock() - older_than_s
-        recent = self._in_id_order(lambda row: row.occurred_at > cutoff)
-        return recent[0].id if recent else None
-
-    def lock_prunable(
-        self, older_than_s: float, limit: int, after_id: int = 0, below_id: int | None = None
-    ) -> list[StoredEvent]:
-        cutoff = self.table.clock() - older_than_s
-        old = self._in_id_order(
-            lambda row: (
-                row.state is EventState.PROCESSED
-                and row.occurred_at <= cutoff
-                and after_id < row.id < (row.id + 1 if below_id is None else below_id)
-            )
-        )
-        return old[: max(limit, 0)]
-
-    def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
-        data, was = self.table.data, self.table.data.checkpoint
-        data.checkpoint = Checkpoint(
-            was.total + total,
-            was.events + len(events),
-            max([was.last_pruned_id, *(event.id for event in events)]),
-        )
-        for event in events:
-            data.applied.discard(event.id)
-            del data.events[event.id]
-
-    def revive_dead(self, event_ids: Sequence[int] | None) -> list[int]:
-        wanted = set(self.table.data.events) if event_ids is None else set(event_ids)
-        dead = self.table.rows(lambda row: row.state is EventState.DEAD and row.id in wanted)
-        for row in dead:
-            row.state, row.failures, row.available_at = (
-                EventState.PENDING,
-                0,
-                self.table.clock(),
-            )
-        return sorted(row.id for row in dead)

@@ -37,9 +37,6 @@ class InMemoryBarRepository(BarRepository):
         bar.id = self.data.next_id("bars")
         self.data.bars[bar.id] = bar
 
-    def _get(self, bar_id: int) -> Bar | None:
-        return self.data.bars.get(bar_id)
-
     def lock_applied_total(self) -> int:
         return self.data.applied_total
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from domain.outbox import (
     Checkpoint,
     EventState,
     StoredEvent,
+    Transition,
 )
 from infrastructure.memory.clock import ManualClock
 
@@ -72,7 +73,7 @@ class InMemoryDatabase:
 
 
 class InMemoryOutboxTable:
-    """The outbox rows of one transaction, shared by the fakes of its four ports."""
+    """The outbox rows of one transaction, shared by the in-memory adapters of its ports."""
 
     def __init__(self, data: InMemoryTables, clock: Callable[[], float]) -> None:
         self.data = data
@@ -84,9 +85,26 @@ class InMemoryOutboxTable:
             raise EventNotFoundError(event_id)
         return row
 
+    def moving(self, transition: Transition, event_ids: Iterable[int]) -> list[OutboxRow]:
+        """The rows that `transition` is to change, in id order, once every one of them allows
+        it (by the domain's rule, as the SQL adapters' WHERE clauses); else its refusal."""
+        wanted = sorted(set(event_ids))
+        rows = {i: self.data.events.get(i) for i in wanted}
+        refused = [
+            i
+            for i, row in rows.items()
+            if row is None or not transition.allows(row.state, row.applied)
+        ]
+        if refused:
+            raise transition.refused(refused)
+        return [row for row in rows.values() if row is not None]
+
     def count(self, **increments: int) -> None:
         for name, by in increments.items():
             self.data.counters[name] = self.data.counters.get(name, 0) + by
+
+    def in_id_order(self, keep: Callable[[OutboxRow], bool]) -> list[OutboxRow]:
+        return sorted(self.rows(keep), key=lambda row: row.id)
 
     def rows(self, keep: Callable[[OutboxRow], bool] = lambda row: True) -> list[OutboxRow]:
         """The rows that `keep` wants, in the order of the due index."""

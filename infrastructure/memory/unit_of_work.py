@@ -9,13 +9,11 @@ from domain.errors import ConcurrentUpdateError
 from domain.ports import (
     UnitOfWork,
 )
-from infrastructure.memory.outbox import (
-    InMemoryDeliveryLedger,
-    InMemoryOutbox,
-    InMemoryOutboxAdmin,
-    InMemoryRelayQueue,
-)
+from infrastructure.memory.monitor import InMemoryOutboxMonitor
+from infrastructure.memory.outbox import InMemoryDeliveryLedger, InMemoryOutbox, InMemoryRelayQueue
+from infrastructure.memory.projection_log import InMemoryProjectionLog
 from infrastructure.memory.repositories import InMemoryBarRepository, InMemoryFooRepository
+from infrastructure.memory.retention import InMemoryRetention
 from infrastructure.memory.tables import InMemoryDatabase, InMemoryOutboxTable
 
 
@@ -43,7 +41,9 @@ class InMemoryUnitOfWork(UnitOfWork):
         self.outbox = InMemoryOutbox(table)
         self.relay_queue = InMemoryRelayQueue(table)
         self.deliveries = InMemoryDeliveryLedger(table)
-        self.admin = InMemoryOutboxAdmin(table)
+        self.monitor = InMemoryOutboxMonitor(table)
+        self.projection_log = InMemoryProjectionLog(table)
+        self.retention = InMemoryRetention(table)
 
     def _commit(self) -> None:
         before = self.database.data.foos

@@ -160,10 +160,6 @@ class SqlBarRepository(BarRepository):
             _INSERT_BAR, {"weight": bar.weight, "value": bar.value}
         ).scalar_one()
 
-    def _get(self, bar_id: int) -> Bar | None:
-        row = self.connection.execute(_SELECT_BARS.where(bars.c.id == bar_id)).one_or_none()
-        return None if row is None else _bar(row)
-
     def lock_applied_total(self) -> int:
         # An UPDATE, not SELECT ... FOR UPDATE: SQLite has no row locks, and on PostgreSQL a
         # no-op update takes the same row lock and also waits for a concurrent applier.

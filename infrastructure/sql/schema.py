@@ -133,6 +133,9 @@ bar_projection = Table(
     integer_only("applied_total"),
 )
 
+PROCESSED_IS_APPLIED = "state <> 'processed' OR applied_at IS NOT NULL"
+WAITING_IS_UNAPPLIED = "state NOT IN ('pending', 'dead') OR applied_at IS NULL"
+
 outbox_events = Table(
     "outbox_events",
     metadata,
@@ -154,6 +157,12 @@ outbox_events = Table(
     CheckConstraint("state IN ('pending', 'dispatched', 'processed', 'dead')", name="state_known"),
     CheckConstraint("dispatches >= 0", name="dispatches_not_negative"),
     CheckConstraint("failures >= 0", name="failures_not_negative"),
+    # What the states imply of applied_at (domain.outbox's transitions keep to it, and so does
+    # any hand-written fix): a processed event is applied; a pending or dead one is not, since
+    # a pass that applies an event finishes it and an applied event never fails. A dispatched
+    # one may be either: another delivery's pass may have applied it while its message is out.
+    CheckConstraint(PROCESSED_IS_APPLIED, name="processed_is_applied"),
+    CheckConstraint(WAITING_IS_UNAPPLIED, name="waiting_is_unapplied"),
 )
 
 _unfinished = text("state IN ('pending', 'dispatched')")

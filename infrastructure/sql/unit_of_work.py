@@ -30,9 +30,11 @@ from sqlalchemy.orm import Session
 from domain.errors import ConcurrentUpdateError
 from domain.events import FooEvent
 from domain.ports import UnitOfWork
-from infrastructure.sql.outbox.admin import SqlOutboxAdmin
 from infrastructure.sql.outbox.delivery_ledger import SqlDeliveryLedger
+from infrastructure.sql.outbox.monitor import SqlOutboxMonitor
+from infrastructure.sql.outbox.projection_log import SqlProjectionLog
 from infrastructure.sql.outbox.relay_queue import SqlRelayQueue
+from infrastructure.sql.outbox.retention import SqlRetention
 from infrastructure.sql.outbox.writer import SqlOutbox
 from infrastructure.sql.repositories import SqlBarRepository, SqlFooRepository
 
@@ -75,7 +77,9 @@ class SqlUnitOfWork(UnitOfWork):
     bars = _InTransaction(SqlBarRepository)
     relay_queue = _InTransaction(SqlRelayQueue)
     deliveries = _InTransaction(SqlDeliveryLedger)
-    admin = _InTransaction(SqlOutboxAdmin)
+    monitor = _InTransaction(SqlOutboxMonitor)
+    projection_log = _InTransaction(SqlProjectionLog)
+    retention = _InTransaction(SqlRetention)
 
     def __init__(
         self,
@@ -205,7 +209,7 @@ class SqlUnitOfWork(UnitOfWork):
             self.transaction.begin()
 
     def _forget_adapters(self) -> None:
-        for name in ("bars", "relay_queue", "deliveries", "admin"):
+        for name in ("bars", "relay_queue", "deliveries", "monitor", "projection_log", "retention"):
             self.__dict__.pop(name, None)
 
 

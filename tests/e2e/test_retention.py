@@ -18,7 +18,7 @@ FOOS, AMOUNT, BARS, WEIGHT = 600, 3, 20, 2
 
 def checkpoint(pipeline: Pipeline) -> Checkpoint:
     with pipeline.container.uow() as uow:
-        return uow.admin.checkpoint()
+        return uow.projection_log.checkpoint()
 
 
 def wait_for_checkpoint(pipeline: Pipeline, events: int, timeout_s: float = 30.0) -> Checkpoint:

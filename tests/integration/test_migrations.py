@@ -402,3 +402,72 @@ def test_downgrading_0005_refuses_values_that_bigint_cannot_hold() -> None:
         assert scalar_rows(url, "SELECT value FROM bars") == [(BIGINT_MAX + 1,)]
     finally:
         services.drop_database(name)
+
+
+# 0009: the event states' rules on applied_at, as CHECK constraints.
+
+EVENTS_AT_0008 = [  # every state an event can be in, with what it truly holds of applied_at
+    ("pending", 0, False),
+    ("dispatched", 1, False),
+    ("dispatched", 2, True),  # applied by another delivery's pass, its own message still out
+    ("processed", 1, True),
+    ("processed", 0, True),  # applied by a pass before the relay ever dispatched it
+    ("dead", 3, False),
+]
+
+
+def insert_events_in_every_state(url: str) -> None:
+    for state, dispatches, applied in EVENTS_AT_0008:
+        stamp = "CURRENT_TIMESTAMP" if applied else "NULL"
+        execute(
+            url,
+            "INSERT INTO outbox_events (event_type, payload, state, dispatches, applied_at) "
+            f"VALUES ('FooCompleted', '{{\"foo_id\": 1, \"delta\": 2}}', '{state}', {dispatches},"
+            f" {stamp})",
+        )
+
+
+def events_kept(url: str) -> list[tuple[object, ...]]:
+    return scalar_rows(
+        url,
+        "SELECT state, dispatches, applied_at IS NOT NULL FROM outbox_events ORDER BY id",
+    )
+
+
+def test_upgrading_to_0009_keeps_events_in_every_state_and_refuses_a_state_off_its_rules(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url, "0008")
+    insert_events_in_every_state(empty_url)
+
+    upgrade(empty_url, "0009")
+
+    assert events_kept(empty_url) == [
+        (state, dispatches, bool(applied)) for state, dispatches, applied in EVENTS_AT_0008
+    ]
+    refused = [
+        ("processed_is_applied", "UPDATE outbox_events SET applied_at = NULL WHERE id = 4"),
+        ("processed_is_applied", "UPDATE outbox_events SET state = 'processed' WHERE id = 2"),
+        ("waiting_is_unapplied", "UPDATE outbox_events SET state = 'pending' WHERE id = 3"),
+        ("waiting_is_unapplied", "UPDATE outbox_events SET state = 'dead' WHERE id = 3"),
+        ("waiting_is_unapplied", "UPDATE outbox_events SET applied_at = occurred_at WHERE id = 1"),
+    ]
+    for name, sql in refused:
+        with pytest.raises(IntegrityError, match=f"ck_outbox_events_{name}"):
+            execute(empty_url, sql)
+    execute(empty_url, "UPDATE outbox_events SET state = 'processed' WHERE id = 3")  # allowed
+    execute(empty_url, "UPDATE outbox_events SET applied_at = occurred_at WHERE id = 2")
+
+
+def test_downgrading_0009_keeps_every_event_and_drops_only_the_state_rules(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url, "0009")
+    insert_events_in_every_state(empty_url)
+
+    downgrade(empty_url, "0008")
+
+    assert events_kept(empty_url) == [
+        (state, dispatches, bool(applied)) for state, dispatches, applied in EVENTS_AT_0008
+    ]
+    execute(empty_url, "UPDATE outbox_events SET applied_at = NULL WHERE id = 4")  # no rule now

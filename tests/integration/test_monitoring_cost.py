@@ -125,7 +125,7 @@ def test_a_prune_reads_the_old_events_and_not_the_recent_ones_it_keeps(
     with container.engine.connect() as connection:  # it pruned the 10 old ones, only those
         left = connection.execute(text("SELECT count(*) FROM outbox_events")).scalar_one()
     with container.uow() as uow:
-        assert (left, uow.admin.checkpoint().events) == (FINISHED, 10)
+        assert (left, uow.projection_log.checkpoint().events) == (FINISHED, 10)
     assert len(statements) == 2  # where the recent events start, one chunk of old ones
     for plan in plans(container.engine, statements):
         scanned = {n.get("Relation Name") for n in nodes(plan) if n["Node Type"] == "Seq Scan"}

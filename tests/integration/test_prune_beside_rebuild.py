@@ -58,8 +58,8 @@ def test_a_rebuild_waits_for_a_prune_chunk_in_progress_and_counts_it_once(
     results: list[tuple[int, int]] = []
 
     with container.uow() as chunk:  # a prune's chunk: folded and deleted, not yet committed
-        events = chunk.admin.lock_prunable(0, 2)
-        chunk.admin.fold_and_delete(events, sum(e.event().delta for e in events))
+        events = chunk.retention.lock_prunable(0, 2)
+        chunk.retention.fold_and_delete(events, sum(e.event().delta for e in events))
         rebuilding = threading.Thread(
             target=lambda: results.append(projection.rebuild(container.uow()))
         )

@@ -79,7 +79,7 @@ def test_every_bar_satisfies_the_invariant_once_the_outbox_is_drained(
 
     for _ in range(100):
         with uow() as unit:
-            if unit.admin.stats().drained:
+            if unit.monitor.stats().drained:
                 break
         clock.advance(60)
         delivered = len(dispatcher.dispatched)

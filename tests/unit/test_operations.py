@@ -94,6 +94,7 @@ def test_outbox_stats_count_events_by_state_and_age_the_oldest_unfinished(
     with uow_factory() as uow:
         uow.relay_queue.mark_dispatched([1], lease_seconds=30)
         uow.deliveries.record_applied([2])
+        uow.bars.apply_delta(1)  # as a pass does: the projection counts what it applied
         uow.deliveries.finish_pass([2], delivered_id=2)
         uow.commit()
     clock.advance(7.5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -11,7 +11,10 @@ from domain.ports import UnitOfWork
 from domain.projection import rebuild, verify
 from domain.use_cases import cancel_foo, complete_foos, create_bars, create_foos, revise_foo
 from infrastructure.memory import InMemoryDatabase
-from infrastructure.memory.outbox import InMemoryOutboxAdmin
+from infrastructure.memory.monitor import InMemoryOutboxMonitor
+from infrastructure.memory.outbox import InMemoryDeliveryLedger, InMemoryRelayQueue
+from infrastructure.memory.projection_log import InMemoryProjectionLog
+from infrastructure.memory.retention import InMemoryRetention
 from tests.unit.support import bar_values, drain
 
 
@@ -115,10 +118,28 @@ def test_rebuild_asks_the_log_for_its_sum_and_reads_no_event_one_by_one(
     bars = history(uow_factory)
     drain(uow_factory)
 
-    def one_by_one(self: InMemoryOutboxAdmin) -> Iterator[StoredEvent]:
+    def one_by_one(*args: object, **kwargs: object) -> list[StoredEvent]:
         raise AssertionError("rebuild read the events one by one")
 
-    monkeypatch.setattr(InMemoryOutboxAdmin, "applied_events", one_by_one)
+    # Every method that hands out stored events; the log's sum is one aggregate in SQL.
+    for port, method in [
+        (InMemoryDeliveryLedger, "lock"),
+        (InMemoryDeliveryLedger, "lock_waiting"),
+        (InMemoryRelayQueue, "claim_pending"),
+        (InMemoryRelayQueue, "claim_expired"),
+        (InMemoryRetention, "lock_prunable"),
+        (InMemoryOutboxMonitor, "dead_events"),
+    ]:
+        monkeypatch.setattr(port, method, one_by_one)
+    sums: list[tuple[int, int]] = []
+    summed = InMemoryProjectionLog.applied_sum
+
+    def applied_sum(self: InMemoryProjectionLog) -> tuple[int, int]:
+        sums.append(summed(self))
+        return sums[-1]
+
+    monkeypatch.setattr(InMemoryProjectionLog, "applied_sum", applied_sum)
 
     assert rebuild(uow_factory()) == (5, 2)  # 3 completions, a revision, a cancellation
+    assert sums == [(35, 5)]  # the whole log, asked for once
     assert bar_values(database) == {bars[0]: 70, bars[1]: 105}

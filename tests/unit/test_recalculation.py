@@ -261,6 +261,26 @@ def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
     assert (row.state, row.last_error, row.failures) == (EventState.PROCESSED, None, 0)
 
 
+def test_a_failure_reported_for_an_event_dead_meanwhile_leaves_it_dead_and_counts_nothing(
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
+) -> None:
+    [event_id] = complete_new_foos(uow, 10)
+    with uow_factory() as killed:  # another pass gave up on it
+        killed.deliveries.record_failure(event_id, "InvalidEventError: first", retry_in_s=None)
+        killed.commit()
+
+    outcome = record_failure(uow_factory(), event_id, RuntimeError("late"), POLICY)
+
+    assert outcome is Outcome.DEAD
+    [row] = event_rows(database)
+    assert (row.state, row.last_error, row.failures) == (
+        EventState.DEAD,
+        "InvalidEventError: first",
+        1,
+    )
+    assert database.data.counters["event_failures"] == 1
+
+
 def test_duplicate_deliveries_of_many_events_keep_the_invariant(
     uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],

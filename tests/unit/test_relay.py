@@ -398,7 +398,7 @@ def test_dispatched_and_unprocessed_events_never_exceed_max_in_flight_over_many_
 
     for _ in range(1000):  # drain: no more losses, no more failures
         with uow_factory() as uow:
-            if uow.admin.stats().drained:
+            if uow.monitor.stats().drained:
                 break
         relay_once(uow_factory(), broker, limits)
         check_bound()
@@ -632,7 +632,7 @@ def test_a_lease_that_ends_unapplied_is_dispatched_again_with_a_warning_naming_t
 
 def health(uow_factory: Callable[[], UnitOfWork]) -> OutboxHealth:
     with uow_factory() as uow:
-        return uow.admin.health()
+        return uow.monitor.health()
 
 
 def test_every_completed_relay_pass_is_recorded_with_what_it_moved_even_an_idle_one(

@@ -10,10 +10,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from domain.errors import EventNotFoundError
-from domain.outbox import EventState, StoredEvent
+from domain.outbox import APPLY, FAIL, EventState, StoredEvent
 from domain.ports import DeliveryLedger
 from infrastructure.sql.clock import db_now, db_now_plus, seconds
-from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, select_events, stored
+from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, allowed, select_events, stored
 from infrastructure.sql.schema import applied_events, outbox_counters, outbox_events
 
 MAX_ERROR_CHARS = 4000
@@ -63,10 +63,10 @@ class SqlDeliveryLedger(DeliveryLedger):
         newly_applied = event.id.in_(applied_ids)
         dispatched = event.state == EventState.DISPATCHED.value
         other_message_out = dispatched & (event.id != delivered_id)
-        self.connection.execute(
+        finished = self.connection.execute(
             update(outbox_events)
             .where(
-                newly_applied
+                (newly_applied & allowed(APPLY))
                 # The delivered event's message is back: if another pass applied it, it is done.
                 | ((event.id == delivered_id) & dispatched & event.applied_at.is_not(None))
             )
@@ -75,7 +75,11 @@ class SqlDeliveryLedger(DeliveryLedger):
                 applied_at=case((newly_applied, db_now()), else_=event.applied_at),
                 last_error=None,
             )
+            .returning(event.id)
         )
+        refused = set(applied_ids) - set(finished.scalars())
+        if refused:
+            raise APPLY.refused(refused)
 
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
         if retry_in_s is None:
@@ -87,19 +91,21 @@ class SqlDeliveryLedger(DeliveryLedger):
             }
         failed = self.connection.execute(
             update(outbox_events)
-            .where(outbox_events.c.id == event_id, UNFINISHED)
+            .where(outbox_events.c.id == event_id, allowed(FAIL))
             .values(
                 last_error=error[:MAX_ERROR_CHARS],
                 failures=outbox_events.c.failures + 1,
                 **values,
             )
         )
-        if failed.rowcount:
-            counters = outbox_counters.c
-            dead = int(retry_in_s is None)
-            self.connection.execute(
-                update(outbox_counters).values(
-                    event_failures=counters.event_failures + 1,
-                    events_dead=counters.events_dead + dead,
-                )
+        if not failed.rowcount:
+            self.lock(event_id)  # EventNotFoundError if there is no such event
+            raise FAIL.refused([event_id])
+        counters = outbox_counters.c
+        dead = int(retry_in_s is None)
+        self.connection.execute(
+            update(outbox_counters).values(
+                event_failures=counters.event_failures + 1,
+                events_dead=counters.events_dead + dead,
             )
+        )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 
-from domain.outbox import UNFINISHED_STATES, EventState, StoredEvent
+from domain.outbox import UNFINISHED_STATES, EventState, StoredEvent, Transition
 from infrastructure.sql.schema import outbox_events
 
 EVENT_COLUMNS = (
@@ -39,3 +39,14 @@ def stored(row: Any) -> StoredEvent:
         failures=row.failures,
         applied=bool(row.applied),
     )
+
+
+def allowed(transition: Transition) -> ColumnElement[bool]:
+    """The rows that `transition` may change: the domain's rule as a WHERE clause. The states
+    in a fixed order, so that the statement's text, and its cache entry, stay the same."""
+    clause: ColumnElement[bool] = outbox_events.c.state.in_(
+        sorted(state.value for state in transition.sources)
+    )
+    if transition.unapplied_only:
+        clause = clause & outbox_events.c.applied_at.is_(None)
+    return clause
