@@ -38,9 +38,11 @@ def insert_rows_at_0008(url: str) -> None:
         "INSERT INTO foos (amount, state, version) VALUES (120, 'completed', 2), (7, 'pending', 1)",
         "INSERT INTO bars (weight, value) VALUES (3, 360), (0, 0)",
         "UPDATE bar_projection SET applied_total = 120, events_applied = 1",
-        "INSERT INTO outbox_events (event_type, payload, state, dispatches) VALUES "
-        "('FooCompleted', '{\"foo_id\": 1, \"delta\": 120}', 'processed', 1), "
-        "('FooRevised', '{\"foo_id\": 1, \"delta\": -20}', 'pending', 0)",
+        # A processed event has been applied: postsave stamps applied_at as it applies it.
+        "INSERT INTO outbox_events (event_type, payload, state, dispatches, applied_at) VALUES "
+        "('FooCompleted', '{\"foo_id\": 1, \"delta\": 120}', 'processed', 1, "
+        "'2026-12-03 12:00:00'), "
+        "('FooRevised', '{\"foo_id\": 1, \"delta\": -20}', 'pending', 0, NULL)",
         "INSERT INTO applied_events (event_id) VALUES (1)",
     )
 
