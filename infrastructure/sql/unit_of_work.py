@@ -74,7 +74,7 @@ class SqlUnitOfWork(UnitOfWork):
             self.connection = outer.connection() if isinstance(outer, Session) else outer
             if not self.connection.in_transaction():
                 self.connection.begin()
-            self.savepoint = self.connection.begin_nested()
+            self._begin()
         self.write_path = WritePath(self.connection, alone=self.outer is None)
         self._adapters(self.connection)
         return super().__enter__()
@@ -147,6 +147,7 @@ class SqlUnitOfWork(UnitOfWork):
             self._begin()
 
     def _begin(self) -> None:
+        """A transaction of its own, or a savepoint of the application's, if none is open."""
         if self.outer is None:
             if not self.connection.in_transaction():
                 self.connection.begin()
