@@ -1,17 +1,18 @@
-"""Statements sent straight through psycopg: the few that every save sends on PostgreSQL.
+"""Statements sent straight through the driver, psycopg 3 or psycopg2: those that every save
+sends on PostgreSQL.
 
 SQLAlchemy's execution path (execution context, parameter processing, result object) costs
 about 70 us a statement, where a round trip to a local server is about 100 us: a third of a
 foo's save. These statements are still written in Core and compiled once, by SQLAlchemy's own
-psycopg dialect, so their SQL is what `Connection.execute` would send. They run on the
-connection's driver connection, in whatever transaction it is in; an error comes out as
-SQLAlchemy's, and a lost connection is invalidated, as `Connection.execute` would do."""
+psycopg dialect, so their SQL is what `Connection.execute` would send; both drivers take its
+`%(name)s` parameters and its casts. They run on the connection's driver connection, in
+whatever transaction it is in; an error comes out as SQLAlchemy's, and a lost connection is
+invalidated, as `Connection.execute` would do."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from psycopg import Error as PsycopgError
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.exc import DBAPIError, StatementError
@@ -35,19 +36,21 @@ class DriverStatement:
         }
 
     def rows(self, connection: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """Run it with `params` (values psycopg adapts: a JSON value as its text); its rows."""
+        """Run it with `params` (values the driver adapts: a JSON value as its text); its rows."""
         pooled = connection.connection
         cursor = pooled.info.get(_CURSOR)
         if cursor is None:  # one per driver connection, kept for its life: a new one costs 10 us
             cursor = pooled.info[_CURSOR] = pooled.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            return cursor.execute(self.sql, {**self.fixed, **params}).fetchall()
-        except PsycopgError as error:
+            # Two calls, not a chain: psycopg2's `execute` returns None, psycopg 3's the cursor.
+            cursor.execute(self.sql, {**self.fixed, **params})
+            return cast(list[tuple[Any, ...]], cursor.fetchall())
+        except connection.dialect.loaded_dbapi.Error as error:
             raise _as_sqlalchemy_error(connection, error, self.sql, params) from error
 
 
 def _as_sqlalchemy_error(
-    connection: Connection, error: PsycopgError, sql: str, params: dict[str, Any]
+    connection: Connection, error: Exception, sql: str, params: dict[str, Any]
 ) -> StatementError:
     dialect = connection.dialect
     lost = dialect.is_disconnect(cast(Any, error), connection.connection.dbapi_connection, None)

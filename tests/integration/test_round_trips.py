@@ -116,6 +116,13 @@ def test_several_foos_are_saved_in_one_transaction(engine: Engine, tmp_path: Pat
     assert [m.split()[0] for m in statements[begin + 1 :]] == ["WITH"] * 3 + ["COMMIT"]
 
 
+def test_reaching_for_an_adapter_sends_nothing(engine: Engine, tmp_path: Path) -> None:
+    with traced(engine, tmp_path / "trace") as sent, SqlUnitOfWork(engine) as uow:
+        assert None not in (uow.bars, uow.relay_queue, uow.deliveries, uow.admin, uow.outbox)
+
+    assert sent == []  # no BEGIN, and no ROLLBACK of a transaction nobody needed
+
+
 def bump_version(engine: Engine, foo_id: int) -> None:
     """Another process saves the foo: its version moves on."""
     with engine.begin() as connection:
