@@ -118,7 +118,8 @@ def test_several_foos_are_saved_in_one_transaction(engine: Engine, tmp_path: Pat
 
 def test_reaching_for_an_adapter_sends_nothing(engine: Engine, tmp_path: Path) -> None:
     with traced(engine, tmp_path / "trace") as sent, SqlUnitOfWork(engine) as uow:
-        assert None not in (uow.bars, uow.relay_queue, uow.deliveries, uow.admin, uow.outbox)
+        adapters = (uow.bars, uow.relay_queue, uow.deliveries, uow.outbox)
+        assert None not in (*adapters, uow.monitor, uow.projection_log, uow.retention)
 
     assert sent == []  # no BEGIN, and no ROLLBACK of a transaction nobody needed
 
