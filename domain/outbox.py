@@ -5,7 +5,14 @@ The words, used the same way in code, tables, command line and docs:
   `dispatches` counts how many were ever sent.
 - *applied*: its delta is on the bars (`applied_at`; the `applied_events` guard holds its id).
 - *processed*: applied and no message of it is out any more: finished.
-- *failures*: passes that raised while applying it; enough of them make it *dead*."""
+- *failures*: passes that raised while applying it; enough of them make it *dead*.
+- *batch*: one relay transaction: claim due events, publish one message each, lease them. Each
+  committed batch, idle ones too, is the relay's heartbeat (`relay_passes`, a name kept for the
+  metric `postsave_relay_passes_total`, counts batches).
+- *tick*: one `poll_outbox` run, from beat or a nudge: batches while they come back full, within
+  the poll interval.
+- *pass*: one delivery's transaction: it applies the delivered event and the waiting ones it
+  takes on (coalescing), and finishes them."""
 
 from __future__ import annotations
 
@@ -106,8 +113,8 @@ class OutboxHealth:
     events_dead: int  # events that failed too often; `dead retry` does not lower it
     events_dispatched: int  # messages the relay published
     leases_expired: int  # events dispatched again because their lease ended
-    relay_passes: int
-    last_relay_pass_age_s: float | None  # None until a relay pass has run
+    relay_passes: int  # committed relay batches, idle ones included
+    last_relay_pass_age_s: float | None  # since the last batch; None before the first
     events_pruned: int = 0  # folded into the checkpoint and deleted from the log
 
 

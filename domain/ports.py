@@ -112,9 +112,9 @@ class RelayQueue(ABC):
         IllegalTransitionError if one is finished or dead (DISPATCH)."""
 
     @abstractmethod
-    def record_pass(self, dispatched: int, leases_expired: int) -> None:
-        """Note that a relay pass completed, when (by the database's clock) and what it moved:
-        what tells an operator, from any host, that the relay is alive."""
+    def record_batch(self, dispatched: int, leases_expired: int) -> None:
+        """Note that a relay batch was committed, when (by the database's clock) and what it
+        moved: what tells an operator, from any host, that the relay is alive."""
 
 
 class DeliveryLedger(ABC):

@@ -44,7 +44,7 @@ def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> 
         fresh = uow.relay_queue.claim_pending(room) if room > 0 else []
         claimed = expired + fresh
         if not claimed:
-            uow.relay_queue.record_pass(dispatched=0, leases_expired=0)
+            uow.relay_queue.record_batch(dispatched=0, leases_expired=0)
             uow.commit()
             return RelayReport(0, in_flight, room=max(limits.max_in_flight - in_flight, 0))
         ids = [event.id for event in claimed]
@@ -58,7 +58,7 @@ def relay_once(uow: UnitOfWork, dispatcher: Dispatcher, limits: RelayLimits) -> 
         # The message must be gone before the lease ends; a tenth of the lease is the margin.
         dispatcher.dispatch(ids, expires_in_s=limits.lease_seconds * 0.9)
         uow.relay_queue.mark_dispatched(ids, limits.lease_seconds)
-        uow.relay_queue.record_pass(dispatched=len(ids), leases_expired=len(expired))
+        uow.relay_queue.record_batch(dispatched=len(ids), leases_expired=len(expired))
         uow.commit()
         in_flight += len(fresh)
         return RelayReport(

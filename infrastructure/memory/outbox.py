@@ -47,7 +47,7 @@ class InMemoryRelayQueue(RelayQueue):
             row.state, row.dispatches = EventState.DISPATCHED, row.dispatches + 1
             row.available_at = self.table.clock() + lease_seconds
 
-    def record_pass(self, dispatched: int, leases_expired: int) -> None:
+    def record_batch(self, dispatched: int, leases_expired: int) -> None:
         self.table.count(
             relay_passes=1, events_dispatched=dispatched, leases_expired=leases_expired
         )

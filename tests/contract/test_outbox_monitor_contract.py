@@ -74,7 +74,7 @@ class OutboxMonitorContract:
         )
         assert (empty.events_applied, empty.event_failures, empty.events_dead) == (0, 0, 0)
         assert (empty.events_dispatched, empty.leases_expired, empty.relay_passes) == (0, 0, 0)
-        assert empty.last_relay_pass_age_s is None  # no relay pass has run yet
+        assert empty.last_relay_pass_age_s is None  # no relay batch has run yet
 
         ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
         with uow_factory() as uow:
@@ -82,7 +82,7 @@ class OutboxMonitorContract:
             process(uow, ids[2])
             uow.deliveries.record_failure(ids[3], "dead", retry_in_s=None)
             uow.deliveries.record_failure(ids[4], "again later", retry_in_s=LONG_LEASE)
-            uow.relay_queue.record_pass(dispatched=2, leases_expired=1)
+            uow.relay_queue.record_batch(dispatched=2, leases_expired=1)
             uow.commit()
         with uow_factory() as uow, pytest.raises(IllegalTransitionError):
             uow.deliveries.record_failure(ids[2], "too late: it is processed", retry_in_s=None)
@@ -99,7 +99,7 @@ class OutboxMonitorContract:
     def test_counters_are_discarded_with_their_unit_of_work(self, uow_factory: UowFactory) -> None:
         [event_id] = append(uow_factory, completed(1, 1))
         with uow_factory() as uow:
-            uow.relay_queue.record_pass(dispatched=1, leases_expired=1)
+            uow.relay_queue.record_batch(dispatched=1, leases_expired=1)
             uow.deliveries.record_failure(event_id, "dead", retry_in_s=None)
 
         with uow_factory() as uow:

@@ -172,7 +172,7 @@ class RelayQueueContract:
             assert uow.relay_queue.try_lock() is True
             assert claimed_ids(uow) == ([], [])
             assert uow.relay_queue.count_in_flight() == 0
-            uow.relay_queue.record_pass(dispatched=0, leases_expired=0)
+            uow.relay_queue.record_batch(dispatched=0, leases_expired=0)
             assert uow.monitor.health().relay_passes == 1
         with uow_factory() as uow, pytest.raises(IllegalTransitionError, match=str(ids[0])):
             uow.relay_queue.mark_dispatched([ids[0]], LONG_LEASE)

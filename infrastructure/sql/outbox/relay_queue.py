@@ -76,7 +76,7 @@ class SqlRelayQueue(RelayQueue):
                 set(event_ids) - set(self.connection.execute(dispatched).scalars())
             )
 
-    def record_pass(self, dispatched: int, leases_expired: int) -> None:
+    def record_batch(self, dispatched: int, leases_expired: int) -> None:
         counters = outbox_counters.c
         self.connection.execute(
             update(outbox_counters).values(
