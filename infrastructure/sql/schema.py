@@ -180,8 +180,9 @@ _dead = text("state = 'dead'")
 # Dead events stay until an operator retries them: counting them reads this index, not the log.
 Index("ix_outbox_events_dead", outbox_events.c.id, postgresql_where=_dead, sqlite_where=_dead)
 
-# One row: counters kept as the relay and the deliveries go, and when the relay last committed a batch
-# (by the database's clock, so any host can tell). Monitoring reads this, never the event log.
+# One row: counters kept as the relay and the deliveries go, and when the relay last committed
+# a batch (by the database's clock, so any host can tell). Monitoring reads this, never the
+# event log.
 outbox_counters = Table(
     "outbox_counters",
     metadata,
