@@ -14,7 +14,7 @@ import psycopg
 
 from bench.harness import processes as procs
 from bench.harness.contenders import CeleryContender, Contender, Postsave, Window
-from bench.harness.data import COMPLETE_RANGE_SQL
+from bench.harness.data import COMPLETE_RANGE_SQL, execute
 from bench.harness.processes import step
 from bench.harness.profile import Profile
 from bench.harness.report import Results, table
@@ -24,10 +24,7 @@ from infrastructure.broker.names import RECALC_QUEUE
 
 
 def _db_now(dsn: str) -> float:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        row = connection.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
-    assert row is not None
-    return float(row[0])
+    return float(execute(dsn, "SELECT extract(epoch FROM clock_timestamp())::float8"))
 
 
 def _drain(

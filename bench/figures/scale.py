@@ -35,7 +35,7 @@ import psycopg
 
 from bench.harness import processes as procs
 from bench.harness.contenders import Postsave, Window, postsave_pg
-from bench.harness.data import AMOUNT_SQL
+from bench.harness.data import AMOUNT_SQL, execute, row
 from bench.harness.processes import step
 from bench.harness.product import postsave
 from bench.harness.profile import OPEN_LOOP_CLIENTS, SETTINGS_ENV, Profile
@@ -52,6 +52,7 @@ HISTORY_FOOS = 1_000  # the history's events are spread over this many completed
 SPREAD_DAYS = 10  # the history occurred evenly over the past 10 days ...
 OLDER_THAN_DAYS = 8  # ... so the prune takes its oldest fifth
 OLDER_THAN = f"{OLDER_THAN_DAYS}d"
+TABLES = ("outbox_events", "applied_events")  # the log, and its guard rows
 PENDING = 100  # events waiting for the relay in both databases while timing
 DRAIN_TIMEOUT_S = 180.0
 WARM_UP = 3  # untimed calls first (connections, plans, caches); rebuild: 1
@@ -154,11 +155,6 @@ def _complete(database: Database, first_foo: int, count: int) -> None:
         use_cases.complete_foos(container.uow(), list(range(first_foo, first_foo + count)))
 
 
-def _vacuum_analyze(database: Database) -> None:
-    with psycopg.connect(database.conninfo, autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE")
-
-
 # --- 1. the reads, timed --------------------------------------------------------------------
 def _claim(container: Container) -> None:
     """The relay's claim of one batch, rolled back (the unit of work never commits)."""
@@ -218,33 +214,29 @@ def _time_operations(
 
 # --- 2. sizes, the prune, latency -----------------------------------------------------------
 def _sizes(database: Database) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    with psycopg.connect(database.conninfo, autocommit=True) as connection:
-        for table in ("outbox_events", "applied_events"):
-            found[table] = {
-                "mb": _one(connection, "SELECT pg_total_relation_size(%s::regclass)", table)
-                / 1_048_576,
-                "rows": int(_one(connection, f"SELECT count(*) FROM {table}")),
-            }
-    return found
+    size = "SELECT pg_total_relation_size(%s::regclass) / 1048576.0, count(*) FROM {}"
+    return {
+        table: dict(
+            zip(("mb", "rows"), row(database.conninfo, size.format(table), table), strict=True)
+        )
+        for table in ("outbox_events", "applied_events")
+    }
 
 
 def _prunable(database: Database) -> int:
-    with psycopg.connect(database.conninfo, autocommit=True) as connection:
-        return int(
-            _one(
-                connection,
-                "SELECT count(*) FROM outbox_events WHERE state = 'processed'"
-                f" AND occurred_at <= clock_timestamp() - interval '{OLDER_THAN_DAYS} days'",
-            )
+    return int(
+        execute(
+            database.conninfo,
+            "SELECT count(*) FROM outbox_events WHERE state = 'processed'"
+            f" AND occurred_at <= clock_timestamp() - interval '{OLDER_THAN_DAYS} days'",
         )
+    )
 
 
 def _vacuum(database: Database) -> float:
     started = time.monotonic()
-    with psycopg.connect(database.conninfo, autocommit=True) as connection:
-        connection.execute("VACUUM outbox_events")
-        connection.execute("VACUUM applied_events")
+    for name in TABLES:
+        execute(database.conninfo, f"VACUUM {name}")
     return time.monotonic() - started
 
 
@@ -433,12 +425,11 @@ def figure(
     done("load_s")
     step("scale: VACUUM ANALYZE both databases")
     for database in (empty, full):
-        _vacuum_analyze(database)
+        execute(database.conninfo, "VACUUM ANALYZE")
     done("vacuum_analyze_s")
     # The load leaves gigabytes to write back: flushed now, not in the middle of a timing.
     step("scale: CHECKPOINT (the load's writes, flushed before anything is timed)")
-    with psycopg.connect(full.conninfo, autocommit=True) as connection:
-        connection.execute("CHECKPOINT")
+    execute(full.conninfo, "CHECKPOINT")
     done("checkpoint_s")
 
     with contextlib.ExitStack() as stack:

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from bench.harness.data import execute
 from bench.harness.processes import step
 from bench.harness.product import postsave
 from bench.harness.profile import Profile
@@ -152,9 +153,7 @@ def _use_case_calls(
 
 
 def _outbox_rows(conninfo: str) -> int:
-    with psycopg.connect(conninfo) as connection:
-        row = connection.execute("SELECT count(*) FROM outbox_events").fetchone()
-    return int(row[0]) if row else 0
+    return int(execute(conninfo, "SELECT count(*) FROM outbox_events"))
 
 
 def run(bench: Run) -> None:

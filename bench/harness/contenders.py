@@ -22,7 +22,7 @@ from kombu import Connection
 
 from bench.harness import processes as procs
 from bench.harness.apps import CEILING_QUEUE, DIRECT_DSN_ENV, DIRECT_QUEUE
-from bench.harness.data import DRIFT_SQL
+from bench.harness.data import DRIFT_SQL, execute, row
 from bench.harness.services import Database, ready
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from infrastructure.cli import processes
@@ -132,8 +132,7 @@ class Contender:
         each other or there is no database to ask."""
         if not self.dsn:
             return None
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            return drift_of(connection.execute(DRIFT_SQL).fetchone())
+        return drift_of(row(self.dsn, DRIFT_SQL))
 
     def invariant(self, before: float | None) -> dict[str, Any]:
         """Did the bars move by exactly the completed amounts since `before` (a drift())?"""
@@ -206,9 +205,7 @@ class Procrastinate(Contender):
             connection.execute(SchemaManager.get_schema())
 
     def _workers(self) -> int:
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            row = connection.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
-        return int(row[0]) if row else 0
+        return int(execute(self.dsn, "SELECT count(*) FROM procrastinate_workers"))
 
     def start(self) -> None:
         self.generation += 1
@@ -223,17 +220,16 @@ class Procrastinate(Contender):
         # A killed worker's jobs stay 'doing' until someone calls retry_stalled_jobs; a job
         # killed after its transaction committed has applied already, and a retry applies
         # it again (job state and effect commit separately).
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            row = connection.execute(
-                "SELECT count(*) FILTER (WHERE e.applied_at IS NULL),"
-                " count(*) FILTER (WHERE e.applied_at IS NOT NULL)"
-                " FROM procrastinate_jobs j"
-                " JOIN bench_events e ON e.id = (j.args->>'event_id')::bigint"
-                " WHERE j.status = 'doing' AND e.id > %s",
-                (window.after,),
-            ).fetchone()
-        assert row is not None
-        return {"unapplied": int(row[0]), "applied_but_pending": int(row[1])}
+        unapplied, applied = row(
+            self.dsn,
+            "SELECT count(*) FILTER (WHERE e.applied_at IS NULL),"
+            " count(*) FILTER (WHERE e.applied_at IS NOT NULL)"
+            " FROM procrastinate_jobs j"
+            " JOIN bench_events e ON e.id = (j.args->>'event_id')::bigint"
+            " WHERE j.status = 'doing' AND e.id > %s",
+            window.after,
+        )
+        return {"unapplied": int(unapplied), "applied_but_pending": int(applied)}
 
 
 @dataclass
@@ -281,14 +277,14 @@ class NaiveTimer(Contender):
 
     def work(self, first: float, last: float) -> dict[str, float]:
         """Ticks, foos scanned and bars rewritten between two epoch times."""
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            row = connection.execute(
-                "SELECT count(*), coalesce(sum(foos_scanned), 0), coalesce(sum(bars_updated), 0)"
-                " FROM bench_ticks WHERE ticked_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
-                (first, last),
-            ).fetchone()
-        assert row is not None
-        return {"ticks": int(row[0]), "foos_scanned": int(row[1]), "bars_updated": int(row[2])}
+        found = row(
+            self.dsn,
+            "SELECT count(*), coalesce(sum(foos_scanned), 0), coalesce(sum(bars_updated), 0)"
+            " FROM bench_ticks WHERE ticked_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
+            first,
+            last,
+        )
+        return dict(zip(("ticks", "foos_scanned", "bars_updated"), map(int, found), strict=True))
 
 
 @dataclass
@@ -352,12 +348,8 @@ class Postsave(Contender):
     def applied_twice(self) -> int | None:
         if not self.dsn:
             return None
-        with psycopg.connect(self.dsn, autocommit=True) as connection:
-            row = connection.execute(
-                "SELECT (SELECT events_applied FROM bar_projection)"
-                " - (SELECT count(*) FROM applied_events)"
-            ).fetchone()
-        return int(row[0]) if row else None
+        query = "SELECT (SELECT events_applied FROM bar_projection)"
+        return int(execute(self.dsn, f"{query} - (SELECT count(*) FROM applied_events)"))
 
 
 def outbox_log(conninfo: str = "", path: str = "") -> EventLog:

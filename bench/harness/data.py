@@ -58,12 +58,17 @@ def insert_bars(connection: psycopg.Connection, count: int, per_weight: int = 0)
     )
 
 
-def execute(conninfo: str, statement: str, *params: object) -> Any:
-    """One statement in autocommit (VACUUM, counts): its first row's first value, if any."""
+def row(conninfo: str, statement: str, *params: object) -> tuple[Any, ...]:
+    """One statement in autocommit (VACUUM, counts, sums): its first row, () if none."""
     with psycopg.connect(conninfo, autocommit=True) as connection:
         cursor = connection.execute(statement, params or None)
-        row = cursor.fetchone() if cursor.description else None
-    return row[0] if row else None
+        found = cursor.fetchone() if cursor.description else None
+    return tuple(found or ())
+
+
+def execute(conninfo: str, statement: str, *params: object) -> Any:
+    """row()'s first value, None if none."""
+    return (row(conninfo, statement, *params) or (None,))[0]
 
 
 def seed_postgres(conninfo: str, bars: int, foos: int) -> None:
