@@ -214,12 +214,10 @@ def _time_operations(
 
 # --- 2. sizes, the prune, latency -----------------------------------------------------------
 def _sizes(database: Database) -> dict[str, Any]:
-    size = "SELECT pg_total_relation_size(%s::regclass) / 1048576.0, count(*) FROM {}"
+    query = "SELECT pg_total_relation_size(%s::regclass), count(*) FROM {}"
+    sizes = {name: row(database.conninfo, query.format(name), name) for name in TABLES}
     return {
-        table: dict(
-            zip(("mb", "rows"), row(database.conninfo, size.format(table), table), strict=True)
-        )
-        for table in ("outbox_events", "applied_events")
+        name: {"mb": size / 1_048_576, "rows": int(rows)} for name, (size, rows) in sizes.items()
     }
 
 
