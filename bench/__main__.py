@@ -1,3 +1,4 @@
-from bench.cli import main
+from bench.figures import FIGURES
+from bench.harness.run import main
 
-raise SystemExit(main())
+raise SystemExit(main(FIGURES))

@@ -1,0 +1,107 @@
+"""Driving a contender's producer (a subprocess, bench/harness/producer.py) and waiting for its
+events to reach the bars."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from bench.harness import processes as procs
+from bench.harness.contenders import Contender, Window
+from bench.harness.producer import Tally
+
+
+def start_producer(
+    contender: Contender,
+    count: int,
+    rate: float | None,
+    threads: int | None = None,
+    deadline_s: float | None = None,
+    producer: str | None = None,
+) -> subprocess.Popen[str]:
+    """`producer`: another kind than the contender's own (bench/harness/producer.py)."""
+    spec = {
+        "kind": producer or contender.kind,
+        "first_foo": contender.take_foos(count),
+        "count": count,
+        "rate": rate,
+        "threads": threads or contender.threads,
+        "dsn": contender.dsn,
+        "deadline_s": deadline_s,
+    }
+    log = (contender.workdir / f"{contender.name}-producer.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.harness.producer", json.dumps(spec)],
+        env=procs.env_for(contender.producer_env()),
+        cwd=procs.REPO,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+
+
+def finish_producer(process: subprocess.Popen[str], timeout_s: float) -> Tally:
+    try:
+        out, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise TimeoutError(f"the producer did not finish within {timeout_s:.0f}s") from None
+    except BaseException:  # interrupted: never leave a producer behind
+        process.kill()
+        process.wait()
+        raise
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"the producer failed (exit {process.returncode}); see its log")
+    return Tally(**json.loads(lines[-1]))
+
+
+def produce(
+    contender: Contender,
+    count: int,
+    rate: float | None = None,
+    deadline_s: float | None = None,
+    producer: str | None = None,
+) -> Tally:
+    budget = 60.0 + (count / rate if rate else count / 100.0)
+    process = start_producer(contender, count, rate, None, deadline_s, producer)
+    return finish_producer(process, budget)
+
+
+def wait_processed(contender: Contender, window: Window, timeout_s: float) -> None:
+    assert contender.log is not None
+    log = contender.log
+    procs.wait_until(
+        lambda: log.unfinished(window) == 0,
+        f"{contender.name}: every event applied",
+        timeout_s=timeout_s,
+        alive=contender.alive(),
+        interval_s=0.05,
+    )
+
+
+def drain_budget(count: int) -> float:
+    return 60.0 + count / 50.0  # the embedded default drains ~100+/s; bounded all the same
+
+
+def settle(
+    contender: Contender, window: Window, quiet_s: float = 3.0, limit_s: float = 40.0
+) -> float:
+    """Wait until everything is applied, or nothing has changed for `quiet_s` (bounded)."""
+    assert contender.log is not None
+    started = time.monotonic()
+    last = contender.log.unfinished(window)
+    changed = started
+    while time.monotonic() - started < limit_s:
+        now = contender.log.unfinished(window)
+        if now == 0:
+            break
+        if now != last:
+            last, changed = now, time.monotonic()
+        elif time.monotonic() - changed >= quiet_s:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - started
