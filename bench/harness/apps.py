@@ -72,6 +72,8 @@ def direct_apply(event_id: int, delta: int) -> None:
     if _connection is None or _connection.closed:
         _connection = psycopg.connect(os.environ[DIRECT_DSN_ENV])
     with _connection.transaction():
+        # Every task updates every bar: taken in one order, or two tasks deadlock now and then.
+        _connection.execute("SELECT 1 FROM bars ORDER BY id FOR UPDATE")
         _connection.execute("UPDATE bars SET value = value + %s * weight", (delta,))
         _connection.execute(
             "UPDATE bench_events SET applied_at = clock_timestamp() WHERE id = %s", (event_id,)

@@ -20,6 +20,8 @@ async def apply_delta(event_id: int, delta: int) -> None:
     # The worker's own pool: an async task keeps both of the worker's slots on one event loop.
     pool = connector.pool
     async with pool.connection() as connection, connection.transaction():
+        # Every job updates every bar: taken in one order, or two jobs deadlock now and then.
+        await connection.execute("SELECT 1 FROM bars ORDER BY id FOR UPDATE")
         await connection.execute("UPDATE bars SET value = value + %s * weight", (delta,))
         await connection.execute(
             "UPDATE bench_events SET applied_at = clock_timestamp() WHERE id = %s", (event_id,)
