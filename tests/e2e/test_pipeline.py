@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from domain import projection, use_cases
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
-from tests.e2e.pipeline import Pipeline
+from tests.e2e.pipeline import Pipeline, wait_until
 
 
 def _run_flow(pipeline: Pipeline, foos: int, bars: int) -> None:
@@ -77,10 +76,14 @@ def test_the_embedded_broker_holds_no_more_than_the_bound_while_nobody_consumes(
         use_cases.complete_foos(pipeline.container.uow(), list(range(1, 101)))
         pipeline.start_beat()
         pipeline.start_worker("relay", queues=[POLL_QUEUE], concurrency=1)  # no recalc worker
-        depths = []
-        for _ in range(16):  # several leases long
-            time.sleep(0.5)
+        depths: list[int] = []
+
+        def dispatched_three_times() -> bool:
             depths.append(waiting_messages(broker))
+            return max(row.dispatches for row in pipeline.events()) >= 3
+
+        # Several leases long: until leases ended and their events went out a third time.
+        wait_until(dispatched_three_times, "an event dispatched three times", timeout_s=60)
         redispatched = max(row.dispatches for row in pipeline.events())
         logs = pipeline.logs()
     finally:
