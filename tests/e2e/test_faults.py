@@ -175,21 +175,6 @@ def test_a_sigterm_hands_back_or_finishes_the_work_in_hand(faulty: Pipeline) -> 
     finish(faulty, "SIGTERM worker", signalled_at, in_hand=in_hand)
 
 
-def test_processed_events_delivered_again_change_nothing(faulty: Pipeline) -> None:
-    use_cases.create_bars(faulty.container.uow(), 2, count=50)
-    produce(faulty, 100)
-    faulty.start_worker()
-    faulty.start_beat()
-    stats = faulty.wait_until_drained()
-    before = faulty.counts()
-    for event_id in range(1, stats.processed + 1):
-        faulty.deliver(event_id)
-        faulty.deliver(event_id)
-    faulty.wait_for_log("'already_applied'", count=2 * stats.processed)
-    assert faulty.counts() == before
-    finish(faulty, "redelivered applied events", redelivered=2 * stats.processed)
-
-
 def test_garbage_messages_are_dropped_and_the_worker_stays_up(faulty: Pipeline) -> None:
     use_cases.create_bars(faulty.container.uow(), 2, count=20)
     worker = faulty.start_worker()
