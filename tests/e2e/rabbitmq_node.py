@@ -85,12 +85,14 @@ class RabbitMQNode:
         if started.returncode != 0:
             unavailable("a RabbitMQ node of the tests' own", started.stderr.strip()[-500:])
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._accepts_connections():
-            if time.monotonic() > deadline:
-                self.stop()
-                unavailable("a RabbitMQ node of the tests' own", f"not up: {self.logs()}")
-            time.sleep(0.2)
-        self.ctl("await_startup")
+        try:
+            while not self._accepts_connections():
+                assert time.monotonic() < deadline, f"not up: {self.logs()}"
+                time.sleep(0.2)
+            self.ctl("await_startup")
+        except (AssertionError, subprocess.SubprocessError) as error:
+            self.stop()  # never leave a half-started node behind
+            unavailable("a RabbitMQ node of the tests' own", str(error)[-2000:])
 
     def _accepts_connections(self) -> bool:
         try:
