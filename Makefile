@@ -10,11 +10,13 @@ BENCH_STAMP := $(VENV)/.bench-installed-stamp
 demo: $(STAMP)
 	$(BIN)/postsave demo
 
-# Two runs: the tiers that only wait on PostgreSQL, RabbitMQ and files in parallel, then the
-# end-to-end tests one at a time, since their timings and fault injections need the CPUs.
+# Two runs: the tiers that only wait on PostgreSQL, RabbitMQ and files, then the end-to-end
+# tests, each on a database and vhost of its own (the faults that stop or alarm a whole RabbitMQ
+# node on a node of their own, one group). Two at a time in both: the end-to-end tests' timings
+# and fault injections need the CPUs.
 test: $(STAMP) lint
 	$(BIN)/pytest -n 2 --ignore=tests/e2e
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest -n 2 --dist loadgroup tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,10 +63,30 @@ def amqp_url() -> Iterator[str]:
         services.delete_vhost(vhost)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+# What the fault tests measured, carried on each test's report: under xdist the tests run in
+# worker processes and only their reports reach the process that prints the summary.
+FAULT_REPORT = "postsave fault report"
+REPORTED: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     from tests.e2e.pipeline import FAULT_REPORTS
 
-    if FAULT_REPORTS:
+    report = yield
+    report.user_properties.extend((FAULT_REPORT, line) for line in FAULT_REPORTS)
+    FAULT_REPORTS.clear()
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    REPORTED.extend(str(value) for name, value in report.user_properties if name == FAULT_REPORT)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORTED:
         terminalreporter.section("postsave fault tests: events lost, applied twice, broker bound")
-        for line in FAULT_REPORTS:
+        for line in REPORTED:
             terminalreporter.write_line(line)

@@ -72,6 +72,10 @@ class DepthSampler:
         """The readings scheduled in [start, end) (monotonic clock), waiting for their results."""
         return [f.result(60) for tick, f in list(self._readings) if start <= tick < end]
 
+    def done_since(self, start: float) -> list[dict[str, int]]:
+        """The readings scheduled from `start` on that have their result, without waiting."""
+        return [f.result(0) for tick, f in list(self._readings) if tick >= start and f.done()]
+
     def stop(self) -> list[dict[str, int]]:
         self._stop.set()
         if self._thread.is_alive():  # never started (setup failed) or already stopped

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.pipeline import Pipeline
+from tests.e2e.rabbitmq_node import RabbitMQNode
 
 
 @pytest.fixture
@@ -24,14 +25,13 @@ def embedded_pipeline(sqlite_url: str, tmp_path: Path) -> Iterator[Pipeline]:
     pipeline.stop()
 
 
-@pytest.fixture
-def faulty(pg_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+def faulty_pipeline(pg_url: str, broker_url: str, tmp_path: Path) -> Pipeline:
     """Short leases, so that redelivery after a fault is quick to see; one pass per event, so
     that a fault meets events dispatched and not yet applied (a coalescing pass would apply
     the whole backlog at once, before any fault)."""
     pipeline = Pipeline(
         pg_url,
-        amqp_url,
+        broker_url,
         tmp_path,
         poll_interval_s=0.2,
         lease_seconds=3.0,
@@ -39,5 +39,31 @@ def faulty(pg_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Pipeline]:
         coalesce_limit=0,
     )
     pipeline.watch_ready()
+    return pipeline
+
+
+@pytest.fixture
+def faulty(pg_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Pipeline]:
+    pipeline = faulty_pipeline(pg_url, amqp_url, tmp_path)
+    yield pipeline
+    pipeline.stop()
+
+
+@pytest.fixture(scope="session")
+def own_rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQNode]:
+    """A RabbitMQ node of the tests' own, started on first use, for the faults that act on a
+    whole node: the shared one keeps serving every other test meanwhile."""
+    node = RabbitMQNode(tmp_path_factory.mktemp("rabbitmq"))
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def faulty_on_own_node(
+    pg_url: str, own_rabbitmq: RabbitMQNode, tmp_path: Path
+) -> Iterator[Pipeline]:
+    """`faulty`, on the tests' own RabbitMQ node."""
+    pipeline = faulty_pipeline(pg_url, own_rabbitmq.amqp_url, tmp_path)
     yield pipeline
     pipeline.stop()

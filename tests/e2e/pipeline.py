@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,14 @@ def shifted_clock(offset_s: float) -> dict[str, str]:
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         "FAKETIME_NO_CACHE": "1",
     }
+
+
+def wait_until(found: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll `found` until it holds; fail, saying `what` never happened, after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not found():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.1)
 
 
 @dataclass
@@ -220,11 +230,20 @@ class Pipeline:
             for path in sorted(self.workdir.glob("*.log"))
         )
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM to every process at once, then wait for them: their warm shutdowns overlap
+        instead of adding up. A process still running after `timeout_s` is SIGKILLed."""
         if self.ready_watch is not None:
             self.ready_watch.stop()
-        for process in reversed(self.started):
-            processes.stop(process)
+        running = [p for p in reversed(self.started) if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for process in running:
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                processes.kill(process)
         self.started.clear()
         self.container.close()
 

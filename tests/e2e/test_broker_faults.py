@@ -16,6 +16,7 @@ import pytest
 from domain import use_cases
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK, RECALC_QUEUE
 from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, produce
+from tests.e2e.rabbitmq_node import OWN_NODE, RabbitMQNode
 from tests.rabbitmq import DepthSampler
 from tests.services import rabbitmqctl
 
@@ -133,17 +134,13 @@ def test_clocks_that_differ_between_hosts_do_not_stop_the_pipeline(
         pipeline.stop()
 
 
-def memory_watermark() -> str:
-    return rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
-
-
-@pytest.mark.slow
+@OWN_NODE
 def test_a_blocked_broker_times_out_the_relay_which_recovers_when_it_unblocks(
-    pg_url: str, amqp_url: str, tmp_path: Path
+    pg_url: str, own_rabbitmq: RabbitMQNode, tmp_path: Path
 ) -> None:
     pipeline = Pipeline(
         pg_url,
-        amqp_url,
+        own_rabbitmq.amqp_url,
         tmp_path,
         poll_interval_s=0.5,
         lease_seconds=10.0,
@@ -157,9 +154,10 @@ def test_a_blocked_broker_times_out_the_relay_which_recovers_when_it_unblocks(
         # A tick already in the poll queue: the relay starts only once the alarm is on, and
         # publishes into a broker that takes its messages but never confirms them.
         pipeline.app.send_task(POLL_TASK, queue=POLL_QUEUE, routing_key=POLL_QUEUE)
-        watermark = memory_watermark()
+        watermark = own_rabbitmq.ctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+        watermark = watermark.strip()
         assert re.fullmatch(r"[0-9.]+", watermark), watermark  # relative, as set by default
-        rabbitmqctl("set_vm_memory_high_watermark", "0")  # a memory alarm: node-wide
+        own_rabbitmq.ctl("set_vm_memory_high_watermark", "0")  # a memory alarm: node-wide
         try:
             blocked_at = time.monotonic()
             pipeline.start_worker()
@@ -171,7 +169,7 @@ def test_a_blocked_broker_times_out_the_relay_which_recovers_when_it_unblocks(
             assert (stats.pending, stats.in_flight) == (waiting, 0)
             assert pipeline.advisory_locks() == 0
         finally:
-            rabbitmqctl("set_vm_memory_high_watermark", watermark)
+            own_rabbitmq.ctl("set_vm_memory_high_watermark", watermark)
         unblocked_at = time.monotonic()
         pipeline.start_beat()
         finish(

@@ -84,7 +84,15 @@ def celery(pipeline: Pipeline, *args: str) -> str:
     return done.stdout
 
 
-def test_every_worker_answers_inspect_and_status(running: Pipeline) -> None:
+def test_every_worker_answers_inspect_and_status_and_task_events_flow_from_the_start(
+    running: Pipeline,
+) -> None:
+    """One running postsave shows both: starting its workers and beat is most of the time."""
+    every_worker_answers_inspect_and_status(running)
+    task_events_flow_from_the_start(running)
+
+
+def every_worker_answers_inspect_and_status(running: Pipeline) -> None:
     pongs = json.loads(celery(running, "inspect", "ping", "--json", "-d", WORKERS, "-t", "10"))
     queues = json.loads(
         celery(running, "inspect", "active_queues", "--json", "-d", WORKERS, "-t", "10")
@@ -98,7 +106,7 @@ def test_every_worker_answers_inspect_and_status(running: Pipeline) -> None:
     assert "2 nodes online." in status
 
 
-def test_task_events_flow_from_the_start(running: Pipeline) -> None:
+def task_events_flow_from_the_start(running: Pipeline) -> None:
     log = EventLog(running.app)
     try:
         uow = running.container.uow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from domain import projection, use_cases
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
-from tests.e2e.pipeline import Pipeline
+from tests.e2e.pipeline import Pipeline, wait_until
 
 
 def _run_flow(pipeline: Pipeline, foos: int, bars: int) -> None:
@@ -38,15 +37,19 @@ def _run_flow(pipeline: Pipeline, foos: int, bars: int) -> None:
 
     before = projection.verify(pipeline.container.uow())
     assert before.mismatched == [], pipeline.logs()
+    counts = pipeline.counts()
+    already = pipeline.logs(tail=None).count("'already_applied'")  # the duplicates above
     redelivered = range(1, stats.processed + 1, 2)
     for event_id in redelivered:
-        pipeline.deliver(event_id)  # every other processed event, delivered again
-    pipeline.wait_until_queues_empty()
+        pipeline.deliver(event_id)  # every other processed event, delivered twice again
+        pipeline.deliver(event_id)
+    pipeline.wait_for_log("'already_applied'", count=already + 2 * len(redelivered), timeout_s=60)
     pipeline.wait_until_drained()
-    pipeline.wait_for_log("'already_applied'", count=len(redelivered))
     after = projection.verify(pipeline.container.uow())
     assert after.mismatched == []
     assert after.completed_total == before.completed_total
+    assert pipeline.counts() == counts  # nothing applied twice, nothing new
+    assert counts["applied_twice"] == 0
     pipeline.assert_processes_alive()
 
 
@@ -77,10 +80,14 @@ def test_the_embedded_broker_holds_no_more_than_the_bound_while_nobody_consumes(
         use_cases.complete_foos(pipeline.container.uow(), list(range(1, 101)))
         pipeline.start_beat()
         pipeline.start_worker("relay", queues=[POLL_QUEUE], concurrency=1)  # no recalc worker
-        depths = []
-        for _ in range(16):  # several leases long
-            time.sleep(0.5)
+        depths: list[int] = []
+
+        def dispatched_three_times() -> bool:
             depths.append(waiting_messages(broker))
+            return max(row.dispatches for row in pipeline.events()) >= 3
+
+        # Several leases long: until leases ended and their events went out a third time.
+        wait_until(dispatched_three_times, "an event dispatched three times", timeout_s=60)
         redispatched = max(row.dispatches for row in pipeline.events())
         logs = pipeline.logs()
     finally:

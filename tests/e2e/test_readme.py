@@ -7,6 +7,7 @@ here: each run gets a database and a vhost of its own, so that it never touches 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from tempfile import TemporaryFile
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -98,15 +100,34 @@ def shell_env(activated: bool = False) -> dict[str, str]:
 def run_shell(
     script: str, env: dict[str, str], timeout_s: float
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-c", f"set -euo pipefail\n{script}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        start_new_session=True,
-    )
+    """The script's exit status and output. Output goes to files, not pipes: a background job
+    the script leaves (a worker, beat) holds no pipe open after the script ends, and whatever
+    is left in its session is killed then, or when `timeout_s` is up (returncode None)."""
+    with TemporaryFile() as out, TemporaryFile() as err:
+        process = subprocess.Popen(
+            ["bash", "-c", f"set -euo pipefail\n{script}"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            returncode: int | None = process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        out.seek(0)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+        if returncode is None:
+            stderr += f"\n(timed out after {timeout_s} s)"
+        return subprocess.CompletedProcess(
+            process.args, returncode, out.read().decode(errors="replace"), stderr
+        )
 
 
 def test_the_readme_has_the_blocks_these_tests_run() -> None:

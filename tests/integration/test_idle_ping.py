@@ -25,9 +25,12 @@ def backend_pid(engine: Engine) -> int:
 
 
 def terminate(url: str, pid: int) -> None:
+    """End the backend and wait until it has exited (true within 10 s, or false): it sends its
+    last message before it leaves, so by then that message is on the pooled socket."""
     other = create_engine(url)
     with other.connect() as connection:
-        assert connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        ended = connection.execute(text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid})
+        assert ended.scalar()
     other.dispose()
 
 
@@ -35,7 +38,7 @@ def test_a_connection_killed_while_idle_is_replaced_on_checkout(pg_url: str) -> 
     engine = pooled_engine(pg_url, idle_s=0.2)
     first = backend_pid(engine)
     terminate(pg_url, first)  # a server restart, a proxy's idle timeout
-    time.sleep(0.3)
+    time.sleep(0.3)  # idle past idle_s
 
     second = backend_pid(engine)  # no error: the ping found it dead, the pool reconnected
 
@@ -62,7 +65,6 @@ def test_a_connection_killed_just_after_use_is_replaced_on_checkout(pg_url: str)
     engine = pooled_engine(pg_url, idle_s=60)  # never idle long enough for a ping by time
     first = backend_pid(engine)
     terminate(pg_url, first)  # the server says so on the socket, then closes it
-    time.sleep(0.2)
 
     second = backend_pid(engine)
 

@@ -82,7 +82,16 @@ def test_the_embedded_brokers_directories_are_private(tmp_path: Path) -> None:
     assert list((tmp_path / "var" / "queues").iterdir()) == []  # kombu creates the file
 
 
-def test_in_memory_and_server_databases_need_no_file(tmp_path: Path) -> None:
-    make_engine("sqlite://").dispose()
+def test_in_memory_uri_and_server_databases_create_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each URL names something that reads like a relative path: taken for a file, it would
+    # appear in the working directory.
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite://", "sqlite:///:memory:", "sqlite:///file:x.db?uri=true"):
+        make_engine(url, create=True).dispose()
+        ensure_sqlite_directory(f"sqla+{url}")
     make_engine("postgresql+psycopg://u@127.0.0.1:1/db").dispose()  # never connected
-    ensure_sqlite_directory("amqp://guest@127.0.0.1//")
+    ensure_sqlite_directory("amqp://guest@127.0.0.1/postsave/queues")
+
+    assert list(tmp_path.iterdir()) == []
