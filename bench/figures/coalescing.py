@@ -56,7 +56,7 @@ def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
         row = connection.execute(
             # applied_events is insert-only: a row's xmin is the pass that recorded it.
             "SELECT count(DISTINCT xmin::text) FROM applied_events WHERE event_id > %s",
-            (window.after,),
+            (window,),
         ).fetchone()
     assert row is not None
     return {
@@ -124,7 +124,7 @@ def tables(results: Results) -> str | None:
     return table(
         f"7. Coalescing the heavy step ({fig7['bars']:,} bars)",
         results["conditions"]["figure7"],
-        ["postsave-pg", "events", "passes", "drain s", "x one pass per event", "invariant"],
+        "postsave-pg | events | passes | drain s | x one pass per event | invariant",
         rows,
     )
 

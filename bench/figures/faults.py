@@ -142,7 +142,7 @@ def tables(results: Results) -> str | None:
             table(
                 "Work lost when the workers are SIGKILLed mid-run",
                 results["conditions"]["loss"],
-                ["contender", "events", "lost", "stuck", "stuck, applied", "twice", "invariant"],
+                "contender | events | lost | stuck | stuck, applied | twice | invariant",
                 [[name, *(r.get(key) for key in loss)] for name, r in runs.items()],
             )
         )
@@ -152,7 +152,7 @@ def tables(results: Results) -> str | None:
             table(
                 "Work lost when the broker is unreachable at publish time",
                 results["conditions"]["outage"],
-                ["contender", "events", "publish failed", "lost", "applied twice", "invariant"],
+                "contender | events | publish failed | lost | applied twice | invariant",
                 [[name, *(r[key] for key in keys)] for name, r in runs.items()],
             )
         )

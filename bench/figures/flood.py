@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from bench.harness import processes as procs
-from bench.harness.contenders import CeleryContender, Contender, Postsave, Window
+from bench.harness.contenders import CeleryContender, Contender, Postsave
 from bench.harness.data import COMPLETE_RANGE_SQL, execute
 from bench.harness.processes import step
 from bench.harness.profile import Profile
@@ -29,7 +29,7 @@ def _db_now(dsn: str) -> float:
 
 def _drain(
     contender: Contender,
-    window: Window,
+    window: int,
     committed: float,
     count: int,
     amqp_url: str,
@@ -46,7 +46,7 @@ def _drain(
         unfinished = contender.log.unfinished(window)
         if unfinished == 0:
             break
-        dead = [p.args for p in contender.alive() if p.poll() is not None]
+        dead = [p.args for p in contender.started if p.poll() is not None]
         if dead:
             raise RuntimeError(f"{contender.name}: a process exited during the flood: {dead}")
         time.sleep(0.2)
@@ -60,7 +60,7 @@ def _drain(
             lambda: ready(amqp_url, queue) == 0,
             f"{contender.name}: broker queue empty",
             timeout_s=120.0,
-            alive=contender.alive(),
+            alive=contender.started,
             interval_s=0.2,
         )
     broker_empty = _db_now(contender.dsn)
@@ -202,16 +202,8 @@ def tables(results: Results) -> str | None:
     return table(
         "4. Flood drain and broker depth",
         results["conditions"]["figure4"],
-        [
-            "contender",
-            "events",
-            "drain s",
-            "events/s",
-            "broker empty s",
-            "peak depth (rabbitmqctl)",
-            "peak ready (AMQP)",
-            "invariant",
-        ],
+        "contender | events | drain s | events/s | "
+        "broker empty s | peak depth (rabbitmqctl) | peak ready (AMQP) | invariant",
         rows,
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from bench.figures.throughput import USE_CASES
-from bench.harness.contenders import Contender, Postsave, Window
+from bench.harness.contenders import Contender, Postsave
 from bench.harness.processes import step
 from bench.harness.profile import Profile
 from bench.harness.report import Results, percentile, summary_ms, table
@@ -36,7 +36,7 @@ def conditions(profile: Profile) -> dict[str, str]:
     }
 
 
-def breakdown(conninfo: str, window: Window) -> dict[str, float | int]:
+def breakdown(conninfo: str, window: int) -> dict[str, float | int]:
     """Commit to dispatch (the relay) and dispatch to applied (broker and worker); events
     applied by another event's pass before being dispatched have no dispatch time."""
     query = (
@@ -45,7 +45,7 @@ def breakdown(conninfo: str, window: Window) -> dict[str, float | int]:
         " FROM outbox_events WHERE id > %s"
     )
     with psycopg.connect(conninfo, autocommit=True) as connection:
-        rows = connection.execute(query, (window.after,)).fetchall()
+        rows = connection.execute(query, (window,)).fetchall()
     relay = [r[0] for r in rows if r[0] is not None]
     worker = [r[1] for r in rows if r[1] is not None]
     return {
@@ -108,7 +108,7 @@ def tables(results: Results) -> str | None:
     latency = table(
         "2. Commit-to-processed latency, open loop",
         results["conditions"]["figure2"],
-        ["contender", "offered/s", "achieved/s", "events", "p50 ms", "p99 ms", "max ms"],
+        "contender | offered/s | achieved/s | events | p50 ms | p99 ms | max ms",
         [[name, *(r[key] for key in keys)] for name, runs in fig2.items() for r in runs],
     )
     keys = ("events", "coalesced_before_dispatch", *BREAKDOWN)
@@ -127,16 +127,8 @@ def tables(results: Results) -> str | None:
             "2b. Where postsave's latency goes",
             "from outbox_events: relay = dispatched_at - occurred_at, worker = applied_at - "
             "dispatched_at; coalesced = applied by another event's pass before any dispatch",
-            [
-                "contender",
-                "offered/s",
-                "events",
-                "coalesced",
-                "relay p50 ms",
-                "relay p99 ms",
-                "worker p50 ms",
-                "worker p99 ms",
-            ],
+            "contender | offered/s | events | coalesced | "
+            "relay p50 ms | relay p99 ms | worker p50 ms | worker p99 ms",
             rows,
         )
     )

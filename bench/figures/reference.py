@@ -172,9 +172,7 @@ def tables(results: Results) -> str | None:
                 "rows/s",
             ]
         )
-    return table(
-        "6. Reference lines", results["conditions"]["figure6"], ["what", "rate", "unit"], rows
-    )
+    return table("6. Reference lines", results["conditions"]["figure6"], "what | rate | unit", rows)
 
 
 FIGURE = Figure("reference", conditions, tables, run=run)

@@ -270,7 +270,7 @@ def tables(results: Results) -> str | None:
     return table(
         "6b. The write path alone",
         results["conditions"]["writepath"] + summary,
-        ["operation", "clients", "commits/s", "x reference", "p50 ms", "p99 ms"],
+        "operation | clients | commits/s | x reference | p50 ms | p99 ms",
         [[c[key] for key in keys] for c in found["cells"]],
     )
 

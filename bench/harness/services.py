@@ -6,6 +6,7 @@ same local defaults). Nothing here touches a database or vhost that this run did
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -16,12 +17,11 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from celery import Celery
 from kombu import Connection
 from sqlalchemy.engine import make_url
 
@@ -134,23 +134,13 @@ class RunServices:
 
 def ready(amqp_url: str, queue: str, connection: Connection | None = None) -> int:
     """Messages ready in `queue` (a passive declare: unacknowledged ones are not counted)."""
-    if connection is not None:
-        return int(connection.default_channel.queue_declare(queue, passive=True)[1])
-    with Connection(amqp_url) as fresh:
-        return ready(amqp_url, queue, fresh)
+    with Connection(amqp_url) if connection is None else contextlib.nullcontext(connection) as c:
+        return int(c.default_channel.queue_declare(queue, passive=True)[1])
 
 
 def purge(amqp_url: str, queue: str) -> None:
     with Connection(amqp_url) as connection:
         connection.default_channel.queue_purge(queue)
-
-
-def purge_app_queues(app: Celery) -> None:
-    """Declare and empty every queue the app routes to."""
-    with app.connection_for_write() as connection:
-        for queue in app.conf.task_queues:
-            queue(connection.default_channel).declare()
-            queue(connection.default_channel).purge()
 
 
 class QueuePeak:
@@ -195,13 +185,6 @@ class QueuePeak:
         }
 
 
-def _version(module: str) -> str:
-    try:
-        return version(module)
-    except PackageNotFoundError:
-        return "?"
-
-
 def machine() -> dict[str, Any]:
     """What the results came from, printed above every report."""
     cpu_model = "?"
@@ -222,6 +205,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": _admin("SHOW server_version") or "?",
         "rabbitmq": rabbitmq or "?",
-        **{name: _version(name) for name in ("celery", "kombu", "sqlalchemy", "procrastinate")},
+        **{name: version(name) for name in ("celery", "kombu", "sqlalchemy", "procrastinate")},
         "load_average_at_start": os.getloadavg(),
     }
