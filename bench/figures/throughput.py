@@ -46,7 +46,7 @@ def conditions(profile: Profile) -> dict[str, str]:
 
 def throughput_run(contender: Contender, count: int, producer: str | None = None) -> dict[str, Any]:
     """Figure 1: events/s from the first commit until every event has reached every bar."""
-    if isinstance(contender, CeleryContender) and contender.log is None:
+    if isinstance(contender, CeleryContender) and contender.log is None:  # the ceiling
         return _ceiling_run(contender, count)
     assert contender.log is not None
     window = contender.log.watermark()
@@ -102,36 +102,26 @@ def _ceiling_run(contender: CeleryContender, count: int) -> dict[str, Any]:
 def measure(run: Run, contender: Contender) -> None:
     """postsave on PostgreSQL gets two rows: fed through the use cases (what applications get,
     under its name) and through the other contenders' SQL, as a reference."""
-    if contender.kind == "postsave":
-        _rows(run, contender, USE_CASES)
-        _rows(run, contender, label=SQL_REFERENCE)
-    else:
-        _rows(run, contender)
-
-
-def _rows(
-    run: Run, contender: Contender, producer: str | None = None, label: str | None = None
-) -> None:
     profile = run.profile
-    embedded = contender.name == "postsave-embedded"
-    events = profile.embedded_events if embedded else profile.events
-    name = contender.name if label is None else f"{contender.name} ({label})"
-    runs = []
-    before = contender.drift()
-    for repetition in range(profile.repetitions):
-        step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
-        runs.append(throughput_run(contender, events, producer))
-    rates = [r["events_per_s"] for r in runs]
-    fed = "" if producer is None else f"; fed by the producer {producer!r}"
-    run.results.setdefault("figure1", {})[name] = {
-        **sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2],
-        "events_per_s": median(rates),
-        "min_per_s": min(rates),
-        "max_per_s": max(rates),
-        "runs": runs,
-        **contender.invariant(before),
-        "description": contender.description + fed,
-    }
+    feeds = [(USE_CASES, contender.name), (None, f"{contender.name} ({SQL_REFERENCE})")]
+    events = profile.embedded_events if contender.name == "postsave-embedded" else profile.events
+    for producer, name in feeds if contender.kind == "postsave" else [(None, contender.name)]:
+        runs = []
+        before = contender.drift()
+        for repetition in range(profile.repetitions):
+            step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
+            runs.append(throughput_run(contender, events, producer))
+        rates = [r["events_per_s"] for r in runs]
+        fed = "" if producer is None else f"; fed by the producer {producer!r}"
+        run.results.setdefault("figure1", {})[name] = {
+            **sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2],
+            "events_per_s": median(rates),
+            "min_per_s": min(rates),
+            "max_per_s": max(rates),
+            "runs": runs,
+            **contender.invariant(before),
+            "description": contender.description + fed,
+        }
 
 
 def tables(results: Results) -> str | None:
