@@ -61,11 +61,11 @@ def produce(
     rate: float | None = None,
     deadline_s: float | None = None,
     producer: str | None = None,
+    threads: int | None = None,
 ) -> Tally:
     budget = 60.0 + (count / rate if rate else count / 100.0)
-    return finish_producer(
-        start_producer(contender, count, rate, None, deadline_s, producer), budget
-    )
+    process = start_producer(contender, count, rate, threads, deadline_s, producer)
+    return finish_producer(process, budget)
 
 
 def drain_budget(count: int) -> float:
