@@ -49,19 +49,15 @@ P99_GOAL = 2.0  # p99 during the prune against without
 
 
 # --- the two databases --------------------------------------------------------------------
-def _one(connection: psycopg.Connection, query: str, *params: object) -> Any:
-    found = connection.execute(query, params).fetchone()
-    assert found is not None
-    return found[0]
-
-
 def _state(database: Database, history: int, pending_foos: int) -> int:
     """The application state both databases share: `pending_foos` more pending foos (the
     producer's stream), the history foos (completed), the bars and the projection at the
     history's total. Returns the first of those pending foos. Both databases are copies of one
     template, so the ids agree."""
     with psycopg.connect(database.conninfo) as connection:
-        first = int(_one(connection, "SELECT coalesce(max(id), 0) + 1 FROM foos"))
+        found = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM foos").fetchone()
+        assert found is not None
+        first = int(found[0])
         connection.execute(
             f"INSERT INTO foos (id, amount, state, version) SELECT g, {AMOUNT_SQL}, 'pending', 1"
             " FROM generate_series(%s::bigint, %s::bigint) g",

@@ -6,11 +6,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kombu import Connection
+
 from bench.harness.contenders import CeleryContender, Contender, NaiveTimer
+from bench.harness.data import row
 from bench.harness.processes import step
 from bench.harness.profile import LEASE_S, POLL_INTERVAL_S, Profile
 from bench.harness.report import Results, median, summary_ms, table
 from bench.harness.run import Figure, Run
+from bench.harness.services import ready as queue_ready
 from bench.harness.workload import (
     drain_budget,
     finish_producer,
@@ -62,9 +66,17 @@ def throughput_run(contender: Contender, count: int, producer: str | None = None
         "producer_per_s": produced.rate,
         **summary_ms([a - c for c, a in times if a is not None]),
     }
-    if isinstance(contender, NaiveTimer):
-        work = contender.work(first, last)
-        result["work"] = work
+    if isinstance(contender, NaiveTimer):  # ticks, foos scanned and bars rewritten meanwhile
+        found = row(
+            contender.dsn,
+            "SELECT count(*), coalesce(sum(foos_scanned), 0), coalesce(sum(bars_updated), 0)"
+            " FROM bench_ticks WHERE ticked_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
+            first,
+            last,
+        )
+        result["work"] = work = dict(
+            zip(("ticks", "foos_scanned", "bars_updated"), map(int, found), strict=True)
+        )
         result["rows_per_event"] = (work["foos_scanned"] + work["bars_updated"]) / len(times)
     return result
 
@@ -75,8 +87,9 @@ def _ceiling_run(contender: CeleryContender, count: int) -> dict[str, Any]:
     process = start_producer(contender, count, None)
     empty_since: float | None = None
     deadline = time.monotonic() + drain_budget(count)
+    watch = Connection(contender.amqp_url)  # kept open: the queue is polled every 10 ms
     while time.monotonic() < deadline:
-        ready = contender.queue_ready()
+        ready = queue_ready(contender.amqp_url, contender.queue, watch)
         now = time.time()
         if ready:
             empty_since = None
@@ -88,6 +101,7 @@ def _ceiling_run(contender: CeleryContender, count: int) -> dict[str, Any]:
     else:
         process.kill()
         raise TimeoutError("ceiling queue not drained in time")
+    watch.release()
     produced = finish_producer(process, 30.0)
     assert produced.first is not None and produced.last is not None and empty_since is not None
     drained = max(empty_since, produced.last)

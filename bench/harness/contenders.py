@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from kombu import Connection
 
 from bench.harness import processes as procs
 from bench.harness.apps import CEILING_QUEUE, DIRECT_DSN_ENV, DIRECT_QUEUE
 from bench.harness.data import DRIFT_SQL, execute, row
-from bench.harness.services import Database, ready
+from bench.harness.services import Database
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from infrastructure.cli import processes
 
@@ -150,7 +149,6 @@ class CeleryContender(Contender):
     queue: str = ""
     amqp_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
-    _watch: Connection | None = None
 
     def producer_env(self) -> dict[str, str]:
         return {"BENCH_BROKER_URL": self.outage_url or self.amqp_url, **self.extra_env}
@@ -163,17 +161,6 @@ class CeleryContender(Contender):
         self.worker = self._spawn(command, env, log)
         procs.wait_for_log(self.workdir / log, self.worker)
 
-    def queue_ready(self) -> int:
-        """Messages waiting in its queue, on a connection kept open: polled every 10 ms."""
-        self._watch = self._watch or Connection(self.amqp_url)
-        return ready(self.amqp_url, self.queue, self._watch)
-
-    def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.release()
-            self._watch = None
-        super().stop()
-
 
 @dataclass
 class Procrastinate(Contender):
@@ -181,11 +168,6 @@ class Procrastinate(Contender):
 
     def producer_env(self) -> dict[str, str]:
         return {"BENCH_PROCRASTINATE_DSN": self.dsn}
-
-    def install_schema(self) -> None:
-        from procrastinate.schema import SchemaManager  # the bench extra's
-
-        execute(self.dsn, SchemaManager.get_schema())
 
     def _workers(self) -> int:
         return int(execute(self.dsn, "SELECT count(*) FROM procrastinate_workers"))
@@ -256,17 +238,6 @@ class NaiveTimer(Contender):
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-
-    def work(self, first: float, last: float) -> dict[str, float]:
-        """Ticks, foos scanned and bars rewritten between two epoch times."""
-        found = row(
-            self.dsn,
-            "SELECT count(*), coalesce(sum(foos_scanned), 0), coalesce(sum(bars_updated), 0)"
-            " FROM bench_ticks WHERE ticked_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
-            first,
-            last,
-        )
-        return dict(zip(("ticks", "foos_scanned", "bars_updated"), map(int, found), strict=True))
 
 
 @dataclass

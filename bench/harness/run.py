@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness.contenders import Contender, Postsave, Procrastinate, make_all
-from bench.harness.data import seed_postgres, seed_sqlite
+from bench.harness.data import execute, seed_postgres, seed_sqlite
 from bench.harness.processes import REPO, elapsed, step
 from bench.harness.profile import FULL, LEASE_S, QUICK, SETTINGS_ENV, Profile
 from bench.harness.proxy import BrokerProxy
@@ -83,7 +83,9 @@ class Run:
         found = [contender for contender in found if contender.name in names]
         for contender in found:
             if isinstance(contender, Procrastinate):
-                contender.install_schema()
+                from procrastinate.schema import SchemaManager  # the bench extra's
+
+                execute(contender.dsn, SchemaManager.get_schema())
             if contender.name == "postsave-pg":
                 contender.settle_quiet_s = LEASE_S + 3.0  # a lost message returns with its lease
             if isinstance(contender, Postsave) and not contender.dsn:
