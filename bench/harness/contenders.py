@@ -41,7 +41,7 @@ class EventLog:
     conninfo: str = ""
     path: str = ""
 
-    def _rows(self, query: str, *params: object) -> list[Any]:
+    def rows(self, query: str, *params: object) -> list[Any]:
         if self.path:
             with closing(sqlite3.connect(self.path, timeout=30)) as connection:
                 return connection.execute(query.replace("%s", "?"), params).fetchall()
@@ -49,25 +49,18 @@ class EventLog:
             return connection.execute(query, params).fetchall()
 
     def watermark(self) -> int:
-        return int(self._rows(f"SELECT max(id) FROM {self.table}")[0][0] or 0)
+        return int(self.rows(f"SELECT max(id) FROM {self.table}")[0][0] or 0)
 
     def unfinished(self, after: int) -> int:
         query = f"SELECT count(*) FROM {self.table} WHERE id > %s AND applied_at IS NULL"
-        return int(self._rows(query, after)[0][0])
+        return int(self.rows(query, after)[0][0])
 
     def times(self, after: int) -> list[tuple[float, float | None]]:
         """(committed, applied) in epoch seconds, per event of the window, in id order."""
         epoch = _SQLITE_EPOCH if self.path else _PG_EPOCH
         columns = f"{epoch.format(self.committed)}, {epoch.format('applied_at')}"
         query = f"SELECT {columns} FROM {self.table} WHERE id > %s ORDER BY id"
-        return [(found[0], found[1]) for found in self._rows(query, after)]
-
-
-def drift_of(found: Any) -> float | None:
-    """DRIFT_SQL's row as one number (bench/harness/data.py)."""
-    if found is None or found[0] is None or found[0] != found[1]:
-        return None  # no bars, or bars that disagree: a pass reached some bars only
-    return float(found[0]) - float(found[2])
+        return [(found[0], found[1]) for found in self.rows(query, after)]
 
 
 @dataclass
@@ -115,14 +108,12 @@ class Contender:
         return None
 
     def drift(self) -> float | None:
-        """How far the bars are off the invariant (DRIFT_SQL), None if the bars disagree with
-        each other or there are no bars."""
-        if self.dsn:
-            return drift_of(row(self.dsn, DRIFT_SQL))
-        if self.log is None:
+        """How far the bars are off the invariant (DRIFT_SQL), None if there are no bars or
+        they disagree with each other (a pass reached some bars only)."""
+        found = self.log.rows(DRIFT_SQL)[0] if self.log else None
+        if found is None or found[0] is None or found[0] != found[1]:
             return None
-        with closing(sqlite3.connect(self.log.path, timeout=30)) as connection:
-            return drift_of(connection.execute(DRIFT_SQL).fetchone())
+        return float(found[0]) - float(found[2])
 
     def invariant(self, before: float | None) -> dict[str, Any]:
         """Did the bars move by exactly the completed amounts since `before` (a drift())?"""
