@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-
 from bench.figures.throughput import USE_CASES
 from bench.harness.contenders import Contender, Postsave
 from bench.harness.processes import step
@@ -36,16 +34,16 @@ def conditions(profile: Profile) -> dict[str, str]:
     }
 
 
-def breakdown(conninfo: str, window: int) -> dict[str, float | int]:
+def breakdown(contender: Contender, window: int) -> dict[str, float | int]:
     """Commit to dispatch (the relay) and dispatch to applied (broker and worker); events
     applied by another event's pass before being dispatched have no dispatch time."""
-    query = (
+    assert contender.log is not None
+    rows = contender.log.rows(
         "SELECT extract(epoch FROM dispatched_at - occurred_at)::float8,"
         " extract(epoch FROM applied_at - dispatched_at)::float8"
-        " FROM outbox_events WHERE id > %s"
+        " FROM outbox_events WHERE id > %s",
+        window,
     )
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        rows = connection.execute(query, (window,)).fetchall()
     relay = [r[0] for r in rows if r[0] is not None]
     worker = [r[1] for r in rows if r[1] is not None]
     return {
@@ -76,7 +74,7 @@ def measure(run: Run, contender: Contender) -> None:
         latencies = [a - c for c, a in times if a is not None]
         found: dict[str, Any] = {}
         if isinstance(contender, Postsave) and contender.dsn:
-            found["breakdown"] = breakdown(contender.dsn, window)
+            found["breakdown"] = breakdown(contender, window)
         runs.append(
             found
             | {"offered_per_s": rate, "achieved_per_s": produced.rate, "events": len(times)}

@@ -453,8 +453,11 @@ def conditions(profile: Profile) -> dict[str, str]:
     }
 
 
-def _operations_table(found: dict[str, Any], conditions: str) -> str:
-    rows = []
+def tables(results: Results) -> str | None:
+    found, conditions = results.get("scale"), results["conditions"]
+    if not found:
+        return None
+    history, rows = found["history"], []
     for name, op in found["operations"].items():
         goal = f"<= {op['goal_ratio']:g}x" if op.get("goal_ratio") else "-"
         if name == "rebuild":
@@ -462,55 +465,46 @@ def _operations_table(found: dict[str, Any], conditions: str) -> str:
         rows.append(
             [op["what"], op["repetitions"], op["empty_ms"], op["full_ms"], op["ratio"], goal]
         )
-    history = found["history"]
-    return table(
+    operations = table(
         f"8. History at scale: {history:,} processed events in the log against none",
-        conditions,
+        conditions["scale"],
         f"operation | times | empty ms | {history:,} ms | x empty | goal",
         rows,
     )
 
-
-def _sizes_table(found: dict[str, Any], conditions: str) -> str:
-    sizes = found["sizes"]
-    labels = (
-        ("before the prune", "before"),
-        (f"after prune --older-than {found['older_than']}", "after_prune"),
-        ("after a plain VACUUM", "after_vacuum"),
+    sizes, labels = (
+        found["sizes"],
+        {
+            "before": "before the prune",
+            "after_prune": f"after prune --older-than {found['older_than']}",
+            "after_vacuum": "after a plain VACUUM",
+        },
     )
-    tables = ("outbox_events", "applied_events")
     rows = [
-        [label, *(sizes[key][t][k] for t in tables for k in ("mb", "rows"))]
-        for label, key in labels
+        [label, *(sizes[key][t][k] for t in TABLES for k in ("mb", "rows"))]
+        for key, label in labels.items()
     ]
     note = f"; the VACUUM took {found['vacuum_s']:.2f} s"
-    if sum(sizes["after_vacuum"][t]["mb"] for t in tables) > 0.9 * sum(
-        sizes["before"][t]["mb"] for t in tables
-    ):
+    megabytes = {key: sum(sizes[key][t]["mb"] for t in TABLES) for key in labels}
+    if megabytes["after_vacuum"] > 0.9 * megabytes["before"]:
         note += (
             "; the files keep their size: the prune deletes rows and a plain VACUUM makes their "
             "space reusable by new rows, it does not give it back (the pruned rows are the "
             "oldest, at the start of the files: nothing to truncate at the end); VACUUM FULL "
             "or pg_repack would, under a lock"
         )
-    return table(
+    sizes_table = table(
         "8b. History at scale: the full database's tables",
-        conditions + note,
+        conditions["scale_sizes"] + note,
         "when | outbox_events MB | rows | applied_events MB | rows",
         rows,
     )
 
-
-def _prune_table(found: dict[str, Any], conditions: str) -> str:
     prune, without, after = found["prune"], found["without_prune"], found["after"]
     keys = ("seconds", "events", "achieved_per_s", "p50_ms", "p99_ms", "max_ms")
     windows = [("no prune, before", without), ("during the prune", prune["during"])]
     if "after_prune" in found:
         windows.append(("no prune, after (vacuumed)", found["after_prune"]))
-    rows = [
-        [label, *(e[key] for key in keys), e["p99_ms"] / without["p99_ms"], e.get("load_1m_at_end")]
-        for label, e in windows
-    ]
     summary = (
         f"; pruned {prune['pruned'] or 0:,} events ({found['prunable_before']:,} were older "
         f"than {found['older_than']} just before) in {prune['seconds']:.1f} s: "
@@ -520,26 +514,22 @@ def _prune_table(found: dict[str, Any], conditions: str) -> str:
         f"holds {after['checkpoint_events']:,} events, invariant over the run "
         f"{'holds' if after.get('invariant_holds') else 'BROKEN'}"
     )
-    return table(
+    prune_table = table(
         "8c. History at scale: prune with the workers running",
-        conditions + summary,
+        conditions["scale_prune"] + summary,
         "window | seconds | events | achieved/s | "
         "p50 ms | p99 ms | max ms | x p99 before | load 1m",
-        rows,
+        [
+            [
+                label,
+                *(e[key] for key in keys),
+                e["p99_ms"] / without["p99_ms"],
+                e.get("load_1m_at_end"),
+            ]
+            for label, e in windows
+        ],
     )
-
-
-def tables(results: Results) -> str | None:
-    found, conditions = results.get("scale"), results["conditions"]
-    if not found:
-        return None
-    return "\n".join(
-        (
-            _operations_table(found, conditions["scale"]),
-            _sizes_table(found, conditions["scale_sizes"]),
-            _prune_table(found, conditions["scale_prune"]),
-        )
-    )
+    return "\n".join((operations, sizes_table, prune_table))
 
 
 FIGURE = Figure("scale", conditions, tables, run=run)
