@@ -29,6 +29,10 @@ def purge_app_queues(app: Celery) -> None:
             queue(connection.default_channel).purge()
 
 
+def _rate(messages: int, seconds: float, in_queue: int) -> dict[str, Any]:
+    return {"seconds": seconds, "per_s": messages / seconds, "in_queue_after": in_queue}
+
+
 def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str, Any]:
     with postsave(database_url, amqp_url) as container:
         app = container.celery_app
@@ -42,13 +46,7 @@ def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str,
         seconds = time.perf_counter() - started
         in_queue = ready(amqp_url, RECALC_QUEUE)
         purge_app_queues(app)  # nobody must ever run these made-up ids
-    return {
-        "messages": ids,
-        "batch": BATCH,
-        "seconds": seconds,
-        "per_s": ids / seconds,
-        "in_queue_after": in_queue,
-    }
+    return {"messages": ids, "batch": BATCH, **_rate(ids, seconds, in_queue)}
 
 
 def celery_publish_rate(amqp_url: str, messages: int, confirm: bool) -> dict[str, Any]:
@@ -67,12 +65,7 @@ def celery_publish_rate(amqp_url: str, messages: int, confirm: bool) -> dict[str
     in_queue = ready(amqp_url, queue) - 1
     with app.connection_for_write() as connection:
         connection.default_channel.queue_delete(queue)
-    return {
-        "messages": messages,
-        "seconds": seconds,
-        "per_s": messages / seconds,
-        "in_queue_after": in_queue,
-    }
+    return {"messages": messages, **_rate(messages, seconds, in_queue)}
 
 
 def conditions(profile: Profile) -> dict[str, str]:

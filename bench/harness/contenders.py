@@ -327,7 +327,7 @@ def make_all(
             EventLog("outbox_events", "occurred_at", path=str(embedded / "postsave.db")),
             "postsave's embedded default: SQLite + kombu's SQLAlchemy transport",
             threads=1,  # SQLite has one writer at a time
-            database_url=f"sqlite:///{embedded / 'postsave.db'}", settings_env=settings_env,
+            database_url=f"sqlite:///{embedded / 'postsave.db'}", settings_env=dict(settings_env),
             broker_url=f"sqla+sqlite:///{embedded / 'broker.db'}",
         ),
     ]  # fmt: skip
