@@ -1,31 +1,10 @@
 """One module per figure: how it is measured, its conditions and its tables, in print order."""
 
-from bench.figures import (
-    coalescing,
-    dispatch,
-    faults,
-    flood,
-    heavy,
-    latency,
-    reference,
-    scale,
-    throughput,
-    writepath,
-)
+from importlib import import_module
+
 from bench.harness.run import Figure
 
+ORDER = "throughput latency dispatch flood heavy reference writepath coalescing scale faults"
 FIGURES: tuple[Figure, ...] = tuple(
-    module.FIGURE
-    for module in (
-        throughput,
-        latency,
-        dispatch,
-        flood,
-        heavy,
-        reference,
-        writepath,
-        coalescing,
-        scale,
-        faults,
-    )
+    import_module(f"bench.figures.{name}").FIGURE for name in ORDER.split()
 )

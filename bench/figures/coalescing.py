@@ -1,7 +1,5 @@
-"""Figure 7, coalescing the heavy step. Many events arrive at once over many bars; postsave
-drains them with coalescing on, against the same pipeline making one full pass per event
-(POSTSAVE_COALESCE_LIMIT=0, the workers restarted so). Both bursts are outbox rows committed
-in one transaction, the relay nudged right after, as the unit of work does."""
+"""Figure 7, coalescing the heavy step: a burst of events over many bars drained with coalescing
+on, against the same pipeline making one full pass per event (POSTSAVE_COALESCE_LIMIT=0)."""
 
 from __future__ import annotations
 
@@ -21,48 +19,25 @@ from bench.harness.workload import wait_processed
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
 
 
-def _grow_bars(dsn: str, total: int) -> None:
-    """Bars up to `total`, each starting from the deltas already applied (as create_bars)."""
-    with psycopg.connect(dsn) as connection:
-        row = connection.execute(
-            "UPDATE bar_projection SET applied_total = applied_total WHERE id = 1"
-            " RETURNING applied_total"
-        ).fetchone()
-        assert row is not None
-        count = connection.execute("SELECT count(*) FROM bars").fetchone()
-        assert count is not None
-        insert_bars(connection, max(total - count[0], 0), per_weight=row[0])
-    execute(dsn, "VACUUM ANALYZE bars")
-
-
-def _nudge(contender: Postsave) -> None:
+def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
+    """Outbox rows committed in one transaction, the relay nudged right after, as the unit of
+    work does; drained, and the passes that applied them counted."""
+    assert contender.log is not None
+    window = contender.log.watermark()
+    step(f"fig7: {contender.name}: {count} events at once, {label}")
+    complete_in_one_transaction(contender, count)
     with postsave(contender.database_url, contender.broker_url) as container:
         container.celery_app.send_task(
             POLL_TASK, queue=POLL_QUEUE, routing_key=POLL_QUEUE, expires=10
         )
-
-
-def _burst(contender: Postsave, count: int, label: str) -> dict[str, Any]:
-    assert contender.log is not None
-    log = contender.log
-    window = log.watermark()
-    step(f"fig7: {contender.name}: {count} events at once, {label}")
-    complete_in_one_transaction(contender, count)
-    _nudge(contender)
     wait_processed(contender, window, timeout_s=60.0 + count * 2.0)
-    times = log.times(window)
-    applied = [a for _, a in times if a is not None]
-    with psycopg.connect(contender.dsn, autocommit=True) as connection:
-        row = connection.execute(
-            # applied_events is insert-only: a row's xmin is the pass that recorded it.
-            "SELECT count(DISTINCT xmin::text) FROM applied_events WHERE event_id > %s",
-            (window.after,),
-        ).fetchone()
-    assert row is not None
+    times = contender.log.times(window)
+    # applied_events is insert-only: a row's xmin is the pass that recorded it.
+    passes = "SELECT count(DISTINCT xmin::text) FROM applied_events WHERE event_id > %s"
     return {
         "events": len(times),
-        "drain_s": max(applied) - min(c for c, _ in times),
-        "passes": int(row[0]),
+        "drain_s": max(a for _, a in times if a is not None) - min(c for c, _ in times),
+        "passes": int(execute(contender.dsn, passes, window)),
     }
 
 
@@ -71,7 +46,14 @@ def measure(run: Run, contender: Contender) -> None:
     bars, events = run.profile.coalesce_bars, run.profile.coalesce_events
     before = contender.drift()
     step(f"fig7: {contender.name}: growing to {bars:,} bars")
-    _grow_bars(contender.dsn, bars)
+    with psycopg.connect(contender.dsn) as connection:
+        # Each new bar starts from the deltas already applied, as create_bars does.
+        applied = "UPDATE bar_projection SET applied_total = applied_total WHERE id = 1"
+        total = connection.execute(f"{applied} RETURNING applied_total").fetchone()
+        count = connection.execute("SELECT count(*) FROM bars").fetchone()
+        assert total is not None and count is not None
+        insert_bars(connection, max(bars - count[0], 0), per_weight=total[0])
+    execute(contender.dsn, "VACUUM ANALYZE bars")
     default_env = dict(contender.settings_env)
     coalesced = _burst(contender, events, "coalescing on")
     contender.restart_recalc({**default_env, "POSTSAVE_COALESCE_LIMIT": "0"})
@@ -124,7 +106,7 @@ def tables(results: Results) -> str | None:
     return table(
         f"7. Coalescing the heavy step ({fig7['bars']:,} bars)",
         results["conditions"]["figure7"],
-        ["postsave-pg", "events", "passes", "drain s", "x one pass per event", "invariant"],
+        "postsave-pg | events | passes | drain s | x one pass per event | invariant",
         rows,
     )
 

@@ -1,9 +1,5 @@
-"""Figure 3: the relay's confirmed dispatch rate against Celery's own confirm_publish.
-
-Both run in this process against the run's vhost. The relay's dispatcher is postsave's own
-(the composition root's CeleryDispatcher on postsave's Celery app), fed batches as the relay
-claims them; Celery's rate is apply_async (send_task) with confirm_publish=True, one message
-at a time, which is what the relay did before batching. Both messages carry the same expiry."""
+"""Figure 3: the relay's confirmed dispatch rate (its own CeleryDispatcher, fed batches as the
+relay claims them) against Celery's apply_async with confirm_publish, one message at a time."""
 
 from __future__ import annotations
 
@@ -18,11 +14,23 @@ from bench.harness.product import postsave
 from bench.harness.profile import Profile
 from bench.harness.report import Results, table
 from bench.harness.run import Figure, Run
-from bench.harness.services import purge_app_queues, ready
+from bench.harness.services import ready
 from infrastructure.broker.names import RECALC_QUEUE
 
 EXPIRES_S = 27.0  # what the relay sets with its default 30 s lease
 BATCH = 100  # POSTSAVE_BATCH_SIZE's default: one claim's worth of ids
+
+
+def purge_app_queues(app: Celery) -> None:
+    """Declare and empty every queue the app routes to."""
+    with app.connection_for_write() as connection:
+        for queue in app.conf.task_queues:
+            queue(connection.default_channel).declare()
+            queue(connection.default_channel).purge()
+
+
+def _rate(messages: int, seconds: float, in_queue: int) -> dict[str, Any]:
+    return {"seconds": seconds, "per_s": messages / seconds, "in_queue_after": in_queue}
 
 
 def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str, Any]:
@@ -38,13 +46,7 @@ def relay_dispatch_rate(amqp_url: str, database_url: str, ids: int) -> dict[str,
         seconds = time.perf_counter() - started
         in_queue = ready(amqp_url, RECALC_QUEUE)
         purge_app_queues(app)  # nobody must ever run these made-up ids
-    return {
-        "messages": ids,
-        "batch": BATCH,
-        "seconds": seconds,
-        "per_s": ids / seconds,
-        "in_queue_after": in_queue,
-    }
+    return {"messages": ids, "batch": BATCH, **_rate(ids, seconds, in_queue)}
 
 
 def celery_publish_rate(amqp_url: str, messages: int, confirm: bool) -> dict[str, Any]:
@@ -63,12 +65,7 @@ def celery_publish_rate(amqp_url: str, messages: int, confirm: bool) -> dict[str
     in_queue = ready(amqp_url, queue) - 1
     with app.connection_for_write() as connection:
         connection.default_channel.queue_delete(queue)
-    return {
-        "messages": messages,
-        "seconds": seconds,
-        "per_s": messages / seconds,
-        "in_queue_after": in_queue,
-    }
+    return {"messages": messages, **_rate(messages, seconds, in_queue)}
 
 
 def conditions(profile: Profile) -> dict[str, str]:
@@ -110,7 +107,7 @@ def tables(results: Results) -> str | None:
     return table(
         "3. Confirmed dispatch rate",
         results["conditions"]["figure3"],
-        ["method", "messages/s", "x confirm_publish", "in queue after"],
+        "method | messages/s | x confirm_publish | in queue after",
         [
             [label, fig3[k]["per_s"], fig3[k]["per_s"] / confirm, fig3[k]["in_queue_after"]]
             for label, k in methods

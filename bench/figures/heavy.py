@@ -1,8 +1,6 @@
-"""Figure 5: the heavy step over 10,000 and 100,000 bars, set-based against an ORM loop.
-
-Set-based is postsave's own SqlBarRepository.apply_delta (one UPDATE) inside its unit of work;
-the ORM loop loads every bar, adds in Python and flushes, as the legacy post-save code would.
-Each timing includes the commit."""
+"""Figure 5, the heavy step: postsave's SqlBarRepository.apply_delta (one UPDATE) in its unit of
+work, against an ORM loop that loads every bar, adds in Python and flushes, as the legacy
+post-save code would. Each timing includes the commit."""
 
 from __future__ import annotations
 
@@ -21,13 +19,6 @@ from bench.harness.report import Results, median, table
 from bench.harness.run import Figure, Run
 from infrastructure.bootstrap import Container
 from infrastructure.sql.schema import bars
-
-
-def _reset_bars(dsn: str, count: int) -> None:
-    with psycopg.connect(dsn) as connection:
-        connection.execute("TRUNCATE bars")
-        insert_bars(connection, count)
-    execute(dsn, "VACUUM ANALYZE bars")  # the plans measured see the table's real size
 
 
 def _set_based(container: Container, size: int) -> float:
@@ -78,7 +69,10 @@ def run(bench: Run) -> None:
     rows: list[dict[str, Any]] = []
     with postsave(database.url) as container:
         for size in sizes:
-            _reset_bars(database.conninfo, size)
+            with psycopg.connect(database.conninfo) as connection:
+                connection.execute("TRUNCATE bars")
+                insert_bars(connection, size)
+            execute(database.conninfo, "VACUUM ANALYZE bars")  # plans see the table's real size
             set_based: list[float] = []
             orm_loop: list[float] = []
             for repetition in range(repetitions):
@@ -107,7 +101,7 @@ def tables(results: Results) -> str | None:
     return table(
         "5. The heavy step",
         results["conditions"]["figure5"],
-        ["bars", "set-based ms", "rows/s", "ORM loop ms", "rows/s", "speedup"],
+        "bars | set-based ms | rows/s | ORM loop ms | rows/s | speedup",
         rows,
     )
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-
 from bench.figures.throughput import USE_CASES
-from bench.harness.contenders import Contender, Postsave, Window
+from bench.harness.contenders import Contender, Postsave
 from bench.harness.processes import step
-from bench.harness.profile import Profile
+from bench.harness.profile import OPEN_LOOP_CLIENTS, Profile
 from bench.harness.report import Results, percentile, summary_ms, table
 from bench.harness.run import Figure, Run
 from bench.harness.workload import drain_budget, produce, wait_processed
@@ -36,16 +34,16 @@ def conditions(profile: Profile) -> dict[str, str]:
     }
 
 
-def breakdown(conninfo: str, window: Window) -> dict[str, float | int]:
+def breakdown(contender: Contender, window: int) -> dict[str, float | int]:
     """Commit to dispatch (the relay) and dispatch to applied (broker and worker); events
     applied by another event's pass before being dispatched have no dispatch time."""
-    query = (
+    assert contender.log is not None
+    rows = contender.log.rows(
         "SELECT extract(epoch FROM dispatched_at - occurred_at)::float8,"
         " extract(epoch FROM applied_at - dispatched_at)::float8"
-        " FROM outbox_events WHERE id > %s"
+        " FROM outbox_events WHERE id > %s",
+        window,
     )
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        rows = connection.execute(query, (window.after,)).fetchall()
     relay = [r[0] for r in rows if r[0] is not None]
     worker = [r[1] for r in rows if r[1] is not None]
     return {
@@ -56,47 +54,33 @@ def breakdown(conninfo: str, window: Window) -> dict[str, float | int]:
     }
 
 
-def latency_run(
-    contender: Contender, rate: float, seconds: float, producer: str | None = None
-) -> dict[str, Any]:
-    """Figure 2: open loop at `rate`; commit-to-applied latency from the database clock.
-    `producer`: another kind than the contender's own (bench/harness/producer.py)."""
-    assert contender.log is not None
-    count = max(1, round(rate * seconds))
-    window = contender.log.watermark()
-    # Clients that cannot keep to the schedule stop 2 s after its end: bounded in time, and
-    # "achieved" then tells the offered load apart from what the clients could commit.
-    produced = produce(contender, count, rate, deadline_s=seconds + 2.0, producer=producer)
-    wait_processed(contender, window, drain_budget(count))
-    times = contender.log.times(window)
-    latencies = [a - c for c, a in times if a is not None]
-    extra: dict[str, Any] = {}
-    if isinstance(contender, Postsave) and contender.dsn:
-        extra["breakdown"] = breakdown(contender.dsn, window)
-    return {
-        **extra,
-        "offered_per_s": rate,
-        "achieved_per_s": produced.rate,
-        "events": len(times),
-        **summary_ms(latencies),
-        "latencies_ms": [round(x * 1000.0, 1) for x in latencies],
-    }
-
-
 def measure(run: Run, contender: Contender) -> None:
+    """Open loop at each offered load; commit-to-applied latency from the database clock."""
+    assert contender.log is not None
     embedded = contender.name == "postsave-embedded"
-    threads = contender.threads
-    contender.threads = 1 if embedded else 4  # enough clients to keep to the schedule
     producer = USE_CASES if contender.kind == "postsave" else None  # as figure 1's headline
     runs = []
-    try:
-        for rate, seconds in run.profile.loads:
-            if embedded and rate > run.profile.embedded_max_load:
-                continue
-            step(f"fig2: {contender.name}: {rate:.0f} events/s offered for {seconds:g} s")
-            runs.append(latency_run(contender, rate, seconds, producer))
-    finally:
-        contender.threads = threads
+    for rate, seconds in run.profile.loads:
+        if embedded and rate > run.profile.embedded_max_load:
+            continue
+        step(f"fig2: {contender.name}: {rate:.0f} events/s offered for {seconds:g} s")
+        count, window = max(1, round(rate * seconds)), contender.log.watermark()
+        # Clients that cannot keep to the schedule stop 2 s after its end: bounded in time, and
+        # "achieved" then tells the offered load apart from what the clients could commit.
+        threads = 1 if embedded else OPEN_LOOP_CLIENTS
+        produced = produce(contender, count, rate, seconds + 2.0, producer, threads)
+        wait_processed(contender, window, drain_budget(count))
+        times = contender.log.times(window)
+        latencies = [a - c for c, a in times if a is not None]
+        found: dict[str, Any] = {}
+        if isinstance(contender, Postsave) and contender.dsn:
+            found["breakdown"] = breakdown(contender, window)
+        runs.append(
+            found
+            | {"offered_per_s": rate, "achieved_per_s": produced.rate, "events": len(times)}
+            | summary_ms(latencies)
+            | {"latencies_ms": [round(x * 1000.0, 1) for x in latencies]}
+        )
     run.results.setdefault("figure2", {})[contender.name] = runs
 
 
@@ -108,7 +92,7 @@ def tables(results: Results) -> str | None:
     latency = table(
         "2. Commit-to-processed latency, open loop",
         results["conditions"]["figure2"],
-        ["contender", "offered/s", "achieved/s", "events", "p50 ms", "p99 ms", "max ms"],
+        "contender | offered/s | achieved/s | events | p50 ms | p99 ms | max ms",
         [[name, *(r[key] for key in keys)] for name, runs in fig2.items() for r in runs],
     )
     keys = ("events", "coalesced_before_dispatch", *BREAKDOWN)
@@ -127,16 +111,8 @@ def tables(results: Results) -> str | None:
             "2b. Where postsave's latency goes",
             "from outbox_events: relay = dispatched_at - occurred_at, worker = applied_at - "
             "dispatched_at; coalesced = applied by another event's pass before any dispatch",
-            [
-                "contender",
-                "offered/s",
-                "events",
-                "coalesced",
-                "relay p50 ms",
-                "relay p99 ms",
-                "worker p50 ms",
-                "worker p99 ms",
-            ],
+            "contender | offered/s | events | coalesced | "
+            "relay p50 ms | relay p99 ms | worker p50 ms | worker p99 ms",
             rows,
         )
     )

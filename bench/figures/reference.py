@@ -57,27 +57,25 @@ def pg_test_fsync(seconds: int) -> dict[str, Any]:
     return result
 
 
-def _repeat_for(seconds: float, once: Callable[[int], object]) -> tuple[int, float]:
-    """Call `once(i)` for i = 0, 1, ... until `seconds` have passed: (calls, seconds taken)."""
+def _repeat_for(seconds: float, once: Callable[[int], object], unit: str) -> dict[str, Any]:
+    """Call `once(i)` for i = 0, 1, ... until `seconds` have passed: `unit` is what a call is."""
     count = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         once(count)
         count += 1
-    return count, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    return {unit: count, "seconds": elapsed, "per_s": count / elapsed}
 
 
 def insert_commit_rate(dsn: str, seconds: float) -> dict[str, Any]:
     """Single-row INSERT and COMMIT from one client: the floor of any transactional write."""
     with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS bench_reference (id bigserial PRIMARY KEY, v int)"
-        )
-        count, elapsed = _repeat_for(
-            seconds, lambda _: connection.execute("INSERT INTO bench_reference (v) VALUES (1)")
-        )
+        connection.execute("CREATE TABLE bench_reference (id bigserial PRIMARY KEY, v int)")
+        insert = "INSERT INTO bench_reference (v) VALUES (1)"
+        found = _repeat_for(seconds, lambda _: connection.execute(insert), "commits")
         connection.execute("DROP TABLE bench_reference")
-    return {"commits": count, "seconds": elapsed, "per_s": count / elapsed}
+    return found
 
 
 def kombu_publish_rate(amqp_url: str, seconds: float) -> dict[str, Any]:
@@ -87,11 +85,11 @@ def kombu_publish_rate(amqp_url: str, seconds: float) -> dict[str, Any]:
         channel = connection.channel()
         queue(channel).declare()
         producer = Producer(channel, exchange=queue.exchange, routing_key="bench.kombu")
-        count, elapsed = _repeat_for(
-            seconds, lambda i: producer.publish({"event_id": i}, serializer="json")
+        found = _repeat_for(
+            seconds, lambda i: producer.publish({"event_id": i}, serializer="json"), "messages"
         )
         queue(channel).delete()
-    return {"messages": count, "seconds": elapsed, "per_s": count / elapsed}
+    return found
 
 
 def use_case_rate(database_url: str, amqp_url: str, seconds: float) -> dict[str, Any]:
@@ -105,14 +103,9 @@ def use_case_rate(database_url: str, amqp_url: str, seconds: float) -> dict[str,
             use_cases.complete_foo(container.uow(), next(foo_ids))  # connections: not timed
             if container.relay_nudge is not None:
                 container.relay_nudge.flush()  # the broker connection too
-            count, elapsed = _repeat_for(
-                seconds, lambda _: use_cases.complete_foo(container.uow(), next(foo_ids))
+            result["with_nudge" if nudge else "without_nudge"] = _repeat_for(
+                seconds, lambda _: use_cases.complete_foo(container.uow(), next(foo_ids)), "commits"
             )
-        result["with_nudge" if nudge else "without_nudge"] = {
-            "commits": count,
-            "seconds": elapsed,
-            "per_s": count / elapsed,
-        }
     return result
 
 
@@ -172,9 +165,7 @@ def tables(results: Results) -> str | None:
                 "rows/s",
             ]
         )
-    return table(
-        "6. Reference lines", results["conditions"]["figure6"], ["what", "rate", "unit"], rows
-    )
+    return table("6. Reference lines", results["conditions"]["figure6"], "what | rate | unit", rows)
 
 
 FIGURE = Figure("reference", conditions, tables, run=run)

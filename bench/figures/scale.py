@@ -1,22 +1,7 @@
 """Figure 8, history at scale: what a long event log costs postsave, and pruning it with the
-workers on.
-
-Two databases hold the same application state: the same bars, the same completed foos (the
-"history foos", whose amounts sum to `history`), the projection at that total, and the same
-100 pending events. In "full" the history is in the log: `history` processed events (delta 1
-each, occurred and applied evenly over the past 10 days) and their `applied_events` rows. In
-"empty" it has already been pruned: the checkpoint holds it and the log holds nothing else.
-`postsave verify` and `rebuild` give the same bars on both; only the length of the log differs.
-
-1. The operators' and the relay's reads, timed in process on both, alternating between the
-   two so that the machine's noise falls on both alike: `postsave status`, a metrics scrape,
-   the relay's claim (rolled back), `verify` and `rebuild`.
-2. Then on "full", with postsave's relay, recalculation worker and beat running and an
-   open-loop producer offering a steady load: commit-to-applied latency without a prune, then
-   during `postsave prune --older-than 8d` (the real command line, a subprocess); the tables'
-   sizes before and after it and after a plain VACUUM; the invariant afterwards.
-
-`python -m bench --only scale [--quick]` runs this figure alone."""
+workers on. Two databases hold the same application state; "full" has the history in its log,
+"empty" has it pruned into the checkpoint already (the conditions below say how each is made
+and measured). `python -m bench --only scale [--quick]` runs this figure alone."""
 
 from __future__ import annotations
 
@@ -34,7 +19,7 @@ from typing import Any
 import psycopg
 
 from bench.harness import processes as procs
-from bench.harness.contenders import Postsave, Window, postsave_pg
+from bench.harness.contenders import Postsave, postsave_pg
 from bench.harness.data import AMOUNT_SQL, execute, row
 from bench.harness.processes import step
 from bench.harness.product import postsave
@@ -64,19 +49,15 @@ P99_GOAL = 2.0  # p99 during the prune against without
 
 
 # --- the two databases --------------------------------------------------------------------
-def _one(connection: psycopg.Connection, query: str, *params: object) -> Any:
-    row = connection.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
 def _state(database: Database, history: int, pending_foos: int) -> int:
     """The application state both databases share: `pending_foos` more pending foos (the
     producer's stream), the history foos (completed), the bars and the projection at the
     history's total. Returns the first of those pending foos. Both databases are copies of one
     template, so the ids agree."""
     with psycopg.connect(database.conninfo) as connection:
-        first = int(_one(connection, "SELECT coalesce(max(id), 0) + 1 FROM foos"))
+        found = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM foos").fetchone()
+        assert found is not None
+        first = int(found[0])
         connection.execute(
             f"INSERT INTO foos (id, amount, state, version) SELECT g, {AMOUNT_SQL}, 'pending', 1"
             " FROM generate_series(%s::bigint, %s::bigint) g",
@@ -106,10 +87,6 @@ def _state(database: Database, history: int, pending_foos: int) -> int:
     return first
 
 
-def _history_foo(base: int) -> str:
-    return f"{base} + 1 + (g - 1) %% {HISTORY_FOOS}"  # %%: psycopg's literal %
-
-
 def _load_log(database: Database, history: int, history_base: int) -> None:
     """The history into the log of "full": one INSERT of `history` processed events, then
     their guard rows. occurred_at runs evenly from 10 days ago to now, in id order."""
@@ -120,7 +97,8 @@ def _load_log(database: Database, history: int, history_base: int) -> None:
             "INSERT INTO outbox_events (event_type, payload, state, dispatches, occurred_at,"
             " available_at, dispatched_at, applied_at)"
             f" SELECT CASE WHEN g <= {HISTORY_FOOS} THEN 'FooCompleted' ELSE 'FooRevised' END,"
-            f" jsonb_build_object('foo_id', {_history_foo(history_base)}, 'delta', 1),"
+            f" jsonb_build_object('foo_id', {history_base} + 1 + (g - 1) %% {HISTORY_FOOS},"
+            " 'delta', 1),"
             " 'processed', 1, t, t, t + interval '20 ms', t + interval '30 ms'"
             " FROM (SELECT now() AS now) n, generate_series(1, %s::bigint) g,"
             f" LATERAL (SELECT n.now - {spread} + {spread} * (g - 1) / %s::bigint) AS s(t)",
@@ -221,25 +199,8 @@ def _sizes(database: Database) -> dict[str, Any]:
     }
 
 
-def _prunable(database: Database) -> int:
-    return int(
-        execute(
-            database.conninfo,
-            "SELECT count(*) FROM outbox_events WHERE state = 'processed'"
-            f" AND occurred_at <= clock_timestamp() - interval '{OLDER_THAN_DAYS} days'",
-        )
-    )
-
-
-def _vacuum(database: Database) -> float:
-    started = time.monotonic()
-    for name in TABLES:
-        execute(database.conninfo, f"VACUUM {name}")
-    return time.monotonic() - started
-
-
 def _window(
-    contender: Postsave, window: Window, start: float = 0.0, end: float = math.inf
+    contender: Postsave, window: int, start: float = 0.0, end: float = math.inf
 ) -> dict[str, Any]:
     """Commit-to-applied latency of the window's events committed between `start` and `end`
     (epoch seconds; the database's clock, on this host)."""
@@ -259,39 +220,30 @@ def _window(
     }
 
 
-def _wait_for(contender: Postsave, window: Window, events: int, timeout_s: float) -> None:
-    assert contender.log is not None
-    log = contender.log
-    procs.wait_until(
-        lambda: len(log.times(window)) >= events,
-        f"{contender.name}: the producer's first events",
-        timeout_s=timeout_s,
-        alive=contender.alive(),
-    )
-
-
 def _prune_under_load(contender: Postsave, profile: Profile, workdir: Path) -> dict[str, Any]:
     """Open-loop load, and `postsave prune` started once it runs; the producer stops when the
     prune ends (or at the profile's cap, when the prune is then stopped too)."""
     assert contender.log is not None
-    rate, cap = profile.scale_rate, profile.scale_prune_cap_s
-    window = contender.log.watermark()
+    log, rate, cap = contender.log, profile.scale_rate, profile.scale_prune_cap_s
+    window = log.watermark()
     producer = start_producer(
         contender, round(rate * cap), rate, threads=OPEN_LOOP_CLIENTS, deadline_s=cap
     )
     log_path = workdir / "scale-prune.log"
     try:
-        _wait_for(contender, window, max(1, round(rate * 0.5)), 60.0)
+        first_events = max(1, round(rate * 0.5))
+        procs.wait_until(
+            lambda: len(log.times(window)) >= first_events,
+            f"{contender.name}: the producer's first events",
+            alive=contender.started,
+        )
         step(f"scale: postsave prune --older-than {OLDER_THAN}, {rate:.0f} events/s offered")
-        env = procs.env_for(contender.producer_env())
-        with log_path.open("ab") as log:
+        env = contender.producer_env()
+        with log_path.open("ab") as errors:
             started = time.time()
+            command = [str(POSTSAVE_BIN), "prune", "--older-than", OLDER_THAN]
             prune = subprocess.Popen(
-                [str(POSTSAVE_BIN), "prune", "--older-than", OLDER_THAN],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
+                command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True
             )
             try:
                 out, _ = prune.communicate(timeout=cap)
@@ -345,29 +297,17 @@ def _verifies(database: Database) -> dict[str, Any]:
         with container.uow() as uow:
             checkpoint = uow.projection_log.checkpoint()
     return {
-        "verify_holds": result.holds,
-        "completed_total": result.completed_total,
-        "checkpoint_events": checkpoint.events,
-        "checkpoint_total": checkpoint.total,
-    }
-
-
-def _contender(full: Database, amqp_url: str, workdir: Path) -> Postsave:
-    contender = postsave_pg(
-        workdir,
-        full,
-        amqp_url,
-        dict(SETTINGS_ENV),
-        "postsave-scale",
-        "postsave on the full database",
-    )
-    contender.threads = OPEN_LOOP_CLIENTS
-    return contender
+        "verify_holds": result.holds, "completed_total": result.completed_total,
+        "checkpoint_events": checkpoint.events, "checkpoint_total": checkpoint.total,
+    }  # fmt: skip
 
 
 @contextlib.contextmanager
-def _running(contender: Postsave) -> Iterator[Postsave]:
+def _running(full: Database, amqp_url: str, workdir: Path) -> Iterator[Postsave]:
     step("scale: starting postsave's workers on the full database")
+    name, description = "postsave-scale", "postsave on the full database"
+    contender = postsave_pg(workdir, full, amqp_url, SETTINGS_ENV, name, description)
+    contender.threads = OPEN_LOOP_CLIENTS
     contender.start()
     try:
         yield contender
@@ -377,7 +317,7 @@ def _running(contender: Postsave) -> Iterator[Postsave]:
         # Messages of events already applied may still wait (an applied event stays in flight
         # until its own message is back): no later contender's worker must get them.
         for queue in (RECALC_QUEUE, POLL_QUEUE):
-            purge(contender.broker_url, queue)
+            purge(amqp_url, queue)
 
 
 # --- the figure ------------------------------------------------------------------------------
@@ -392,32 +332,20 @@ def run(bench: Run) -> None:
     """Its own postsave workers, on the run's vhost before any contender's: no other postsave
     message is out yet. Its databases are dropped as soon as it is done."""
     empty, full = bench.roles["scale_empty"], bench.roles["scale_full"]
-    try:
-        bench.results["scale"] = figure(empty, full, bench.amqp_url, bench.workdir, bench.profile)
-    finally:
-        for database in (empty, full):
-            bench.services.drop_database(database)
-
-
-def figure(
-    empty: Database, full: Database, amqp_url: str, workdir: Path, profile: Profile
-) -> dict[str, Any]:
-    history = profile.scale_history
+    profile, history = bench.profile, bench.profile.scale_history
     parts: dict[str, float] = {}
     clock = time.monotonic()
 
     def done(part: str) -> None:
         nonlocal clock
-        parts[part] = time.monotonic() - clock
-        clock = time.monotonic()
+        parts[part], clock = time.monotonic() - clock, time.monotonic()
 
     step(f"scale: the same state in both databases ({history:,} events' worth of foos, bars)")
     firsts = {_state(db, history, pending_foos(profile)) for db in (empty, full)}
     assert len(firsts) == 1, "the two databases differ"
     (first_pending,) = firsts
-    history_base = first_pending + pending_foos(profile) - 1
     _pruned_already(empty, history)
-    _load_log(full, history, history_base)
+    _load_log(full, history, history_base=first_pending + pending_foos(profile) - 1)
     for database in (empty, full):
         _complete(database, first_pending, PENDING)
     done("load_s")
@@ -437,7 +365,7 @@ def figure(
         )
     done("timings_s")
 
-    with _running(_contender(full, amqp_url, workdir)) as contender:
+    with _running(full, bench.amqp_url, bench.workdir) as contender:
         contender.next_foo = first_pending + PENDING
         # Each window starts from a drained outbox: no message of an earlier one still out.
         _drained(full, DRAIN_TIMEOUT_S)  # the 100 pending events
@@ -447,13 +375,20 @@ def figure(
         _drained(full, DRAIN_TIMEOUT_S)
         done("window_before_s")
         sizes = {"before": _sizes(full)}
-        prunable = _prunable(full)
-        prune = _prune_under_load(contender, profile, workdir)
+        prunable = execute(
+            full.conninfo,
+            "SELECT count(*) FROM outbox_events WHERE state = 'processed'"
+            f" AND occurred_at <= clock_timestamp() - interval '{OLDER_THAN_DAYS} days'",
+        )
+        prune = _prune_under_load(contender, profile, bench.workdir)
         _drained(full, DRAIN_TIMEOUT_S)
         done("prune_under_load_s")
         sizes["after_prune"] = _sizes(full)
         step("scale: plain VACUUM of outbox_events and applied_events")
-        vacuum_s = _vacuum(full)
+        vacuum_started = time.monotonic()
+        for name in TABLES:
+            execute(full.conninfo, f"VACUUM {name}")
+        vacuum_s = time.monotonic() - vacuum_started
         sizes["after_vacuum"] = _sizes(full)
         done("sizes_vacuum_s")
         # Again without: brackets the prune, so a disturbance of the machine in one short
@@ -462,8 +397,9 @@ def figure(
         done("window_after_s")
         after = _verifies(full) | contender.invariant(before)
         done("verify_s")
-    during = prune["during"]
-    return {
+    for database in (empty, full):
+        bench.services.drop_database(database)
+    bench.results["scale"] = {
         "history": history,
         "pending": PENDING,
         "history_foos": HISTORY_FOOS,
@@ -471,11 +407,11 @@ def figure(
         "rebuild_goal_s": REBUILD_GOAL_S,
         "p99_goal": P99_GOAL,
         "older_than": OLDER_THAN,
-        "prunable_before": prunable,
+        "prunable_before": int(prunable),
         "prune": prune,
         "without_prune": without,
         "after_prune": after_prune,
-        "p99_ratio": during["p99_ms"] / without["p99_ms"],
+        "p99_ratio": prune["during"]["p99_ms"] / without["p99_ms"],
         "sizes": sizes,
         "vacuum_s": vacuum_s,
         "after": after,
@@ -517,8 +453,11 @@ def conditions(profile: Profile) -> dict[str, str]:
     }
 
 
-def _operations_table(found: dict[str, Any], conditions: str) -> str:
-    rows = []
+def tables(results: Results) -> str | None:
+    found, conditions = results.get("scale"), results["conditions"]
+    if not found:
+        return None
+    history, rows = found["history"], []
     for name, op in found["operations"].items():
         goal = f"<= {op['goal_ratio']:g}x" if op.get("goal_ratio") else "-"
         if name == "rebuild":
@@ -526,55 +465,46 @@ def _operations_table(found: dict[str, Any], conditions: str) -> str:
         rows.append(
             [op["what"], op["repetitions"], op["empty_ms"], op["full_ms"], op["ratio"], goal]
         )
-    history = found["history"]
-    return table(
+    operations = table(
         f"8. History at scale: {history:,} processed events in the log against none",
-        conditions,
-        ["operation", "times", "empty ms", f"{history:,} ms", "x empty", "goal"],
+        conditions["scale"],
+        f"operation | times | empty ms | {history:,} ms | x empty | goal",
         rows,
     )
 
-
-def _sizes_table(found: dict[str, Any], conditions: str) -> str:
-    sizes = found["sizes"]
-    labels = (
-        ("before the prune", "before"),
-        (f"after prune --older-than {found['older_than']}", "after_prune"),
-        ("after a plain VACUUM", "after_vacuum"),
+    sizes, labels = (
+        found["sizes"],
+        {
+            "before": "before the prune",
+            "after_prune": f"after prune --older-than {found['older_than']}",
+            "after_vacuum": "after a plain VACUUM",
+        },
     )
-    tables = ("outbox_events", "applied_events")
     rows = [
-        [label, *(sizes[key][t][k] for t in tables for k in ("mb", "rows"))]
-        for label, key in labels
+        [label, *(sizes[key][t][k] for t in TABLES for k in ("mb", "rows"))]
+        for key, label in labels.items()
     ]
     note = f"; the VACUUM took {found['vacuum_s']:.2f} s"
-    if sum(sizes["after_vacuum"][t]["mb"] for t in tables) > 0.9 * sum(
-        sizes["before"][t]["mb"] for t in tables
-    ):
+    megabytes = {key: sum(sizes[key][t]["mb"] for t in TABLES) for key in labels}
+    if megabytes["after_vacuum"] > 0.9 * megabytes["before"]:
         note += (
             "; the files keep their size: the prune deletes rows and a plain VACUUM makes their "
             "space reusable by new rows, it does not give it back (the pruned rows are the "
             "oldest, at the start of the files: nothing to truncate at the end); VACUUM FULL "
             "or pg_repack would, under a lock"
         )
-    return table(
+    sizes_table = table(
         "8b. History at scale: the full database's tables",
-        conditions + note,
-        ["when", "outbox_events MB", "rows", "applied_events MB", "rows"],
+        conditions["scale_sizes"] + note,
+        "when | outbox_events MB | rows | applied_events MB | rows",
         rows,
     )
 
-
-def _prune_table(found: dict[str, Any], conditions: str) -> str:
     prune, without, after = found["prune"], found["without_prune"], found["after"]
     keys = ("seconds", "events", "achieved_per_s", "p50_ms", "p99_ms", "max_ms")
     windows = [("no prune, before", without), ("during the prune", prune["during"])]
     if "after_prune" in found:
         windows.append(("no prune, after (vacuumed)", found["after_prune"]))
-    rows = [
-        [label, *(e[key] for key in keys), e["p99_ms"] / without["p99_ms"], e.get("load_1m_at_end")]
-        for label, e in windows
-    ]
     summary = (
         f"; pruned {prune['pruned'] or 0:,} events ({found['prunable_before']:,} were older "
         f"than {found['older_than']} just before) in {prune['seconds']:.1f} s: "
@@ -584,35 +514,22 @@ def _prune_table(found: dict[str, Any], conditions: str) -> str:
         f"holds {after['checkpoint_events']:,} events, invariant over the run "
         f"{'holds' if after.get('invariant_holds') else 'BROKEN'}"
     )
-    return table(
+    prune_table = table(
         "8c. History at scale: prune with the workers running",
-        conditions + summary,
+        conditions["scale_prune"] + summary,
+        "window | seconds | events | achieved/s | "
+        "p50 ms | p99 ms | max ms | x p99 before | load 1m",
         [
-            "window",
-            "seconds",
-            "events",
-            "achieved/s",
-            "p50 ms",
-            "p99 ms",
-            "max ms",
-            "x p99 before",
-            "load 1m",
+            [
+                label,
+                *(e[key] for key in keys),
+                e["p99_ms"] / without["p99_ms"],
+                e.get("load_1m_at_end"),
+            ]
+            for label, e in windows
         ],
-        rows,
     )
-
-
-def tables(results: Results) -> str | None:
-    found, conditions = results.get("scale"), results["conditions"]
-    if not found:
-        return None
-    return "\n".join(
-        (
-            _operations_table(found, conditions["scale"]),
-            _sizes_table(found, conditions["scale_sizes"]),
-            _prune_table(found, conditions["scale_prune"]),
-        )
-    )
+    return "\n".join((operations, sizes_table, prune_table))
 
 
 FIGURE = Figure("scale", conditions, tables, run=run)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kombu import Connection
+
 from bench.harness.contenders import CeleryContender, Contender, NaiveTimer
+from bench.harness.data import row
 from bench.harness.processes import step
 from bench.harness.profile import LEASE_S, POLL_INTERVAL_S, Profile
 from bench.harness.report import Results, median, summary_ms, table
 from bench.harness.run import Figure, Run
+from bench.harness.services import ready as queue_ready
 from bench.harness.workload import (
     drain_budget,
     finish_producer,
@@ -46,7 +50,7 @@ def conditions(profile: Profile) -> dict[str, str]:
 
 def throughput_run(contender: Contender, count: int, producer: str | None = None) -> dict[str, Any]:
     """Figure 1: events/s from the first commit until every event has reached every bar."""
-    if isinstance(contender, CeleryContender) and contender.log is None:
+    if isinstance(contender, CeleryContender) and contender.log is None:  # the ceiling
         return _ceiling_run(contender, count)
     assert contender.log is not None
     window = contender.log.watermark()
@@ -62,9 +66,17 @@ def throughput_run(contender: Contender, count: int, producer: str | None = None
         "producer_per_s": produced.rate,
         **summary_ms([a - c for c, a in times if a is not None]),
     }
-    if isinstance(contender, NaiveTimer):
-        work = contender.work(first, last)
-        result["work"] = work
+    if isinstance(contender, NaiveTimer):  # ticks, foos scanned and bars rewritten meanwhile
+        found = row(
+            contender.dsn,
+            "SELECT count(*), coalesce(sum(foos_scanned), 0), coalesce(sum(bars_updated), 0)"
+            " FROM bench_ticks WHERE ticked_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
+            first,
+            last,
+        )
+        result["work"] = work = dict(
+            zip(("ticks", "foos_scanned", "bars_updated"), map(int, found), strict=True)
+        )
         result["rows_per_event"] = (work["foos_scanned"] + work["bars_updated"]) / len(times)
     return result
 
@@ -75,8 +87,9 @@ def _ceiling_run(contender: CeleryContender, count: int) -> dict[str, Any]:
     process = start_producer(contender, count, None)
     empty_since: float | None = None
     deadline = time.monotonic() + drain_budget(count)
+    watch = Connection(contender.amqp_url)  # kept open: the queue is polled every 10 ms
     while time.monotonic() < deadline:
-        ready = contender.queue_ready()
+        ready = queue_ready(contender.amqp_url, contender.queue, watch)
         now = time.time()
         if ready:
             empty_since = None
@@ -88,6 +101,7 @@ def _ceiling_run(contender: CeleryContender, count: int) -> dict[str, Any]:
     else:
         process.kill()
         raise TimeoutError("ceiling queue not drained in time")
+    watch.release()
     produced = finish_producer(process, 30.0)
     assert produced.first is not None and produced.last is not None and empty_since is not None
     drained = max(empty_since, produced.last)
@@ -102,36 +116,26 @@ def _ceiling_run(contender: CeleryContender, count: int) -> dict[str, Any]:
 def measure(run: Run, contender: Contender) -> None:
     """postsave on PostgreSQL gets two rows: fed through the use cases (what applications get,
     under its name) and through the other contenders' SQL, as a reference."""
-    if contender.kind == "postsave":
-        _rows(run, contender, USE_CASES)
-        _rows(run, contender, label=SQL_REFERENCE)
-    else:
-        _rows(run, contender)
-
-
-def _rows(
-    run: Run, contender: Contender, producer: str | None = None, label: str | None = None
-) -> None:
     profile = run.profile
-    embedded = contender.name == "postsave-embedded"
-    events = profile.embedded_events if embedded else profile.events
-    name = contender.name if label is None else f"{contender.name} ({label})"
-    runs = []
-    before = contender.drift()
-    for repetition in range(profile.repetitions):
-        step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
-        runs.append(throughput_run(contender, events, producer))
-    rates = [r["events_per_s"] for r in runs]
-    fed = "" if producer is None else f"; fed by the producer {producer!r}"
-    run.results.setdefault("figure1", {})[name] = {
-        **sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2],
-        "events_per_s": median(rates),
-        "min_per_s": min(rates),
-        "max_per_s": max(rates),
-        "runs": runs,
-        **contender.invariant(before),
-        "description": contender.description + fed,
-    }
+    feeds = [(USE_CASES, contender.name), (None, f"{contender.name} ({SQL_REFERENCE})")]
+    events = profile.embedded_events if contender.name == "postsave-embedded" else profile.events
+    for producer, name in feeds if contender.kind == "postsave" else [(None, contender.name)]:
+        runs = []
+        before = contender.drift()
+        for repetition in range(profile.repetitions):
+            step(f"fig1: {name}: {events} events, run {repetition + 1}/{profile.repetitions}")
+            runs.append(throughput_run(contender, events, producer))
+        rates = [r["events_per_s"] for r in runs]
+        fed = "" if producer is None else f"; fed by the producer {producer!r}"
+        run.results.setdefault("figure1", {})[name] = {
+            **sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2],
+            "events_per_s": median(rates),
+            "min_per_s": min(rates),
+            "max_per_s": max(rates),
+            "runs": runs,
+            **contender.invariant(before),
+            "description": contender.description + fed,
+        }
 
 
 def tables(results: Results) -> str | None:
@@ -152,17 +156,8 @@ def tables(results: Results) -> str | None:
     return table(
         "1. End-to-end throughput",
         results["conditions"]["figure1"],
-        [
-            "contender",
-            "events",
-            "events/s",
-            "min",
-            "max",
-            "x ceiling",
-            "producer/s",
-            "rows/event",
-            "invariant",
-        ],
+        "contender | events | events/s | min | "
+        "max | x ceiling | producer/s | rows/event | invariant",
         rows,
     )
 

@@ -1,13 +1,6 @@
-"""Figure 6b, the write path alone: postsave's domain service calls as an application makes them.
-
-`domain.use_cases.create_foos` (one foo), `complete_foo`, `revise_foo` and `cancel_foo`, each
-through `Container(Settings(...), nudge=True)` and a `container.uow()` per call, with one
-client and with four (threads in one process sharing the container, each on its own foos),
-side by side with the floor of any transactional write: a single-row INSERT + COMMIT from one
-psycopg connection per client. No worker runs: the nudges wait in postsave.poll, which keeps
-only the newest.
-
-`python -m bench --only writepath [--quick]` runs this figure alone."""
+"""Figure 6b, the write path alone: postsave's domain service calls as an application makes them,
+with one client and with four, side by side with a single-row INSERT + COMMIT per client (the
+conditions below say exactly how). `python -m bench --only writepath [--quick]` runs it alone."""
 
 from __future__ import annotations
 
@@ -124,88 +117,68 @@ def _reference(cells: list[dict[str, Any]], clients: int) -> float:
     )
 
 
-def _reference_calls(conninfo: str, clients: int) -> tuple[list[Any], list[Call]]:
-    connections = [psycopg.connect(conninfo, autocommit=True) for _ in range(clients)]
-
-    def insert(connection: psycopg.Connection) -> Call:
-        return lambda _: connection.execute(f"INSERT INTO {REFERENCE_TABLE} (v) VALUES (1)")
-
-    return connections, [insert(connection) for connection in connections]
-
-
-def _use_case_calls(
-    container: Container, operation: str, ids: Sequence[Sequence[int]]
-) -> list[Call]:
+def _calls(container: Container, operation: str, ids: Sequence[Sequence[int]]) -> list[Call]:
     """One call per client; `ids[c]` are client c's own foos (none for create)."""
-
-    def make(mine: Sequence[int]) -> Call:
-        if operation == "create":
-            return lambda _: use_cases.create_foos(container.uow(), AMOUNT)
-        if operation == "complete":
-            return lambda i: use_cases.complete_foo(container.uow(), mine[i])
-        if operation == "revise":
-            return lambda i: use_cases.revise_foo(container.uow(), mine[i], REVISED)
-        if operation == "cancel":
-            return lambda i: use_cases.cancel_foo(container.uow(), mine[i])
-        raise ValueError(operation)
-
-    return [make(mine) for mine in ids]
+    make: dict[str, Callable[[Sequence[int]], Call]] = {
+        "create": lambda _: lambda _i: use_cases.create_foos(container.uow(), AMOUNT),
+        "complete": lambda mine: lambda i: use_cases.complete_foo(container.uow(), mine[i]),
+        "revise": lambda mine: lambda i: use_cases.revise_foo(container.uow(), mine[i], REVISED),
+        "cancel": lambda mine: lambda i: use_cases.cancel_foo(container.uow(), mine[i]),
+    }
+    return [make[operation](mine) for mine in ids]
 
 
-def _outbox_rows(conninfo: str) -> int:
-    return int(execute(conninfo, "SELECT count(*) FROM outbox_events"))
+def _reference_cell(conninfo: str, clients: int, seconds: float) -> dict[str, Any]:
+    connections = [psycopg.connect(conninfo, autocommit=True) for _ in range(clients)]
+    insert = f"INSERT INTO {REFERENCE_TABLE} (v) VALUES (1)"
+    try:
+
+        def call(connection: psycopg.Connection) -> Call:
+            return lambda _: connection.execute(insert)
+
+        return _run_cell([(call(c), sys.maxsize) for c in connections], seconds)
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def run(bench: Run) -> None:
     """`rounds` times: the reference, then each operation, for one client and then four."""
-    database, amqp_url = bench.roles["writepath"], bench.amqp_url
-    seconds, rounds = bench.profile.writepath_seconds, bench.profile.writepath_rounds
-    conninfo = database.conninfo
+    database, seconds = bench.roles["writepath"], bench.profile.writepath_seconds
+    conninfo, rounds = database.conninfo, bench.profile.writepath_rounds
     budget = max(1_000, math.ceil(seconds * PER_CLIENT_PER_S))
     per_op = budget * sum(CLIENTS) * rounds
     step(f"writepath: preparing {per_op:,} pending and {2 * per_op:,} completed foos")
-    pending = _prepare(conninfo, "pending", per_op)
-    completed = {op: _prepare(conninfo, "completed", per_op) for op in ("revise", "cancel")}
-    foos = {"create": [], "complete": pending, **completed}
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE foos")
-        connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {REFERENCE_TABLE} (id bigserial PRIMARY KEY, v int)"
-        )
-    outbox_before = _outbox_rows(conninfo)
+    foos = {"create": [], "complete": _prepare(conninfo, "pending", per_op)}
+    foos |= {op: _prepare(conninfo, "completed", per_op) for op in ("revise", "cancel")}
+    execute(conninfo, "VACUUM ANALYZE foos")
+    execute(conninfo, f"CREATE TABLE {REFERENCE_TABLE} (id bigserial PRIMARY KEY, v int)")
+    count_events = "SELECT count(*) FROM outbox_events"
+    outbox_before = execute(conninfo, count_events)
     measured: list[list[dict[str, Any]]] = []
-    try:
-        with postsave(database.url, amqp_url, nudge=True) as container:
-            taken = dict.fromkeys(OPERATIONS, 0)
-            for clients in [c for _ in range(rounds) for c in CLIENTS]:
-                if clients == CLIENTS[0]:
-                    measured.append([])
-                cells = measured[-1]
-                round_no = f"round {len(measured)}/{rounds}"
-                step(f"writepath: {round_no}: single-row INSERT + COMMIT, {clients} client(s)")
-                connections, calls = _reference_calls(conninfo, clients)
-                try:
-                    cell = _run_cell([(call, sys.maxsize) for call in calls], seconds)
-                finally:
-                    for connection in connections:
-                        connection.close()
+    taken = dict.fromkeys(OPERATIONS, 0)
+    with postsave(database.url, bench.amqp_url, nudge=True) as container:
+        for round_no in range(1, rounds + 1):
+            cells: list[dict[str, Any]] = []
+            for clients in CLIENTS:
+                label = f"writepath: round {round_no}/{rounds}"
+                step(f"{label}: single-row INSERT + COMMIT, {clients} client(s)")
+                cell = _reference_cell(conninfo, clients, seconds)
                 cells.append({"operation": "reference", **cell})
                 for operation in OPERATIONS:
-                    step(f"writepath: {round_no}: {operation}, {clients} client(s), nudge=True")
+                    step(f"{label}: {operation}, {clients} client(s), nudge=True")
                     start = taken[operation]
+                    taken[operation] += clients * budget
                     ids = [
                         foos[operation][start + c * budget : start + (c + 1) * budget]
                         for c in range(clients)
                     ]
-                    taken[operation] += clients * budget
-                    calls = _use_case_calls(container, operation, ids)
                     budgets = [budget if operation == "create" else len(mine) for mine in ids]
-                    cell = _run_cell(list(zip(calls, budgets, strict=True)), seconds)
-                    cells.append({"operation": operation, **cell})
-            nudge_problem = container.nudge_problem()
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE IF EXISTS {REFERENCE_TABLE}")
+                    calls = zip(_calls(container, operation, ids), budgets, strict=True)
+                    cells.append({"operation": operation, **_run_cell(list(calls), seconds)})
+            measured.append(cells)
+        nudge_problem = container.nudge_problem()
+    execute(conninfo, f"DROP TABLE {REFERENCE_TABLE}")
     cells = _combine(measured)
     # Every complete, revise and cancel wrote one event, plus their untimed first calls.
     expected = sum(
@@ -219,7 +192,7 @@ def run(bench: Run) -> None:
         "goal_min": 0.4,
         "goal": 0.6,
         "complete_one_client_x_reference": complete_1["x_reference"],
-        "events_written": _outbox_rows(conninfo) - outbox_before,
+        "events_written": execute(conninfo, count_events) - outbox_before,
         "events_expected": expected,
         "nudge_problem": nudge_problem,
     }
@@ -270,7 +243,7 @@ def tables(results: Results) -> str | None:
     return table(
         "6b. The write path alone",
         results["conditions"]["writepath"] + summary,
-        ["operation", "clients", "commits/s", "x reference", "p50 ms", "p99 ms"],
+        "operation | clients | commits/s | x reference | p50 ms | p99 ms",
         [[c[key] for key in keys] for c in found["cells"]],
     )
 

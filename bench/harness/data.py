@@ -41,14 +41,6 @@ COMPLETE_RANGE_SQL = (
 )
 
 
-def amount_of(foo_id: int) -> int:
-    return 1 + (foo_id * 7919) % 100
-
-
-def weight_of(bar_index: int) -> int:
-    return 1 + bar_index % 10
-
-
 def insert_bars(connection: psycopg.Connection, count: int, per_weight: int = 0) -> None:
     """`count` more bars, each at `per_weight` x its weight: the deltas already applied."""
     connection.execute(
@@ -88,11 +80,11 @@ def seed_sqlite(path: str, bars: int, foos: int) -> None:
     with sqlite3.connect(path, timeout=30) as connection:
         connection.executemany(
             "INSERT INTO bars (weight, value) VALUES (?, 0)",
-            [(weight_of(g),) for g in range(1, bars + 1)],
+            [(1 + g % 10,) for g in range(1, bars + 1)],  # WEIGHT_SQL
         )
         connection.executemany(
             "INSERT INTO foos (id, amount, state, version) VALUES (?, ?, 'pending', 1)",
-            [(g, amount_of(g)) for g in range(1, foos + 1)],
+            [(g, 1 + (g * 7919) % 100) for g in range(1, foos + 1)],  # AMOUNT_SQL
         )
     connection.close()
 

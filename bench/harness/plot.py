@@ -15,6 +15,9 @@ COLOURS = {
     "postsave-pg (hand-written SQL, reference)": "#9ecae1",
     "postsave-embedded": "#17becf",
 }
+RATE_LABEL: dict[str, Any] = {
+    "ha": "center", "va": "bottom", "fontsize": 8, "xytext": (8, 2), "textcoords": "offset points"
+}  # fmt: skip
 CDF_LOAD = 200.0  # the offered load whose latency distribution is drawn
 
 
@@ -26,15 +29,7 @@ def _throughput(ax: Any, fig1: dict[str, Any]) -> None:
         low, high = fig1[name].get("min_per_s", rates[index]), fig1[name].get("max_per_s")
         if high is not None:  # the spread of the repetitions
             ax.plot([index, index], [low, high], color="black", linewidth=1)
-        ax.annotate(
-            f"{rates[index]:,.0f}",
-            (index, rates[index]),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            xytext=(8, 2),
-            textcoords="offset points",
-        )
+        ax.annotate(f"{rates[index]:,.0f}", (index, rates[index]), **RATE_LABEL)
     ax.set_ylabel("events/s (median; line: min to max)")
     ax.set_title("1. end-to-end throughput, first commit to every bar updated", fontsize=9)
     ax.tick_params(axis="x", rotation=30, labelsize=8)

@@ -14,7 +14,6 @@ from pathlib import Path
 from infrastructure.cli import processes
 
 REPO = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 60.0
 _STARTED = time.monotonic()
 
 
@@ -52,7 +51,7 @@ def start(
 def wait_until(
     condition: Callable[[], bool],
     what: str,
-    timeout_s: float = READY_TIMEOUT_S,
+    timeout_s: float = 60.0,
     alive: Sequence[subprocess.Popen[bytes]] = (),
     interval_s: float = 0.1,
 ) -> None:
@@ -68,16 +67,16 @@ def wait_until(
     raise TimeoutError(f"{what}: not within {timeout_s:.0f}s")
 
 
-def wait_for_log(log_path: Path, process: subprocess.Popen[bytes], marker: str = " ready.") -> None:
+def wait_for_log(log_path: Path, process: subprocess.Popen[bytes]) -> None:
     """Until a Celery worker logs that it consumes."""
 
     def ready() -> bool:
-        return log_path.exists() and marker in log_path.read_text(errors="replace")
+        return log_path.exists() and " ready." in log_path.read_text(errors="replace")
 
     wait_until(ready, f"{log_path.name} ready", alive=[process])
 
 
-def stop_all(started: Sequence[subprocess.Popen[bytes]], timeout_s: float = 10.0) -> None:
+def stop_all(started: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
     """SIGTERM (Celery's warm shutdown) to all at once, then SIGKILL the groups that hang:
     processes.stop would wait for each in turn."""
     for process in started:

@@ -3,11 +3,10 @@
 Every contender's events come from here: the same foos completed in the same order, one foo per
 transaction, by the same number of client threads, through the same SQL (postsave's event row
 goes to outbox_events instead of bench_events; `postsave-use-cases` goes through the domain's
-use cases instead, as an application does). Closed loop (rate null: as fast as the
-clients go) or open loop (a schedule: event i is due at start + i / rate and is committed then,
-or at once when the clients are behind; nobody waits for processing). Its own process keeps
-the producer's CPU and imports (and postsave's settings, read from the environment) apart from
-the bench's. Prints one JSON line: committed, failed, first and last commit (epoch seconds)."""
+use cases instead, as an application does). Closed loop (rate null: as fast as the clients go)
+or open loop (event i is due at start + i / rate, committed then or at once when the clients are
+behind). Its own process keeps its CPU, imports and settings (POSTSAVE_* from the environment)
+apart from the bench's. Prints one JSON line: committed, failed, first and last commit."""
 
 from __future__ import annotations
 
@@ -27,134 +26,99 @@ from domain.events import FooCompleted
 from infrastructure.bootstrap import Container
 
 Commit = Callable[[int], None]
+Hook = Callable[[Any, int, int], None]  # (connection, event id, delta)
+Record = Callable[[int, int], tuple[str, tuple[Any, ...]]]  # the event row's INSERT, its params
 
 
-@dataclass
-class Spec:
-    kind: str  # postsave | postsave-use-cases | direct | procrastinate | naive | ceiling
-    first_foo: int
-    count: int
-    rate: float | None = None
-    threads: int = 1
-    dsn: str = ""
-    deadline_s: float | None = None  # open loop: events not started by then are not produced
+def _bench_event(foo_id: int, delta: int) -> tuple[str, tuple[Any, ...]]:
+    return "INSERT INTO bench_events (foo_id, delta) VALUES (%s, %s) RETURNING id", (foo_id, delta)
 
 
-BENCH_EVENT = "INSERT INTO bench_events (foo_id, delta) VALUES (%s, %s) RETURNING id"
+def _outbox_event(foo_id: int, delta: int) -> tuple[str, tuple[Any, ...]]:
+    """The outbox row exactly as postsave's unit of work writes it, of the domain's own type."""
+    event = FooCompleted(foo_id=foo_id, delta=delta)
+    query = "INSERT INTO outbox_events (event_type, payload) VALUES (%s, %s) RETURNING id"
+    return query, (event.type_name, Jsonb(event.payload()))
 
 
-def _raw_commit(
-    dsn: str,
-    after: Callable[[Any, int, int], None] | None,
-    hook: str,
-    record: Callable[[Any, int, int], int] | None = None,
+def _sql_commit(
+    dsn: str, record: Record = _bench_event, inside: Hook | None = None, after: Hook | None = None
 ) -> Commit:
-    """Complete a foo and record its event in one transaction, as the legacy save does.
-
-    `hook` is 'inside' (call `after` in the transaction, procrastinate's defer) or 'after'
-    (call it once committed, direct's apply_async). `record` writes the event row (a
-    bench_events row unless given)."""
+    """Complete a foo and `record` its event (an INSERT returning its id) in one transaction, as
+    the legacy save does; `inside` runs in the transaction (procrastinate's defer), `after`
+    once committed (direct's apply_async, postsave's nudge)."""
     connection = psycopg.connect(dsn, autocommit=True)
-
-    def bench_event(connection: Any, foo_id: int, delta: int) -> int:
-        inserted = connection.execute(BENCH_EVENT, (foo_id, delta)).fetchone()
-        assert inserted is not None
-        return int(inserted[0])
-
-    write_event = record or bench_event
 
     def commit(foo_id: int) -> None:
         with connection.transaction():
-            row = connection.execute(
+            found = connection.execute(
                 "UPDATE foos SET state = 'completed', version = version + 1 "
                 "WHERE id = %s AND state = 'pending' RETURNING amount",
                 (foo_id,),
             ).fetchone()
-            assert row is not None, f"foo {foo_id} is not pending"
-            (delta,) = row
-            event_id = write_event(connection, foo_id, delta)
-            if after is not None and hook == "inside":
-                after(connection, event_id, delta)
-        if after is not None and hook == "after":
-            after(connection, event_id, delta)
+            assert found is not None, f"foo {foo_id} is not pending"
+            delta = found[0]
+            inserted = connection.execute(*record(foo_id, delta)).fetchone()
+            assert inserted is not None
+            if inside is not None:
+                inside(connection, inserted[0], delta)
+        if after is not None:
+            after(connection, inserted[0], delta)
 
     return commit
 
 
-def _commit_factory(spec: Spec) -> Callable[[], Commit]:
-    """One commit function per client thread (each with its own connection)."""
-    if spec.kind == "postsave":
-        return _postsave_sql(spec.dsn)
-    if spec.kind == "postsave-use-cases":
-        # As the README tells an application to: settings from POSTSAVE_*, the relay nudged
-        # after each commit that wrote events.
-        container = Container(nudge=True)
+def _warmed_container() -> Container:
+    """Settings from POSTSAVE_*, the relay nudged after each commit that wrote events, as the
+    README tells an application to; the nudge's broker connection opened before the start."""
+    container = Container(nudge=True)
+    if container.relay_nudge is not None:
+        container.relay_nudge()
+        container.relay_nudge.flush()
+    return container
 
-        def postsave() -> Commit:
+
+def _commit_factory(kind: str, dsn: str) -> Callable[[], Commit]:
+    """One commit function per client thread (each with its own connection)."""
+    if kind == "postsave-use-cases":
+        container = _warmed_container()
+
+        def client() -> Commit:
             with container.engine.connect():
                 pass  # connected before the schedule starts, like the SQL clients
-            _warm_up(container)
             return lambda foo_id: use_cases.complete_foo(container.uow(), foo_id)
 
-        return postsave
-    # The bench's own apps are imported for their kind only: each makes its app from the
-    # environment when imported.
-    if spec.kind == "direct":
+        return client
+    if kind == "postsave":
+        nudge = _warmed_container().relay_nudge
+
+        def nudged(*_: Any) -> None:
+            if nudge is not None:
+                nudge()
+
+        return lambda: _sql_commit(dsn, _outbox_event, after=nudged)
+    # The bench's own apps are imported for their kind only: each reads its broker when imported.
+    if kind == "direct":
         from bench.harness.apps import direct_apply
 
         def publish(_connection: Any, event_id: int, delta: int) -> None:
             direct_apply.apply_async((event_id, delta))
 
-        return lambda: _raw_commit(spec.dsn, publish, "after")
-    if spec.kind == "procrastinate":
+        return lambda: _sql_commit(dsn, after=publish)
+    if kind == "procrastinate":
         from bench.harness.job_app import apply_delta
 
         def defer(connection: Any, event_id: int, delta: int) -> None:
             apply_delta.configure(connection=connection).defer(event_id=event_id, delta=delta)
 
-        return lambda: _raw_commit(spec.dsn, defer, "inside")
-    if spec.kind == "naive":
-        return lambda: _raw_commit(spec.dsn, None, "after")
-    if spec.kind == "ceiling":
+        return lambda: _sql_commit(dsn, inside=defer)
+    if kind == "naive":
+        return lambda: _sql_commit(dsn)
+    if kind == "ceiling":
         from bench.harness.apps import noop
 
         return lambda: lambda _foo_id: noop.apply_async()
-    raise ValueError(f"unknown producer kind {spec.kind!r}")
-
-
-def _warm_up(container: Container) -> None:
-    """The nudge's broker connection opened before the schedule starts."""
-    nudge = container.relay_nudge
-    if nudge is not None:
-        nudge()
-        nudge.flush()
-
-
-def _postsave_sql(dsn: str) -> Callable[[], Commit]:
-    """The same SQL as every contender; the event row is the outbox row that postsave's unit of
-    work writes (FooCompleted, from the domain's own event type), and after the commit the
-    relay is nudged, as the unit of work does."""
-    container = Container(nudge=True)  # only for the nudge: settings from POSTSAVE_*
-    nudge = container.relay_nudge
-
-    def outbox_event(connection: Any, foo_id: int, delta: int) -> int:
-        event = FooCompleted(foo_id=foo_id, delta=delta)
-        inserted = connection.execute(
-            "INSERT INTO outbox_events (event_type, payload) VALUES (%s, %s) RETURNING id",
-            (event.type_name, Jsonb(event.payload())),
-        ).fetchone()
-        assert inserted is not None
-        return int(inserted[0])
-
-    def after(_connection: Any, _event_id: int, _delta: int) -> None:
-        if nudge is not None:
-            nudge()
-
-    def client() -> Commit:
-        _warm_up(container)
-        return _raw_commit(dsn, after, "after", record=outbox_event)
-
-    return client
+    raise ValueError(f"unknown producer kind {kind!r}")
 
 
 @dataclass
@@ -173,17 +137,20 @@ class Tally:
         return (self.committed - 1) / (self.last - self.first)
 
 
-def produce(spec: Spec) -> Tally:
-    make_commit = _commit_factory(spec)
-    tally = Tally()
-    lock = threading.Lock()
-    next_index = [0]
-    started = [0.0]
+def produce(
+    kind: str,
+    first_foo: int,
+    count: int,
+    rate: float | None = None,
+    threads: int = 1,
+    dsn: str = "",
+    deadline_s: float | None = None,  # open loop: events not started by then are not produced
+) -> Tally:
+    make_commit = _commit_factory(kind, dsn)
+    tally, lock, next_index, started = Tally(), threading.Lock(), [0], [0.0]
     # The schedule starts when every client has its connection open: the barrier's action
     # runs before any thread is released, so no client ever reads an unset start.
-    ready = threading.Barrier(
-        spec.threads + 1, action=lambda: started.__setitem__(0, time.monotonic())
-    )
+    ready = threading.Barrier(threads + 1, action=lambda: started.__setitem__(0, time.monotonic()))
 
     def client() -> None:
         commit = make_commit()
@@ -191,17 +158,15 @@ def produce(spec: Spec) -> Tally:
         while True:
             with lock:
                 index = next_index[0]
-                if index >= spec.count:
+                if index >= count:
                     return
                 next_index[0] += 1
-            if spec.deadline_s is not None and time.monotonic() - started[0] > spec.deadline_s:
+            if deadline_s is not None and time.monotonic() - started[0] > deadline_s:
                 return  # the clients fell behind the schedule: a bounded run, not a backlog
-            if spec.rate:
-                delay = started[0] + index / spec.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            if rate and (delay := started[0] + index / rate - time.monotonic()) > 0:
+                time.sleep(delay)
             try:
-                commit(spec.first_foo + index)
+                commit(first_foo + index)
             except Exception as error:  # noqa: BLE001 - counted: direct loses these events
                 with lock:
                     tally.failed += 1
@@ -210,24 +175,17 @@ def produce(spec: Spec) -> Tally:
             now = time.time()
             with lock:
                 tally.committed += 1
-                tally.first = now if tally.first is None else min(tally.first, now)
-                tally.last = now if tally.last is None else max(tally.last, now)
+                tally.first = min(tally.first or now, now)
+                tally.last = max(tally.last or now, now)
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(spec.threads)]
-    for thread in threads:
+    running = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    for thread in running:
         thread.start()
     ready.wait()
-    for thread in threads:
+    for thread in running:
         thread.join()
     return tally
 
 
-def main() -> int:
-    spec = Spec(**json.loads(sys.argv[1]))
-    tally = produce(spec)
-    print(json.dumps(tally.__dict__), flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    print(json.dumps(produce(**json.loads(sys.argv[1])).__dict__), flush=True)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 POLL_INTERVAL_S = 1.0  # the latency target's condition: a 1-second poll interval
 LEASE_S = 10.0  # short enough that the loss scenario sees expired leases come back
@@ -46,9 +45,6 @@ class Profile:
     producer_threads: int  # database clients committing events (PostgreSQL contenders)
     writepath_seconds: float  # figure 6b: each cell's loop
     writepath_rounds: int  # ... and how many times each cell runs, alternating with the others
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # fmt: off

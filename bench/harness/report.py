@@ -45,7 +45,9 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def table(title: str, conditions: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def table(title: str, conditions: str, columns: str, rows: Sequence[Sequence[Any]]) -> str:
+    """`columns` as the header line reads: "contender | events | ..."."""
+    header = columns.split(" | ")
     cells = [[cell(value) for value in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
 

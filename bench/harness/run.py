@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -15,18 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import contenders as make
-from bench.harness.contenders import Contender, Postsave
-from bench.harness.data import seed_postgres, seed_sqlite
+from bench.harness.contenders import Contender, Postsave, Procrastinate, make_all
+from bench.harness.data import execute, seed_postgres, seed_sqlite
 from bench.harness.processes import REPO, elapsed, step
 from bench.harness.profile import FULL, LEASE_S, QUICK, SETTINGS_ENV, Profile
 from bench.harness.proxy import BrokerProxy
 from bench.harness.report import Results, write_json
-from bench.harness.services import Database, RunServices, machine
+from bench.harness.services import RunServices, machine
 from infrastructure.sql.migrate import upgrade
 
 ROLES = ("naive", "direct", "procrastinate", "postsave", "misc", "writepath", "scale_empty")
-OUT = REPO / "var" / "bench"
 
 
 @dataclass(frozen=True)
@@ -45,26 +45,27 @@ class Figure:
 
 
 class Run:
-    """The run's services, databases (one per role, copies of one seeded template), contenders
-    and results."""
+    """The run's services (databases: one per role, copies of one seeded template), the broker
+    proxy and the results."""
 
     def __init__(self, profile: Profile, figures: Sequence[Figure], workdir: Path) -> None:
         self.profile, self.workdir = profile, workdir
         self.services = RunServices()
         self.proxy = BrokerProxy()
         self.results: Results = {
-            "profile": profile.as_dict(),
+            "profile": dataclasses.asdict(profile),
             "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "conditions": {k: v for f in figures for k, v in f.conditions(profile).items()},
         }
 
-    def prepare(self, foos: int) -> None:
+    def prepare(self) -> None:
         step(f"setup: RabbitMQ vhost and PostgreSQL databases (run {self.services.run_id})")
         self.services.create_vhost()
+        self.amqp_url = self.services.amqp_url
         template = self.services.create_database("template")
         upgrade(template.url)
-        seed_postgres(template.conninfo, self.profile.bars, foos)
-        self.roles: dict[str, Database] = {
+        seed_postgres(template.conninfo, self.profile.bars, foos_needed(self.profile))
+        self.roles = {
             role: self.services.create_database(role, template=template)
             for role in (*ROLES, "scale_full")
         }
@@ -76,39 +77,26 @@ class Run:
         self.results["machine"] = machine()
         self.fingerprint = self.services.fingerprint()
 
-    @property
-    def amqp_url(self) -> str:
-        return self.services.amqp_url
-
-    def contenders(self, names: Sequence[str]) -> list[Contender]:
+    def contenders(self, names: set[str]) -> list[Contender]:
         """The contenders among `names`, in the order they run, each ready to start."""
-        roles, workdir, amqp = self.roles, self.workdir, self.amqp_url
-        found: list[Contender] = [
-            make.ceiling(workdir, amqp),
-            make.naive(workdir, roles["naive"]),
-            make.direct(workdir, amqp, roles["direct"]),
-            make.procrastinate(workdir, roles["procrastinate"]),
-            make.postsave_pg(workdir, roles["postsave"], amqp, dict(SETTINGS_ENV)),
-            make.postsave_embedded(workdir, dict(SETTINGS_ENV)),
-        ]
+        found = make_all(self.workdir, self.amqp_url, self.roles, SETTINGS_ENV)
         found = [contender for contender in found if contender.name in names]
         for contender in found:
-            if isinstance(contender, make.Procrastinate):
-                contender.install_schema()
+            if isinstance(contender, Procrastinate):
+                from procrastinate.schema import SchemaManager  # the bench extra's
+
+                execute(contender.dsn, SchemaManager.get_schema())
             if contender.name == "postsave-pg":
                 contender.settle_quiet_s = LEASE_S + 3.0  # a lost message returns with its lease
             if isinstance(contender, Postsave) and not contender.dsn:
-                self._prepare_embedded(contender)
+                database = contender.database_url.removeprefix("sqlite:///")
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                upgrade(contender.database_url)
+                foos = self.profile.repetitions * self.profile.embedded_events + 5000
+                seed_sqlite(database, self.profile.bars, foos)
             else:
                 contender.threads = self.profile.producer_threads
         return found
-
-    def _prepare_embedded(self, contender: Postsave) -> None:
-        database = contender.database_url.removeprefix("sqlite:///")
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-        upgrade(contender.database_url)
-        foos = self.profile.repetitions * self.profile.embedded_events + 5000
-        seed_sqlite(database, self.profile.bars, foos)
 
 
 def foos_needed(profile: Profile) -> int:
@@ -125,7 +113,7 @@ def measure(run: Run, figures: Sequence[Figure]) -> None:
             figure.run(run)
     per_contender = sorted((f for f in figures if f.measure), key=lambda f: f.late)
     names = {name for f in per_contender for name in f.takes(run.profile)}
-    for contender in run.contenders(sorted(names)):
+    for contender in run.contenders(names):
         step(f"{contender.name}: starting its workers")
         contender.start()
         try:
@@ -168,20 +156,19 @@ def report(results: Results, figures: Sequence[Figure]) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def publish(results_path: Path, figures: Sequence[Figure], docs: Path) -> None:
+def publish(results_path: Path, figures: Sequence[Figure]) -> None:
     """docs/performance.md from a full run's results, above its hand-written reading (kept from
-    the file as it is, from READING on), and the plot beside it."""
-    import json
-
+    the file as it is, from "## What the numbers say" on), and the plot beside it."""
     from bench.harness.plot import plot
 
     results = json.loads(results_path.read_text())
     # Its conditions as this bench words them, for the sizes that run had.
     base = FULL if results["profile"]["name"] == "full" else QUICK
-    profile = Profile(**{**base.as_dict(), **results["profile"]})
+    profile = Profile(**{**dataclasses.asdict(base), **results["profile"]})
     results["conditions"] = {k: v for f in figures for k, v in f.conditions(profile).items()}
     for entry in results.get("figure1", {}).values():  # runs before 2026-12-04 named its file
         entry["description"] = entry["description"].replace(" (bench/producer.py)", "")
+    docs = REPO / "docs"
     page, reading = docs / "performance.md", "## What the numbers say"
     kept = page.read_text().partition(reading) if page.exists() else ("", "", "")
     page.write_text(
@@ -207,28 +194,26 @@ def main(figures: Sequence[Figure], argv: list[str] | None = None) -> int:
     mode.add_argument("--publish", type=Path, metavar="RESULTS", help="write docs/performance.md")
     names = [figure.name for figure in figures]
     parser.add_argument("--only", choices=names, action="append", help="this figure (repeatable)")
-    parser.add_argument("--out", type=Path, default=OUT, help="where results go (var/bench/)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
     if args.publish:
-        publish(args.publish, figures, REPO / "docs")
+        publish(args.publish, figures)
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     profile = QUICK if args.quick else FULL
     chosen = [figure for figure in figures if not args.only or figure.name in args.only]
-    args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="postsave-bench-"))
     step(f"profile {profile.name}: {', '.join(f.name for f in chosen)}; logs in {workdir}")
     started = time.monotonic()
     run = Run(profile, chosen, workdir)
     ok = False
     try:
-        run.prepare(foos_needed(profile))
+        run.prepare()
         measure(run, chosen)
         run.results["duration_s"] = time.monotonic() - started
         run.results["services_restarted_during_run"] = run.services.fingerprint() != run.fingerprint
         print(report(run.results, chosen), flush=True)
-        stem = args.out / ("results-quick" if args.quick else "results")
+        stem = REPO / "var" / "bench" / ("results-quick" if args.quick else "results")
+        stem.parent.mkdir(parents=True, exist_ok=True)
         step(f"writing {stem}.json and {stem}.png")
         write_json(run.results, stem.with_suffix(".json"))
         from bench.harness.plot import plot  # matplotlib: slow to import, needed here only
@@ -239,7 +224,7 @@ def main(figures: Sequence[Figure], argv: list[str] | None = None) -> int:
         step("cleanup: dropping the run's databases and vhost")
         run.proxy.close()
         run.services.close()
-        if ok and not args.keep:
+        if ok:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"bench: logs kept in {workdir}", file=sys.stderr)

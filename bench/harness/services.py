@@ -6,6 +6,8 @@ same local defaults). Nothing here touches a database or vhost that this run did
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -16,12 +18,11 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from celery import Celery
 from kombu import Connection
 from sqlalchemy.engine import make_url
 
@@ -45,8 +46,8 @@ def _admin(statement: str) -> Any:
     conninfo = make_url(PG_SERVER_URL).set(drivername="postgresql").render_as_string(False)
     with psycopg.connect(conninfo, autocommit=True) as connection:
         cursor = connection.execute(statement)
-        row = cursor.fetchone() if cursor.description else None
-    return row[0] if row else None
+        found = cursor.fetchone() if cursor.description else None
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class RunServices:
     vhost: str | None = None
 
     def create_database(self, role: str, template: Database | None = None) -> Database:
-        database = Database(f"bench_{self.run_id}_{role.replace('-', '_')}")
+        database = Database(f"bench_{self.run_id}_{role}")
         clause = f' TEMPLATE "{template.name}"' if template else ""
         _admin(f'CREATE DATABASE "{database.name}"{clause}')
         self.databases.append(database)
@@ -88,11 +89,7 @@ class RunServices:
         self.vhost = f"postsave-bench-{self.run_id}"
         rabbitmqctl("add_vhost", self.vhost)
         rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
-
-    @property
-    def amqp_url(self) -> str:
-        assert self.vhost, "create_vhost() first"
-        return f"{AMQP_URL[: AMQP_URL.index('/', AMQP_URL.index('://') + 3)]}/{self.vhost}"
+        self.amqp_url = f"{AMQP_URL[: AMQP_URL.index('/', AMQP_URL.index('://') + 3)]}/{self.vhost}"
 
     def fingerprint(self) -> dict[str, str]:
         """Who is serving: changes if RabbitMQ or PostgreSQL restarts during the run (on a
@@ -108,12 +105,9 @@ class RunServices:
         """Every queue of the vhost, ready plus unacknowledged (the AMQP passive declare counts
         ready messages only); {} when rabbitmqctl fails. Niced: it runs beside the measured."""
         assert self.vhost
+        columns = ("name", "messages_ready", "messages_unacknowledged", "--formatter", "json")
         try:
-            out = rabbitmqctl(
-                *("-q", "list_queues", "-p", self.vhost, "name", "messages_ready"),
-                *("messages_unacknowledged", "--formatter", "json"),
-                nice=True,
-            )
+            out = rabbitmqctl("-q", "list_queues", "-p", self.vhost, *columns, nice=True)
             rows = json.loads(out or "[]")
         except (subprocess.SubprocessError, OSError, ValueError):
             return {}
@@ -134,23 +128,13 @@ class RunServices:
 
 def ready(amqp_url: str, queue: str, connection: Connection | None = None) -> int:
     """Messages ready in `queue` (a passive declare: unacknowledged ones are not counted)."""
-    if connection is not None:
-        return int(connection.default_channel.queue_declare(queue, passive=True)[1])
-    with Connection(amqp_url) as fresh:
-        return ready(amqp_url, queue, fresh)
+    with Connection(amqp_url) if connection is None else contextlib.nullcontext(connection) as c:
+        return int(c.default_channel.queue_declare(queue, passive=True)[1])
 
 
 def purge(amqp_url: str, queue: str) -> None:
     with Connection(amqp_url) as connection:
         connection.default_channel.queue_purge(queue)
-
-
-def purge_app_queues(app: Celery) -> None:
-    """Declare and empty every queue the app routes to."""
-    with app.connection_for_write() as connection:
-        for queue in app.conf.task_queues:
-            queue(connection.default_channel).declare()
-            queue(connection.default_channel).purge()
 
 
 class QueuePeak:
@@ -159,33 +143,26 @@ class QueuePeak:
     the AMQP passive declare (ready only, cheap) five times a second."""
 
     def __init__(self, services: RunServices, queue: str) -> None:
-        self.services, self.queue = services, queue
-        self.peak_ready = 0
+        self.services, self.queue, self.peak_ready = services, queue, 0
         self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="depths")
         self._readings: list[Future[dict[str, int]]] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=t, daemon=True) for t in (self._ctl, self._amqp)]
-        for thread in self._threads:
-            thread.start()
+        self._amqp = threading.Thread(target=self._poll, daemon=True)
+        self._amqp.start()
 
-    def _ctl(self) -> None:
-        tick = time.monotonic()
-        while not self._stop.is_set():
-            self._readings.append(self._pool.submit(self.services.broker_depths))
-            tick += 1.0
-            self._stop.wait(max(tick - time.monotonic(), 0.0))
-
-    def _amqp(self) -> None:
+    def _poll(self) -> None:
+        started = time.monotonic()
         with Connection(self.services.amqp_url) as connection:
-            while not self._stop.is_set():
-                found = ready("", self.queue, connection)
-                self.peak_ready = max(self.peak_ready, found)
-                self._stop.wait(0.2)
+            for tick in itertools.count():
+                if tick % 5 == 0:
+                    self._readings.append(self._pool.submit(self.services.broker_depths))
+                self.peak_ready = max(self.peak_ready, ready("", self.queue, connection))
+                if self._stop.wait(max(started + 0.2 * (tick + 1) - time.monotonic(), 0.0)):
+                    return
 
     def stop(self) -> dict[str, int]:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
+        self._amqp.join(timeout=60)
         self._pool.shutdown(wait=True)
         readings = [future.result(0) for future in self._readings]
         return {
@@ -195,33 +172,22 @@ class QueuePeak:
         }
 
 
-def _version(module: str) -> str:
-    try:
-        return version(module)
-    except PackageNotFoundError:
-        return "?"
-
-
 def machine() -> dict[str, Any]:
     """What the results came from, printed above every report."""
-    cpu_model = "?"
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     try:
         rabbitmq = rabbitmqctl("-q", "version").strip()
     except (OSError, subprocess.SubprocessError, RuntimeError):
         rabbitmq = "?"
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": models[0] if models else "?",
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "postgresql": _admin("SHOW server_version") or "?",
         "rabbitmq": rabbitmq or "?",
-        **{name: _version(name) for name in ("celery", "kombu", "sqlalchemy", "procrastinate")},
+        **{name: version(name) for name in ("celery", "kombu", "sqlalchemy", "procrastinate")},
         "load_average_at_start": os.getloadavg(),
     }

@@ -1,5 +1,5 @@
 """Driving a contender's producer (a subprocess, bench/harness/producer.py) and waiting for its
-events to reach the bars."""
+events to reach the bars. A window is the events with ids above a watermark (EventLog)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 
 from bench.harness import processes as procs
-from bench.harness.contenders import Contender, Window
+from bench.harness.contenders import Contender
 from bench.harness.producer import Tally
 
 
@@ -45,13 +45,9 @@ def start_producer(
 def finish_producer(process: subprocess.Popen[str], timeout_s: float) -> Tally:
     try:
         out, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # late or interrupted: never leave a producer behind
         process.kill()
         process.communicate()
-        raise TimeoutError(f"the producer did not finish within {timeout_s:.0f}s") from None
-    except BaseException:  # interrupted: never leave a producer behind
-        process.kill()
-        process.wait()
         raise
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not lines:
@@ -65,43 +61,39 @@ def produce(
     rate: float | None = None,
     deadline_s: float | None = None,
     producer: str | None = None,
+    threads: int | None = None,
 ) -> Tally:
     budget = 60.0 + (count / rate if rate else count / 100.0)
-    process = start_producer(contender, count, rate, None, deadline_s, producer)
+    process = start_producer(contender, count, rate, threads, deadline_s, producer)
     return finish_producer(process, budget)
-
-
-def wait_processed(contender: Contender, window: Window, timeout_s: float) -> None:
-    assert contender.log is not None
-    log = contender.log
-    procs.wait_until(
-        lambda: log.unfinished(window) == 0,
-        f"{contender.name}: every event applied",
-        timeout_s=timeout_s,
-        alive=contender.alive(),
-        interval_s=0.05,
-    )
 
 
 def drain_budget(count: int) -> float:
     return 60.0 + count / 50.0  # the embedded default drains ~100+/s; bounded all the same
 
 
-def settle(
-    contender: Contender, window: Window, quiet_s: float = 3.0, limit_s: float = 40.0
-) -> float:
+def wait_processed(contender: Contender, after: int, timeout_s: float) -> None:
+    assert contender.log is not None
+    log = contender.log
+    procs.wait_until(
+        lambda: log.unfinished(after) == 0,
+        f"{contender.name}: every event applied",
+        timeout_s=timeout_s,
+        alive=contender.started,
+        interval_s=0.05,
+    )
+
+
+def settle(contender: Contender, after: int, quiet_s: float, limit_s: float = 40.0) -> float:
     """Wait until everything is applied, or nothing has changed for `quiet_s` (bounded)."""
     assert contender.log is not None
-    started = time.monotonic()
-    last = contender.log.unfinished(window)
-    changed = started
-    while time.monotonic() - started < limit_s:
-        now = contender.log.unfinished(window)
-        if now == 0:
-            break
+    started = changed = time.monotonic()
+    last = contender.log.unfinished(after)
+    while time.monotonic() - started < limit_s and last:
+        time.sleep(0.2)
+        now = contender.log.unfinished(after)
         if now != last:
             last, changed = now, time.monotonic()
         elif time.monotonic() - changed >= quiet_s:
             break
-        time.sleep(0.2)
     return time.monotonic() - started
