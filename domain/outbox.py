@@ -36,6 +36,7 @@ class EventState(StrEnum):
 
 
 UNFINISHED_STATES = (EventState.PENDING, EventState.DISPATCHED)
+MAX_ERROR_CHARS = 4000  # of a failure's description, kept as the event's last error
 
 
 @dataclass(frozen=True)

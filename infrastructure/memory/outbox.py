@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from domain.events import FooEvent
-from domain.outbox import APPLY, DISPATCH, FAIL, UNFINISHED_STATES, EventState, StoredEvent
+from domain.outbox import (
+    APPLY,
+    DISPATCH,
+    FAIL,
+    MAX_ERROR_CHARS,
+    UNFINISHED_STATES,
+    EventState,
+    StoredEvent,
+)
 from domain.ports import DeliveryLedger, Outbox, RelayQueue
 from infrastructure.memory.tables import InMemoryOutboxTable, OutboxRow
 
@@ -89,7 +97,7 @@ class InMemoryDeliveryLedger(DeliveryLedger):
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
         self.table.row(event_id)  # EventNotFoundError if there is no such event
         [row] = self.table.moving(FAIL, [event_id])
-        row.last_error, row.failures = error[:4000], row.failures + 1
+        row.last_error, row.failures = error[:MAX_ERROR_CHARS], row.failures + 1
         self.table.count(event_failures=1, events_dead=int(retry_in_s is None))
         if retry_in_s is None:
             row.state = EventState.DEAD

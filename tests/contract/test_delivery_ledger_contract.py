@@ -7,7 +7,7 @@ import time
 import pytest
 
 from domain.errors import EventNotFoundError, IllegalTransitionError
-from domain.outbox import EventState
+from domain.outbox import MAX_ERROR_CHARS, EventState
 from tests.contract.support import (
     LONG_LEASE,
     InMemory,
@@ -102,7 +102,7 @@ class DeliveryLedgerContract:
         )
         assert dead.last_error is not None
         assert dead.last_error.startswith("InvalidEventError: xxx")
-        assert len(dead.last_error) == 4000
+        assert len(dead.last_error) == MAX_ERROR_CHARS
 
     def test_a_failure_reported_for_a_finished_or_applied_event_is_refused_and_changes_nothing(
         self, uow_factory: UowFactory

@@ -10,13 +10,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from domain.errors import EventNotFoundError
-from domain.outbox import APPLY, FAIL, EventState, StoredEvent
+from domain.outbox import APPLY, FAIL, MAX_ERROR_CHARS, EventState, StoredEvent
 from domain.ports import DeliveryLedger
 from infrastructure.sql.clock import db_now, db_now_plus, seconds
 from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, allowed, select_events, stored
 from infrastructure.sql.schema import applied_events, outbox_counters, outbox_events
-
-MAX_ERROR_CHARS = 4000
 
 
 class SqlDeliveryLedger(DeliveryLedger):
