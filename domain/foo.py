@@ -55,7 +55,9 @@ class Foo:
             )
         foo_id = self._require_id()
         self.state = FooState.COMPLETED
-        self.events.append(FooCompleted(foo_id=foo_id, delta=self.amount))
+        self.events.append(
+            FooCompleted(foo_id=foo_id, delta=self.amount, amount=self.amount, state="completed")
+        )
 
     def revise(self, amount: int) -> None:
         new_amount = validate_amount(amount)
@@ -63,12 +65,18 @@ class Foo:
             raise InvalidTransitionError(f"foo {self.id} is cancelled; it cannot be revised")
         delta = new_amount - self.amount
         if self.state is FooState.COMPLETED and delta != 0:
-            self.events.append(FooRevised(foo_id=self._require_id(), delta=delta))
+            self.events.append(
+                FooRevised(self._require_id(), delta, amount=new_amount, state="completed")
+            )
         self.amount = new_amount
 
     def cancel(self) -> None:
         if self.state is FooState.CANCELLED:
             raise InvalidTransitionError(f"foo {self.id} is already cancelled")
         if self.state is FooState.COMPLETED:
-            self.events.append(FooCancelled(foo_id=self._require_id(), delta=-self.amount))
+            self.events.append(
+                FooCancelled(
+                    self._require_id(), -self.amount, amount=self.amount, state="cancelled"
+                )
+            )
         self.state = FooState.CANCELLED

@@ -3,16 +3,19 @@
 The words, used the same way in code, tables, command line and docs:
 - *dispatched*: a recalculation message for the event is out, leased until `available_at`;
   `dispatches` counts how many were ever sent.
-- *applied*: its delta is on the bars (`applied_at`; the `applied_events` guard holds its id).
+- *position*: its place in the one order every bar sees the events in, given by the relay
+  before it first dispatches it (domain.parts has the words of the parts).
+- *applied*: every part of the bars has passed it (`applied_at`).
 - *processed*: applied and no message of it is out any more: finished.
-- *failures*: passes that raised while applying it; enough of them make it *dead*.
+- *failures*, *dead*: the relay could not read it; it is dead at once, before it has a
+  position. Passes that fail count on their part, not on the events (domain.parts).
 - *batch*: one relay transaction: claim due events, publish one message each, lease them. Each
   committed batch, idle ones too, is the relay's heartbeat (`relay_passes`, a name kept for the
   metric `postsave_relay_passes_total`, counts batches).
 - *tick*: one `poll_outbox` run, from beat or a nudge: batches while they come back full, within
   the poll interval.
-- *pass*: one delivery's transaction: it applies the delivered event and the waiting ones it
-  takes on (coalescing), and finishes them."""
+- *pass*: one part's transaction: the events after its position, up to a bound, applied to
+  its bars (domain.passes). A delivery makes passes, then *settles* its event."""
 
 from __future__ import annotations
 
@@ -77,8 +80,9 @@ class StoredEvent:
     state: EventState
     dispatches: int = 0  # messages sent for it: each lease counts one
     last_error: str | None = None
-    failures: int = 0  # passes that raised while applying it: what retries and dead letters count
-    applied: bool = False  # its delta is on the bars (always so once processed)
+    failures: int = 0  # times it was found unreadable (dead at once); passes count on parts
+    applied: bool = False  # every part has applied it (always so once processed)
+    position: int | None = None  # its place in the one order; None until the relay sequences it
 
     def event(self) -> FooEvent:
         return event_from_record(self.event_type, self.payload)
@@ -94,6 +98,7 @@ class OutboxStats:
     processed: int
     dead: int
     oldest_pending_age_s: float | None
+    projection_lag_s: float = 0.0  # OutboxHealth's
 
     @property
     def drained(self) -> bool:
@@ -109,6 +114,9 @@ class OutboxHealth:
     in_flight: int
     dead: int
     oldest_pending_age_s: float  # 0 when nothing waits
+    # Age of the oldest unfinished event not applied yet (some part has not passed it, or no
+    # delivery has settled it since): how far the bars are behind the foos. 0 when none is.
+    projection_lag_s: float
     events_applied: int
     event_failures: int  # failed passes, retried or not
     events_dead: int  # events that failed too often; `dead retry` does not lower it
@@ -117,6 +125,7 @@ class OutboxHealth:
     relay_passes: int  # committed relay batches, idle ones included
     last_relay_pass_age_s: float | None  # since the last batch; None before the first
     events_pruned: int = 0  # folded into the checkpoint and deleted from the log
+    part_failures: int = 0  # failed passes over a part, retried or not
 
 
 @dataclass(frozen=True)
@@ -135,3 +144,6 @@ class RelayLimits:
     batch_size: int = 100
     max_in_flight: int = 1000
     lease_seconds: float = 30.0
+    # New events given positions per transaction: more than a batch, so that a backlog is
+    # sequenced ahead of its messages (a claim's cost is mostly its scan, not its size).
+    sequence_batch: int = 1000

@@ -1,5 +1,10 @@
 """Retention: the log's finished events, folded into the projection's checkpoint, then deleted,
-a chunk per transaction, so that the relay and the workers go on meanwhile."""
+a chunk per transaction, so that the relay and the workers go on meanwhile.
+
+What a replay (verify, rebuild) starts from after a prune: each bar's baseline, its state as
+the prune found it. A prune first makes the bars' states their baselines, part by part, and
+deletes only events that every baseline is past: the checkpoint of a recalculation of one's
+own is the bars themselves. The example's sum of deltas is folded as well (`Checkpoint`)."""
 
 from __future__ import annotations
 
@@ -58,6 +63,7 @@ def prune(
     nothing), and the fold and the deletion commit together, so the checkpoint never misses
     an event nor counts one twice. With a `time_budget_s`, no chunk starts after it."""
     deadline = None if time_budget_s is None else clock() + time_budget_s
+    through = take_baselines(uow_factory)
     with uow_factory() as uow:
         # Found once: the chunks then walk the ids below it, never the recent events.
         below_id = uow.retention.first_recent_id(older_than_s)
@@ -66,7 +72,9 @@ def prune(
         if deadline is not None and pruned and clock() >= deadline:
             return PruneReport(pruned, total, finished=False)
         with uow_factory() as uow:
-            events = uow.retention.lock_prunable(older_than_s, chunk, after_id, below_id)
+            events = uow.retention.lock_prunable(
+                older_than_s, chunk, after_id, below_id, through_position=through
+            )
             if not events:
                 return PruneReport(pruned, total)
             if archive is not None:
@@ -79,6 +87,27 @@ def prune(
             progress(pruned)
         if len(events) < chunk:
             return PruneReport(pruned, total)
+
+
+def take_baselines(uow_factory: Callable[[], UnitOfWork]) -> int:
+    """Each part's bars as they are become their baselines, a part per transaction (its
+    passes wait meanwhile): a replay starts there once the events before are pruned. Returns
+    the lowest baseline position: the events up to it may go."""
+    with uow_factory() as uow:
+        parts = uow.parts.parts()
+        if not parts:
+            return uow.parts.projection().applied
+    for listed in parts:
+        if listed.rebuilding or listed.baseline_position >= listed.position:
+            continue
+        with uow_factory() as uow:
+            part = uow.parts.lock(listed.id)
+            if not part.rebuilding:  # a rebuild's bars are replayed, not yet a baseline
+                uow.bars.take_baselines(part)
+                uow.parts.set_baseline(part.id)
+            uow.commit()
+    with uow_factory() as uow:
+        return min(part.baseline_position for part in uow.parts.parts())
 
 
 def prune_on_schedule(

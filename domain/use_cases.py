@@ -97,16 +97,28 @@ def cancel_foo(uow: UnitOfWork, foo_id: int) -> None:
 
 
 def create_bars(uow: UnitOfWork, weight: int, count: int = 1) -> list[int]:
-    """New bars start from the deltas already applied; the events still in flight reach them
-    like every other bar, because applying an event waits for this transaction."""
+    """New bars join the last part while it has room (else a new part, at the head), locked
+    meanwhile: creation waits at most for that part's pass. A new bar starts as of its part's
+    position, from the deltas the part has applied (the example's start: `weight` times their
+    sum), and then gets exactly the events after that position, like the bars beside it.
+    Parts hold `uow.part_size` bars (POSTSAVE_PART_SIZE)."""
     validate_weight(weight)
+    _require_count(count)
+    part_size = uow.part_size
     with uow:
-        applied_total = uow.bars.lock_applied_total()
-        bars = [Bar(weight, value=weight * applied_total) for _ in range(_require_count(count))]
-        for bar in bars:
-            uow.bars.add(bar)
+        uow.parts.adopt(uow.recalculation)  # the first bars: computed with the setting's
+        ids: list[int] = []
+        while len(ids) < count:
+            part = uow.parts.lock_open(part_size)
+            room = min(count - len(ids), max(part_size - part.bars, 1))
+            for _ in range(room):
+                bar = Bar(weight, value=weight * part.applied_total)
+                uow.bars.add(bar, part)
+                assert bar.id is not None
+                ids.append(bar.id)
+            uow.parts.added_bars(part.id, room)
         uow.commit()
-        return [bar.id for bar in bars if bar.id is not None]
+        return ids
 
 
 def create_bars_in_batches(

@@ -11,10 +11,14 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from domain.backoff import DispatchBackoff
+from domain.passes import HeavyStep
 from domain.ports import Dispatcher, UnitOfWork
+from domain.projection import Verification, verify
+from domain.recalculation import EXAMPLE_RECALCULATION, example_closed_form
 from infrastructure.broker.celery_app import make_celery_app, poll_expiry_s
 from infrastructure.broker.dispatcher import CeleryDispatcher
 from infrastructure.broker.nudge import RelayNudge
+from infrastructure.recalculation import load_recalculation
 from infrastructure.settings import Settings
 from infrastructure.sql.engines import make_engine
 from infrastructure.sql.unit_of_work import SqlUnitOfWork
@@ -62,12 +66,34 @@ class Container:
             timeout_s=self.settings.broker_timeout_s,
         )
 
+    @cached_property
+    def heavy_step(self) -> HeavyStep:
+        """The team's recalculation, as the settings name it, and how passes run it."""
+        settings = self.settings
+        return HeavyStep(
+            recalculate=load_recalculation(settings.recalculation),
+            name=settings.recalculation,
+            events_per_pass=max(settings.coalesce_limit, 1),
+            budget_s=settings.lease_seconds / 2,
+            retry=settings.retry_policy,
+        )
+
+    def verify(self, show: int = 10) -> Verification:
+        """The bars against a replay of the log (and the example's closed form, with it)."""
+        example = self.settings.recalculation == EXAMPLE_RECALCULATION
+        closed_form = example_closed_form if example else None
+        return verify(self.uow, self.heavy_step, closed_form, show)
+
     def uow(self, transaction: Connection | Session | None = None) -> UnitOfWork:
         """A unit of work of its own; or, given the application's `Connection` or `Session`,
         one that joins its transaction and leaves committing to the application."""
         if transaction is None:
-            return SqlUnitOfWork(self.engine, self.relay_nudge)
-        return SqlUnitOfWork.joining(transaction, self.relay_nudge)
+            uow = SqlUnitOfWork(self.engine, self.relay_nudge)
+        else:
+            uow = SqlUnitOfWork.joining(transaction, self.relay_nudge)
+        uow.part_size = self.settings.part_size
+        uow.recalculation = self.settings.recalculation
+        return uow
 
     def nudge_problem(self) -> str | None:
         """Once the nudges asked for are out: why the latest did not get through, if it did not."""

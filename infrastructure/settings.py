@@ -12,12 +12,15 @@ from typing import TypeVar
 from domain.backoff import RetryPolicy
 from domain.errors import DomainError
 from domain.outbox import RelayLimits
+from domain.parts import DEFAULT_PART_SIZE
+from domain.recalculation import EXAMPLE_RECALCULATION
 from domain.retention import parse_duration
 from infrastructure.urls import (
     broker_url_problem,
     database_url_problem,
     is_amqp_url,
     redact_url,
+    sqlalchemy_database_url,
 )
 
 T = TypeVar("T", int, float)
@@ -26,6 +29,7 @@ VAR_DIR = Path("var")
 DEFAULT_DATABASE_URL = f"sqlite:///{VAR_DIR / 'postsave.db'}"
 DEFAULT_BROKER_URL = f"sqla+sqlite:///{VAR_DIR / 'broker.db'}"
 LOG_FORMATS = ("text", "json")
+QUEUE_TYPES = ("classic", "quorum")
 
 
 class SettingsError(ValueError):
@@ -83,6 +87,41 @@ def retention_from_env(env: Mapping[str, str]) -> float | None:
         raise SettingsError(f"POSTSAVE_RETENTION={error}; unset it to keep every event") from None
 
 
+def queue_type_from_env(env: Mapping[str, str], broker_url: str) -> str:
+    """POSTSAVE_QUEUE_TYPE: `classic` or `quorum` (replicated over a RabbitMQ cluster)."""
+    raw = env.get("POSTSAVE_QUEUE_TYPE", "")
+    value = raw.strip().lower() or QUEUE_TYPES[0]
+    if value not in QUEUE_TYPES:
+        raise SettingsError(
+            f"POSTSAVE_QUEUE_TYPE={raw!r} is not a queue type (use classic or quorum)"
+        )
+    if value == "quorum" and not is_amqp_url(broker_url):
+        raise SettingsError(
+            "POSTSAVE_QUEUE_TYPE=quorum needs RabbitMQ: set POSTSAVE_BROKER_URL to amqp:// URLs, "
+            "or unset POSTSAVE_QUEUE_TYPE"
+        )
+    return value
+
+
+def recalculation_from_env(env: Mapping[str, str]) -> str:
+    """POSTSAVE_RECALCULATION: `module:function`, the team's heavy step (loaded by bootstrap)."""
+    raw = env.get("POSTSAVE_RECALCULATION", "").strip()
+    if not raw:
+        return EXAMPLE_RECALCULATION
+    module, _, function = raw.partition(":")
+    if not (
+        module
+        and function
+        and all(part.isidentifier() for part in module.split("."))
+        and function.isidentifier()
+    ):
+        raise SettingsError(
+            f"POSTSAVE_RECALCULATION={raw!r} is not module:function "
+            f"(such as {EXAMPLE_RECALCULATION})"
+        )
+    return raw
+
+
 def _url(
     env: Mapping[str, str], name: str, default: str, problem: Callable[[str], str | None]
 ) -> str:
@@ -112,15 +151,23 @@ class Settings:
     log_format: str = LOG_FORMATS[0]
     retention_s: float | None = None  # beat prunes finished events older than this
     prune_interval_s: float = 3_600.0  # how often, when retention_s is set
+    # The heavy step: the team's recalculation, bars per part, and the longest a pass may run.
+    recalculation: str = EXAMPLE_RECALCULATION
+    queue_type: str = QUEUE_TYPES[0]
+    part_size: int = DEFAULT_PART_SIZE
+    part_time_limit_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        broker_url = _url(env, "POSTSAVE_BROKER_URL", DEFAULT_BROKER_URL, broker_url_problem)
+        database_url = _url(
+            env, "POSTSAVE_DATABASE_URL", DEFAULT_DATABASE_URL, database_url_problem
+        )
         return cls(
-            database_url=_url(
-                env, "POSTSAVE_DATABASE_URL", DEFAULT_DATABASE_URL, database_url_problem
-            ),
-            broker_url=_url(env, "POSTSAVE_BROKER_URL", DEFAULT_BROKER_URL, broker_url_problem),
+            database_url=sqlalchemy_database_url(database_url),
+            broker_url=broker_url,
+            queue_type=queue_type_from_env(env, broker_url),
             poll_interval_s=_number(env, "POSTSAVE_POLL_INTERVAL", cls.poll_interval_s, float),
             batch_size=_number(env, "POSTSAVE_BATCH_SIZE", cls.batch_size, int),
             max_in_flight=_number(env, "POSTSAVE_MAX_IN_FLIGHT", cls.max_in_flight, int),
@@ -141,6 +188,11 @@ class Settings:
             log_format=log_format_from_env(env),
             retention_s=retention_from_env(env),
             prune_interval_s=_number(env, "POSTSAVE_PRUNE_INTERVAL", cls.prune_interval_s, float),
+            recalculation=recalculation_from_env(env),
+            part_size=_number(env, "POSTSAVE_PART_SIZE", cls.part_size, int),
+            part_time_limit_s=_number(
+                env, "POSTSAVE_PART_TIME_LIMIT", cls.part_time_limit_s, float
+            ),
         )
 
     @property

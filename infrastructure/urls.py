@@ -30,6 +30,18 @@ _QUERY_PASSWORD = re.compile(r"([?&;](?:password|passwd|pwd|sslpassword)=)[^&;#]
 
 
 def redact_url(url: str) -> str:
+    """`url` as written, with its password hidden; for any URL, parseable or not, and for
+    each of a broker list's URLs ('url1;url2').
+
+    Everything between the first ':' and the last '@' of the part after '://' is treated as
+    the password: an unencoded '@' or '/' in a password then stays hidden too, and at worst a
+    malformed URL is shown with more hidden than its password."""
+    if ";" in url and url.count("://") > 1:
+        return ";".join(_redact_one(one) for one in url.split(";"))
+    return _redact_one(url)
+
+
+def _redact_one(url: str) -> str:
     """`url` as written, with its password hidden; for any URL, parseable or not.
 
     Everything between the first ':' and the last '@' of the part after '://' is treated as
@@ -51,10 +63,27 @@ def _port_problem(port: int | None) -> str | None:
     return None if port is None or 0 < port < 65536 else PORT_PROBLEM
 
 
+_MULTI_HOST = re.compile(r"^(?P<scheme>[^:/?#]+)://(?:(?P<userinfo>[^/?#]*)@)?(?P<hosts>[^/?#@]*)")
+
+
+def sqlalchemy_database_url(url: str) -> str:
+    """A PostgreSQL URL with several hosts in libpq's own form (`host1:5440,host2:5441`), in
+    SQLAlchemy's (`?host=host1:5440&host=host2:5441`); any other URL as it is. libpq then
+    tries the hosts in order (with `target_session_attrs=read-write`, until the primary)."""
+    found = _MULTI_HOST.match(url)
+    if found is None or "," not in found["hosts"] or found["scheme"].startswith("sqlite"):
+        return url
+    rest = url[found.end() :]
+    path, question, query = rest.partition("?")
+    hosts = "&".join(f"host={host}" for host in found["hosts"].split(",") if host)
+    userinfo = f"{found['userinfo']}@" if found["userinfo"] is not None else ""
+    return f"{found['scheme']}://{userinfo}{path or '/'}?{hosts}{'&' + query if question else ''}"
+
+
 def database_url_problem(url: str) -> str | None:
     """What is wrong with a database URL and what to do, or None when postsave can use it."""
     try:
-        parsed = make_url(url)
+        parsed = make_url(sqlalchemy_database_url(url))
     except ArgumentError:
         return f"is not a database URL; use {DATABASE_EXAMPLES}"
     except ValueError:  # SQLAlchemy casts the port with int()

@@ -4,6 +4,8 @@ settings, and beat's schedule. Engines and broker connections open lazily, per p
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 from celery.signals import (
@@ -12,6 +14,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     task_revoked,
+    worker_init,
     worker_process_init,
 )
 from celery.utils.log import get_multiprocessing_logger
@@ -21,6 +24,7 @@ from infrastructure.broker.celery_app import poll_expiry_s
 from infrastructure.broker.messages import event_id_of
 from infrastructure.broker.names import POLL_TASK, PRUNE_TASK, RECALC_TASK
 from infrastructure.broker.publishing import expiry
+from infrastructure.broker.queues import QueueMismatchError, check_queues
 from infrastructure.ops import logs
 
 container = Container()
@@ -30,15 +34,22 @@ app.conf.beat_schedule = {
     "poll-outbox": {
         "task": POLL_TASK,
         "schedule": settings.poll_interval_s,
-        # A tick nobody ran within its expiry is stale: the next one replaces it.
-        "options": expiry(app, poll_expiry_s(settings)),
+        # A tick nobody ran within its expiry is stale: the next one replaces it. The wait
+        # for the broker's confirm (on quorum queues, beat.py) is bounded like every other.
+        "options": {
+            **expiry(app, poll_expiry_s(settings)),
+            "confirm_timeout": settings.broker_timeout_s,
+        },
     }
 }
 if settings.retention_s is not None:
     app.conf.beat_schedule["prune-outbox"] = {
         "task": PRUNE_TASK,
         "schedule": settings.prune_interval_s,
-        "options": expiry(app, settings.prune_interval_s),  # none piles up while workers are down
+        "options": {  # none piles up while workers are down
+            **expiry(app, settings.prune_interval_s),
+            "confirm_timeout": settings.broker_timeout_s,
+        },
     }
 
 
@@ -66,6 +77,17 @@ def _tag_delivery_logs(task: Any = None, args: Any = (), kwargs: Any = None, **_
 @task_postrun.connect
 def _untag_delivery_logs(**_: Any) -> None:
     logs.set_event_id(None)
+
+
+@worker_init.connect
+def _declare_queues_first(**_: Any) -> None:
+    """A queue of another type than POSTSAVE_QUEUE_TYPE: one line and exit 78 (EX_CONFIG, which
+    the systemd units do not restart on), not Celery's traceback and a restart loop."""
+    try:
+        check_queues(app, settings.broker_timeout_s)
+    except QueueMismatchError as error:
+        print(f"postsave worker: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(os.EX_CONFIG) from None
 
 
 @worker_process_init.connect

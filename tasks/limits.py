@@ -13,9 +13,9 @@ def poll_time_limit_s(settings: Settings) -> float:
 
 
 def recalc_time_limit_s(settings: Settings) -> float:
-    """A recalculation still running when its lease ends is stuck: its event is dispatched
-    again by then."""
-    return settings.lease_seconds
+    """A delivery starts passes for half a lease (HeavyStep.budget_s); the last one started
+    may then take one part's time: time limits follow a part's work, not the lease."""
+    return settings.lease_seconds / 2 + settings.part_time_limit_s
 
 
 PRUNE_BUDGET_S = 60.0  # a prune with more to do sends itself again: bounded tasks

@@ -11,7 +11,7 @@ from infrastructure.broker.outcomes import MALFORMED, EventNotApplied, task_resu
 from tasks.app import app, container, settings
 from tasks.limits import recalc_time_limit_s
 
-# Past the soft limit, the pass raises inside the delivery and is recorded as a failure.
+# Past the soft limit, the pass under way raises, and its part records the failure.
 LIMIT_S = recalc_time_limit_s(settings)
 
 
@@ -29,9 +29,9 @@ LIMIT_S = recalc_time_limit_s(settings)
     time_limit=LIMIT_S + 30,
 )
 def recalculate_bars(*args: Any, **kwargs: Any) -> str:
-    """Apply one outbox event to every bar, at most once whatever the deliveries."""
+    """Drive the parts of the bars on, then settle the event: applied once every part has
+    passed it, at most once whatever the deliveries."""
     event_id = event_id_or_drop(args, kwargs)
     if event_id is None:
         return MALFORMED  # logged as an ERROR; there is no event to name or to retry
-    policy, coalesce = settings.retry_policy, settings.coalesce_limit
-    return task_result(event_id, handle_delivery(container.uow, event_id, policy, coalesce))
+    return task_result(event_id, handle_delivery(container.uow, event_id, container.heavy_step))

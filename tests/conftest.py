@@ -11,6 +11,7 @@ from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
 from infrastructure.sql.migrate import upgrade
 from tests import services
+from tests.e2e.postgres_cluster import Clusters
 
 
 @pytest.fixture
@@ -90,3 +91,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("postsave fault tests: events lost, applied twice, broker bound")
         for line in REPORTED:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def clusters() -> Iterator[Clusters]:
+    """PostgreSQL clusters of the test's own (a primary, standbys), dropped afterwards."""
+    made = Clusters()
+    try:
+        yield made
+    finally:
+        made.drop_all()

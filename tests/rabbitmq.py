@@ -102,6 +102,9 @@ def purge(amqp_url: str, queue: str) -> None:
 def purge_app_queues(app: Celery) -> None:
     """Declare and empty every queue the app routes to."""
     with app.connection_for_write() as connection:
+        # Over a broker list, each node in turn until one answers.
+        retries = max(len(connection.alt), 1) - 1
+        connection.ensure_connection(max_retries=retries, interval_start=0)
         channel = connection.default_channel
         for queue in app.conf.task_queues:
             queue(channel).declare()

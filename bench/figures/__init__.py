@@ -4,7 +4,10 @@ from importlib import import_module
 
 from bench.harness.run import Figure
 
-ORDER = "throughput latency dispatch flood heavy reference writepath coalescing scale faults"
+ORDER = (
+    "throughput latency dispatch flood heavy io_bound cpu_bound freshness creation part_size "
+    "reference writepath coalescing scale faults"
+)
 FIGURES: tuple[Figure, ...] = tuple(
     import_module(f"bench.figures.{name}").FIGURE for name in ORDER.split()
 )

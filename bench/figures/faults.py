@@ -91,7 +91,8 @@ def conditions(profile: Profile) -> dict[str, str]:
             f"{load}; halfway the consuming worker is SIGKILLed (process group) and a fresh one "
             "started; lost = never applied after the run settles and nothing will retry it; "
             "stuck = left 'doing' until an operator retries it (procrastinate); stuck, applied = "
-            "left 'doing' although applied: a retry applies it twice"
+            "left 'doing' although applied: a retry applies it twice; twice (postsave) = bars "
+            "holding more than the deltas of the events through their position"
         ),
     }
 

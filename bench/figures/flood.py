@@ -8,42 +8,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psycopg
-
 from bench.harness import processes as procs
 from bench.harness.apps import direct as direct_app
 from bench.harness.apps import direct_apply
 from bench.harness.contenders import CeleryContender, Contender, Postsave
-from bench.harness.data import COMPLETE_RANGE_SQL, execute
+from bench.harness.data import execute
 from bench.harness.processes import step
 from bench.harness.profile import Profile
 from bench.harness.report import Results, table
 from bench.harness.run import Figure, Run
 from bench.harness.services import QueuePeak, purge, ready
+from bench.harness.workload import NOW_SQL, complete, complete_in_one_transaction
 from infrastructure.broker.names import RECALC_QUEUE
-
-NOW_SQL = "SELECT extract(epoch FROM clock_timestamp())::float8"
-
-
-def _complete(contender: Contender, count: int, record_sql: str) -> list[Any]:
-    """Complete `count` fresh foos and record their events, in one statement."""
-    first = contender.take_foos(count)
-    with psycopg.connect(contender.dsn) as connection:
-        cursor = connection.execute(
-            f"{COMPLETE_RANGE_SQL} {record_sql}", (first, first + count - 1)
-        )
-        return cursor.fetchall() if cursor.description else []
-
-
-def complete_in_one_transaction(contender: Postsave, count: int) -> None:
-    """The outbox rows exactly as the unit of work writes them (event_type, payload)."""
-    _complete(
-        contender,
-        count,
-        "INSERT INTO outbox_events (event_type, payload)"
-        " SELECT 'FooCompleted', jsonb_build_object('foo_id', id, 'delta', amount)"
-        " FROM done ORDER BY id",
-    )
 
 
 def measure(run: Run, contender: Contender) -> None:
@@ -60,7 +36,7 @@ def measure(run: Run, contender: Contender) -> None:
         complete_in_one_transaction(contender, count)
     else:
         record = "INSERT INTO bench_events (foo_id, delta) SELECT id, amount FROM done"
-        rows = _complete(contender, count, f"{record} ORDER BY id RETURNING id, delta")
+        rows = complete(contender, count, f"{record} ORDER BY id RETURNING id, delta")
     committed = float(execute(contender.dsn, NOW_SQL))
     peak = QueuePeak(run.services, queue)
     extra: dict[str, Any] = {}

@@ -165,6 +165,14 @@ def tables(results: Results) -> str | None:
                 "rows/s",
             ]
         )
+        if "passes_rows_per_s" in biggest[0]:
+            rows.append(
+                [
+                    f"passes over {biggest[0]['bars']:,} bars (example recalculation), one process",
+                    biggest[0]["passes_rows_per_s"],
+                    "bars/s",
+                ]
+            )
     return table("6. Reference lines", results["conditions"]["figure6"], "what | rate | unit", rows)
 
 

@@ -20,7 +20,7 @@ import psycopg
 
 from bench.harness import processes as procs
 from bench.harness.contenders import Postsave, postsave_pg
-from bench.harness.data import AMOUNT_SQL, execute, row
+from bench.harness.data import AMOUNT_SQL, DRIFT_SQL, execute, row
 from bench.harness.processes import step
 from bench.harness.product import postsave
 from bench.harness.profile import OPEN_LOOP_CLIENTS, SETTINGS_ENV, Profile
@@ -37,7 +37,7 @@ HISTORY_FOOS = 1_000  # the history's events are spread over this many completed
 SPREAD_DAYS = 10  # the history occurred evenly over the past 10 days ...
 OLDER_THAN_DAYS = 8  # ... so the prune takes its oldest fifth
 OLDER_THAN = f"{OLDER_THAN_DAYS}d"
-TABLES = ("outbox_events", "applied_events")  # the log, and its guard rows
+TABLES = ("outbox_events",)  # the log (a part's position is what guards against twice)
 PENDING = 100  # events waiting for the relay in both databases while timing
 DRAIN_TIMEOUT_S = 180.0
 WARM_UP = 3  # untimed calls first (connections, plans, caches); rebuild: 1
@@ -45,6 +45,7 @@ POSTSAVE_BIN = Path(sys.executable).with_name("postsave")
 
 GOALS = {"status": 1.1, "scrape": 1.1, "claim": 1.1}  # x empty
 REBUILD_GOAL_S = 5.0  # for 10,000,000 events
+REPLAYED = 10  # the replay row: the last tenth of the history, through the recalculation
 P99_GOAL = 2.0  # p99 during the prune against without
 
 
@@ -52,8 +53,9 @@ P99_GOAL = 2.0  # p99 during the prune against without
 def _state(database: Database, history: int, pending_foos: int) -> int:
     """The application state both databases share: `pending_foos` more pending foos (the
     producer's stream), the history foos (completed), the bars and the projection at the
-    history's total. Returns the first of those pending foos. Both databases are copies of one
-    template, so the ids agree."""
+    history's total: every part and bar at position `history`, their baselines there too (as a
+    prune leaves them: a replay starts there). Returns the first of those pending foos. Both
+    databases are copies of one template, so the ids agree."""
     with psycopg.connect(database.conninfo) as connection:
         found = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM foos").fetchone()
         assert found is not None
@@ -73,11 +75,24 @@ def _state(database: Database, history: int, pending_foos: int) -> int:
             (base, history, HISTORY_FOOS, HISTORY_FOOS, history),
         )
         connection.execute("SELECT setval(pg_get_serial_sequence('foos', 'id'), max(id)) FROM foos")
-        connection.execute("UPDATE bars SET value = value + weight * %s::numeric", (history,))
         connection.execute(
-            "UPDATE bar_projection SET applied_total = applied_total + %s::numeric,"
-            " events_applied = events_applied + %s::bigint",
+            "UPDATE bars SET value = value + weight * %s::numeric, position = %s",
             (history, history),
+        )
+        connection.execute(
+            "UPDATE bar_parts SET position = %s, applied_total = applied_total + %s::numeric,"
+            " baseline_position = %s, baseline_total = baseline_total + %s::numeric",
+            (history, history, history, history),
+        )
+        connection.execute(
+            "UPDATE bar_baselines SET position = bars.position, state = jsonb_build_object("
+            "'weight', bars.weight, 'value', bars.value) FROM bars WHERE bars.id = bar_id"
+        )
+        connection.execute(
+            "UPDATE bar_projection SET head_position = %s, head_total = head_total + %s::numeric,"
+            " applied_position = %s, counted_position = %s,"
+            " events_applied = events_applied + %s::bigint",
+            (history, history, history, history, history),
         )
         connection.execute(
             "UPDATE outbox_counters SET events_dispatched = events_dispatched + %s::bigint,"
@@ -88,29 +103,21 @@ def _state(database: Database, history: int, pending_foos: int) -> int:
 
 
 def _load_log(database: Database, history: int, history_base: int) -> None:
-    """The history into the log of "full": one INSERT of `history` processed events, then
-    their guard rows. occurred_at runs evenly from 10 days ago to now, in id order."""
+    """The history into the log of "full": one INSERT of `history` processed events at
+    positions 1 to `history`. occurred_at runs evenly from 10 days ago to now, in id order."""
     spread = f"interval '{SPREAD_DAYS} days'"
     with psycopg.connect(database.conninfo) as connection:
         step(f"scale: full: inserting {history:,} processed events (one generate_series INSERT)")
         connection.execute(
             "INSERT INTO outbox_events (event_type, payload, state, dispatches, occurred_at,"
-            " available_at, dispatched_at, applied_at)"
+            " available_at, dispatched_at, applied_at, position)"
             f" SELECT CASE WHEN g <= {HISTORY_FOOS} THEN 'FooCompleted' ELSE 'FooRevised' END,"
             f" jsonb_build_object('foo_id', {history_base} + 1 + (g - 1) %% {HISTORY_FOOS},"
             " 'delta', 1),"
-            " 'processed', 1, t, t, t + interval '20 ms', t + interval '30 ms'"
+            " 'processed', 1, t, t, t + interval '20 ms', t + interval '30 ms', g"
             " FROM (SELECT now() AS now) n, generate_series(1, %s::bigint) g,"
             f" LATERAL (SELECT n.now - {spread} + {spread} * (g - 1) / %s::bigint) AS s(t)",
             (history, history),
-        )
-        step(f"scale: full: inserting their {history:,} applied_events rows")
-        # Made from the events themselves, so the foreign key holds by construction: its
-        # per-row check is skipped (a replica's load), which makes this 4x faster.
-        connection.execute("SET LOCAL session_replication_role = replica")
-        connection.execute(
-            "INSERT INTO applied_events (event_id, applied_at)"
-            " SELECT id, applied_at FROM outbox_events WHERE applied_at IS NOT NULL ORDER BY id"
         )
 
 
@@ -128,9 +135,15 @@ def _pruned_already(database: Database, history: int) -> None:
 
 
 def _complete(database: Database, first_foo: int, count: int) -> None:
-    """`count` foos completed through the use case: their events wait for the relay."""
+    """`count` foos completed through the use case, their events sequenced as the relay does
+    (positions after the history's): they wait for the relay's dispatch."""
     with postsave(database.url) as container:
         use_cases.complete_foos(container.uow(), list(range(first_foo, first_foo + count)))
+        with container.uow() as uow:
+            assert uow.relay_queue.try_lock()
+            fresh = uow.relay_queue.claim_unsequenced(count)
+            uow.relay_queue.sequence([(stored.id, stored.event().delta) for stored in fresh])
+            uow.commit()
 
 
 # --- 1. the reads, timed --------------------------------------------------------------------
@@ -149,16 +162,20 @@ def _scrape(container: Container) -> None:
 
 
 def _status(container: Container) -> None:
-    operations.outbox_stats(container.uow())
+    operations.status(container.uow())
+
+
+def _rebuild(container: Container) -> None:
+    projection.rebuild(container.uow, container.heavy_step)
 
 
 # name: (what the table calls it, the call), in the order they are timed
 OPERATIONS: dict[str, tuple[str, Callable[[Container], object]]] = {
-    "status": ("postsave status (operations.outbox_stats)", _status),
+    "status": ("postsave status (operations.status)", _status),
     "scrape": ("metrics scrape (OutboxCollector.collect)", _scrape),
     "claim": ("relay claim_pending(100), rolled back", _claim),
-    "verify": ("postsave verify (projection.verify)", lambda c: projection.verify(c.uow())),
-    "rebuild": ("postsave rebuild (projection.rebuild)", lambda c: projection.rebuild(c.uow())),
+    "verify": ("postsave verify (Container.verify)", lambda c: c.verify()),
+    "rebuild": ("postsave rebuild (projection.rebuild)", _rebuild),
 }  # fmt: skip
 
 
@@ -188,6 +205,33 @@ def _time_operations(
             "goal_ratio": GOALS.get(name),
         }
     return found
+
+
+def _replay(database: Database, history: int) -> dict[str, Any]:
+    """A rebuild of "full" with its baselines moved back over the last tenth of the history
+    (every history event has delta 1): what a replay through the recalculation costs."""
+    events = history // REPLAYED
+    before = row(database.conninfo, DRIFT_SQL)
+    with psycopg.connect(database.conninfo) as connection:
+        connection.execute(
+            "UPDATE bar_baselines b SET position = b.position - %s, state = jsonb_set(b.state,"
+            " '{value}', to_jsonb((b.state->>'value')::numeric - bars.weight * %s))"
+            " FROM bars WHERE bars.id = b.bar_id",
+            (events, events),
+        )
+        connection.execute(
+            "UPDATE bar_parts SET baseline_position = baseline_position - %s,"
+            " baseline_total = baseline_total - %s",
+            (events, events),
+        )
+    step(f"scale: rebuild replaying the last {events:,} events of the history, once")
+    with postsave(database.url) as container:
+        started = time.perf_counter()
+        _rebuild(container)
+        seconds = time.perf_counter() - started
+    # The bars as they were (a verify now would replay every event once more).
+    holds = row(database.conninfo, DRIFT_SQL) == before
+    return {"events": events, "seconds": seconds, "per_s": events / seconds, "holds": holds}
 
 
 # --- 2. sizes, the prune, latency -----------------------------------------------------------
@@ -293,7 +337,7 @@ def _drained(database: Database, timeout_s: float) -> None:
 
 def _verifies(database: Database) -> dict[str, Any]:
     with postsave(database.url) as container:
-        result = projection.verify(container.uow())
+        result = container.verify()
         with container.uow() as uow:
             checkpoint = uow.projection_log.checkpoint()
     return {
@@ -363,6 +407,7 @@ def run(bench: Run) -> None:
         timings = _time_operations(
             containers, profile.scale_repetitions, profile.scale_rebuild_repetitions
         )
+    replay = _replay(full, history)
     done("timings_s")
 
     with _running(full, bench.amqp_url, bench.workdir) as contender:
@@ -384,7 +429,7 @@ def run(bench: Run) -> None:
         _drained(full, DRAIN_TIMEOUT_S)
         done("prune_under_load_s")
         sizes["after_prune"] = _sizes(full)
-        step("scale: plain VACUUM of outbox_events and applied_events")
+        step("scale: plain VACUUM of outbox_events")
         vacuum_started = time.monotonic()
         for name in TABLES:
             execute(full.conninfo, f"VACUUM {name}")
@@ -404,6 +449,7 @@ def run(bench: Run) -> None:
         "pending": PENDING,
         "history_foos": HISTORY_FOOS,
         "operations": timings,
+        "replay": replay,
         "rebuild_goal_s": REBUILD_GOAL_S,
         "p99_goal": P99_GOAL,
         "older_than": OLDER_THAN,
@@ -423,21 +469,26 @@ def conditions(profile: Profile) -> dict[str, str]:
     history, window = f"{profile.scale_history:,}", f"{profile.scale_window_s:g} s"
     return {
         "scale": (
-            "two databases with the same state (100 bars, 1,000 completed foos whose amounts "
-            f"sum to {history}, the projection at that total, 100 pending events of foos "
-            f"completed through the use case): 'empty' has the {history} events already pruned "
-            "into the checkpoint, 'full' has them in the log (processed, delta 1, occurred evenly "
-            "over the past 10 days, one generate_series INSERT, their applied_events rows too), "
-            "then VACUUM ANALYZE and a CHECKPOINT; each operation in process, as the command "
-            "line calls it, timed whole (unit of work included), alternating between the two "
-            f"databases, median of {profile.scale_repetitions} after 3 untimed (rebuild: "
-            f"{profile.scale_rebuild_repetitions} after 1); goals: status, scrape and claim "
-            "within 1.1x of empty, rebuild of 10,000,000 events under 5 s"
+            "two databases with the same state (100 bars in one part, 1,000 completed foos "
+            f"whose amounts sum to {history}, every part and bar at position {history} with its "
+            "baselines there, as a prune leaves them, 100 pending events of foos completed "
+            "through the use case and sequenced after them): 'empty' has the "
+            f"{history} events already pruned into the checkpoint, 'full' has them in the log "
+            "(processed, delta 1, positions 1 on, occurred evenly over the past 10 days, one "
+            "generate_series INSERT), then VACUUM ANALYZE and a CHECKPOINT; each operation in "
+            "process, as the command line calls it, timed whole (unit of work included), "
+            "alternating between the two databases, median of "
+            f"{profile.scale_repetitions} after 3 untimed (rebuild: "
+            f"{profile.scale_rebuild_repetitions} after 1; verify and rebuild replay from the "
+            "baselines: here the 100 pending events); goals: status, scrape and claim within "
+            "1.1x of empty, rebuild of 10,000,000 events under 5 s; replay: the full "
+            "database's baselines moved back over the last tenth of the history, then one "
+            "rebuild (example recalculation, in process)"
         ),
         "scale_sizes": (
             "the full database: pg_total_relation_size (table, indexes, TOAST) and count(*) "
-            "before `postsave prune --older-than 8d`, after it, and after a plain VACUUM of both "
-            "tables (autovacuum as the server has it)"
+            "before `postsave prune --older-than 8d`, after it, and after a plain VACUUM "
+            "(autovacuum as the server has it)"
         ),
         "scale_prune": (
             "the full database with postsave's relay worker, recalc worker (2) and beat "
@@ -465,6 +516,14 @@ def tables(results: Results) -> str | None:
         rows.append(
             [op["what"], op["repetitions"], op["empty_ms"], op["full_ms"], op["ratio"], goal]
         )
+    if replay := found.get("replay"):
+        rows.append(
+            [
+                f"rebuild replaying {replay['events']:,} events ({replay['per_s']:,.0f}/s), "
+                f"the bars {'as' if replay['holds'] else 'NOT as'} before",
+                1, None, replay["seconds"] * 1000.0, None, "-",
+            ]
+        )  # fmt: skip
     operations = table(
         f"8. History at scale: {history:,} processed events in the log against none",
         conditions["scale"],
@@ -496,7 +555,7 @@ def tables(results: Results) -> str | None:
     sizes_table = table(
         "8b. History at scale: the full database's tables",
         conditions["scale_sizes"] + note,
-        "when | outbox_events MB | rows | applied_events MB | rows",
+        "when | " + " | ".join(f"{name} MB | rows" for name in TABLES),
         rows,
     )
 

@@ -1,7 +1,9 @@
-"""The plot of figures 1 and 2 (matplotlib, Agg: no display needed)."""
+"""The plot of figures 1, 2, 9a and 9b, those the results have (matplotlib, Agg: no display
+needed)."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,31 @@ def _latency_by_load(ax: Any, fig2: dict[str, Any]) -> None:
         ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
 
 
+def _parts_scaling(ax: Any, results: dict[str, Any]) -> None:
+    """9a and 9b: bars/s against one process of parts, by processes; ideal = N."""
+    markers = {"parts": "o", "one part": "s", "one pass per event": "x"}
+    most = 1
+    for figure, colour in (("io_bound", "#1f77b4"), ("cpu_bound", "#d62728")):
+        rows = results.get(figure, [])
+        one = next((r for r in rows if r["config"] == "parts" and r["processes"] == 1), None)
+        for kind, marker in markers.items():
+            found = [r for r in rows if r["config"] == kind]
+            if not found or one is None:
+                continue
+            x = [r["processes"] for r in found]
+            most = max(most, *x)
+            y = [r["bars_per_s"] / one["bars_per_s"] for r in found]
+            style = "-" if kind == "parts" else "none"
+            label = f"{figure.replace('_', '-')}: {kind}"
+            ax.plot(x, y, marker=marker, linestyle=style, color=colour, label=label)
+    ax.plot([1, most], [1, most], linestyle=":", color="#888888", label="ideal (N x one)")
+    ax.set_xlabel("recalculation processes")
+    ax.set_ylabel("bars/s, x one process of parts")
+    ax.set_title("9a/9b. one burst over many bars, by processes", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     # Late: matplotlib is slow to import, and its backend is chosen before pyplot is imported.
     import matplotlib
@@ -74,18 +101,24 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (bars_ax, cdf_ax, load_ax) = plt.subplots(1, 3, figsize=(17, 5.2))
-    _throughput(bars_ax, results.get("figure1", {}))
     fig2 = results.get("figure2", {})
-    _latency_cdf(cdf_ax, fig2)
-    _latency_by_load(load_ax, fig2)
+    panels = [
+        (lambda ax: _throughput(ax, results.get("figure1", {})), "figure1" in results),
+        (lambda ax: _latency_cdf(ax, fig2), bool(fig2)),
+        (lambda ax: _latency_by_load(ax, fig2), bool(fig2)),
+        (lambda ax: _parts_scaling(ax, results), "io_bound" in results or "cpu_bound" in results),
+    ]
+    drawn = [draw for draw, has_data in panels if has_data] or [panels[0][0]]
+    figure, axes = plt.subplots(1, len(drawn), figsize=(5.7 * len(drawn), 5.2), squeeze=False)
+    for draw, ax in zip(drawn, axes[0], strict=True):
+        draw(ax)
     machine = results.get("machine", {})
-    figure.suptitle(
+    title = (
         f"postsave benchmark ({results['profile']['name']}), {results['started_at']}, "
         f"{machine.get('cpus', '?')} CPUs; conditions under each table in docs/performance.md / "
-        "`python -m bench` output",
-        fontsize=8,
+        "`python -m bench` output"
     )
+    figure.suptitle(textwrap.fill(title, 75 * len(drawn)), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

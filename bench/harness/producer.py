@@ -36,7 +36,7 @@ def _bench_event(foo_id: int, delta: int) -> tuple[str, tuple[Any, ...]]:
 
 def _outbox_event(foo_id: int, delta: int) -> tuple[str, tuple[Any, ...]]:
     """The outbox row exactly as postsave's unit of work writes it, of the domain's own type."""
-    event = FooCompleted(foo_id=foo_id, delta=delta)
+    event = FooCompleted(foo_id=foo_id, delta=delta, amount=delta, state="completed")
     query = "INSERT INTO outbox_events (event_type, payload) VALUES (%s, %s) RETURNING id"
     return query, (event.type_name, Jsonb(event.payload()))
 

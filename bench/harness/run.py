@@ -1,5 +1,6 @@
 """`python -m bench [--quick | --full] [--only FIGURE]`: set up, run the figures, report, clean up;
-`python -m bench --publish RESULTS` writes docs/performance.md and its plot from a results file."""
+`python -m bench --publish RESULTS [RESULTS ...]` writes docs/performance.md and its plot from
+results files (the first's figures, then the others' it lacks)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ from bench.harness.report import Results, write_json
 from bench.harness.services import RunServices, machine
 from infrastructure.sql.migrate import upgrade
 
-ROLES = ("naive", "direct", "procrastinate", "postsave", "misc", "writepath", "scale_empty")
+# fmt: off
+ROLES = ("naive", "direct", "procrastinate", "postsave", "misc", "writepath", "heavy",
+         "parts", "scale_empty")
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class Run:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 upgrade(contender.database_url)
                 foos = self.profile.repetitions * self.profile.embedded_events + 5000
-                seed_sqlite(database, self.profile.bars, foos)
+                seed_sqlite(contender.database_url, self.profile.bars, foos)
             else:
                 contender.threads = self.profile.producer_threads
         return found
@@ -104,7 +108,11 @@ def foos_needed(profile: Profile) -> int:
     latency = sum(round(rate * seconds) for rate, seconds in profile.loads)
     faults = 2 * round(profile.kill_rate * profile.kill_seconds)  # the kill and the outage
     throughput = 2 * profile.repetitions * profile.events  # postsave: two producers
-    return throughput + latency + faults + profile.flood + 2 * profile.coalesce_events + 1000
+    parts = round(sum(profile.parts_rates) * profile.parts_window_s)  # 9c's windows
+    return (
+        max(throughput + latency + faults + profile.flood + 2 * profile.coalesce_events, parts)
+        + 1000
+    )
 
 
 def measure(run: Run, figures: Sequence[Figure]) -> None:
@@ -125,10 +133,18 @@ def measure(run: Run, figures: Sequence[Figure]) -> None:
             contender.stop()
 
 
-def header(results: Results) -> str:
+def _names(results: Results, figures: Sequence[Figure], profile: Profile) -> str:
+    """The figures a run measured, by the conditions it recorded."""
+    return ", ".join(
+        f.name for f in figures if set(f.conditions(profile)) & set(results["conditions"])
+    )
+
+
+def header(results: Results, names: str = "") -> str:
     machine, load = results["machine"], results["machine"].get("load_average_at_start", [])
     text = (
-        f"postsave benchmark, profile {results['profile']['name']}: {machine['cpus']} CPUs "
+        f"postsave benchmark{f' ({names})' if names else ''}, profile "
+        f"{results['profile']['name']}: {machine['cpus']} CPUs "
         f"({machine['cpu_model']}), PostgreSQL {machine['postgresql']}, RabbitMQ "
         f"{machine['rabbitmq']}, Python {machine['python']}, Celery {machine['celery']}, "
         f"procrastinate {machine['procrastinate']}; {results['started_at']}; "
@@ -156,12 +172,17 @@ def report(results: Results, figures: Sequence[Figure]) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def publish(results_path: Path, figures: Sequence[Figure]) -> None:
-    """docs/performance.md from a full run's results, above its hand-written reading (kept from
-    the file as it is, from "## What the numbers say" on), and the plot beside it."""
+def publish(results_paths: Sequence[Path], figures: Sequence[Figure]) -> None:
+    """docs/performance.md from full runs' results (the first's figures, then any others' that
+    it lacks: a figure run alone with --only), above the hand-written reading (kept from the
+    file as it is, from "## What the numbers say" on), and the plot beside it."""
     from bench.harness.plot import plot
 
-    results = json.loads(results_path.read_text())
+    runs = [json.loads(path.read_text()) for path in results_paths]
+    results = dict(runs[0])
+    for later in runs[1:]:
+        for key, value in later.items():
+            results.setdefault(key, value)
     # Its conditions as this bench words them, for the sizes that run had.
     base = FULL if results["profile"]["name"] == "full" else QUICK
     profile = Profile(**{**dataclasses.asdict(base), **results["profile"]})
@@ -171,11 +192,16 @@ def publish(results_path: Path, figures: Sequence[Figure]) -> None:
     docs = REPO / "docs"
     page, reading = docs / "performance.md", "## What the numbers say"
     kept = page.read_text().partition(reading) if page.exists() else ("", "", "")
+    which = "one full run" if len(runs) == 1 else f"{len(runs)} full runs, each figure from one"
     page.write_text(
         "# Performance\n\n"
-        "Written by `python -m bench --publish` from the results of one full run (`make bench`, "
-        "`var/bench/results.json`); every table's conditions are under its title. The run:\n\n"
-        f"{header(results)}\n![throughput and latency per contender](performance.png)\n\n"
+        f"Written by `python -m bench --publish` from the results of {which} (`make bench`, "
+        "`var/bench/results.json`); every table's conditions are under its title. The "
+        f"run{'s' if len(runs) > 1 else ''}:\n\n"
+        + "\n".join(
+            header(each, _names(each, figures, profile) if len(runs) > 1 else "") for each in runs
+        )
+        + "\n![throughput and latency per contender](performance.png)\n\n"
         f"{report(results, figures).split(chr(10), 1)[1].lstrip()}\n{kept[1]}{kept[2]}"
     )
     plot(results, docs / "performance.png")
@@ -191,7 +217,9 @@ def main(figures: Sequence[Figure], argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="CI smoke test: small sizes")
     mode.add_argument("--full", action="store_true", help="every figure at full size (default)")
-    mode.add_argument("--publish", type=Path, metavar="RESULTS", help="write docs/performance.md")
+    mode.add_argument(
+        "--publish", type=Path, nargs="+", metavar="RESULTS", help="write docs/performance.md"
+    )
     names = [figure.name for figure in figures]
     parser.add_argument("--only", choices=names, action="append", help="this figure (repeatable)")
     args = parser.parse_args(argv)

@@ -7,10 +7,48 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
+
+import psycopg
 
 from bench.harness import processes as procs
-from bench.harness.contenders import Contender
+from bench.harness.contenders import Contender, Postsave
+from bench.harness.data import COMPLETE_RANGE_SQL
 from bench.harness.producer import Tally
+from bench.harness.product import postsave
+from infrastructure.broker.names import POLL_QUEUE, POLL_TASK
+
+NOW_SQL = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
+
+def complete(contender: Contender, count: int, record_sql: str) -> list[Any]:
+    """Complete `count` fresh foos and record their events, in one statement."""
+    first = contender.take_foos(count)
+    with psycopg.connect(contender.dsn) as connection:
+        cursor = connection.execute(
+            f"{COMPLETE_RANGE_SQL} {record_sql}", (first, first + count - 1)
+        )
+        return cursor.fetchall() if cursor.description else []
+
+
+def complete_in_one_transaction(contender: Postsave, count: int) -> None:
+    """The outbox rows exactly as the unit of work writes them (event_type, payload)."""
+    complete(
+        contender,
+        count,
+        "INSERT INTO outbox_events (event_type, payload)"
+        " SELECT 'FooCompleted', jsonb_build_object('v', 2, 'foo_id', id, 'delta', amount,"
+        " 'amount', amount, 'state', 'completed')"
+        " FROM done ORDER BY id",
+    )
+
+
+def nudge(contender: Postsave) -> None:
+    """Ask the relay to poll at once, as the unit of work does after a commit."""
+    with postsave(contender.database_url, contender.broker_url) as container:
+        container.celery_app.send_task(
+            POLL_TASK, queue=POLL_QUEUE, routing_key=POLL_QUEUE, expires=10
+        )
 
 
 def start_producer(

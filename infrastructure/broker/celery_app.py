@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.entity import Exchange, Queue
 from kombu.transport import sqlalchemy as sqla_transport
 
 from infrastructure.broker.names import (
@@ -16,23 +15,11 @@ from infrastructure.broker.names import (
     RECALC_QUEUE,
     RECALC_TASK,
 )
+from infrastructure.broker.queues import task_queues
 from infrastructure.files import SQLITE_BUSY_TIMEOUT_S, ensure_sqlite_directory
 from infrastructure.settings import Settings
 
 EMBEDDED_BROKER_POLLING_INTERVAL_S = 0.05
-
-
-def task_queues() -> tuple[Queue, Queue]:
-    return (
-        # A waiting tick makes the next one unnecessary: RabbitMQ keeps only the newest.
-        Queue(
-            POLL_QUEUE,
-            Exchange(POLL_QUEUE, type="direct"),
-            routing_key=POLL_QUEUE,
-            queue_arguments={"x-max-length": 1, "x-overflow": "drop-head"},
-        ),
-        Queue(RECALC_QUEUE, Exchange(RECALC_QUEUE, type="direct"), routing_key=RECALC_QUEUE),
-    )
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -62,7 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_store_errors_even_if_ignored": False,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_queues": task_queues(),
+        "task_queues": task_queues(settings.queue_type),
         "task_default_queue": RECALC_QUEUE,
         "task_routes": {
             POLL_TASK: {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
@@ -77,9 +64,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Celery itself sends none on the embedded broker's SQL transport.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
+        # Without Celery's delayed-delivery exchanges and queues, which it would declare for
+        # quorum queues: postsave sends no task with a countdown or an eta.
+        "worker_consumer": "infrastructure.broker.consumer:Consumer",
         # Beat keeps its schedule in memory: a tick every few seconds has nothing worth
-        # persisting, and beat then needs no writable file wherever it runs.
-        "beat_scheduler": "celery.beat:Scheduler",
+        # persisting, and beat then needs no writable file wherever it runs. Celery's
+        # scheduler, less a connection that lost its ticks (beat.py).
+        "beat_scheduler": "infrastructure.broker.beat:Scheduler",
     }
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from celery import Celery
 from celery.events import Event, EventDispatcher
 from celery.utils.time import utcoffset
@@ -21,8 +23,10 @@ from infrastructure.broker.publishing import (
     BROKER_ERRORS,
     TaskMessages,
     bounded_connection,
+    connect,
     discard,
 )
+from infrastructure.broker.queues import declare_queues, on_quorum_queues
 
 PERSISTENT = 2  # survives a broker restart, like every Celery task message
 # The embedded broker is a SQLite file: its failures are SQLAlchemy's.
@@ -32,8 +36,10 @@ DISPATCH_ERRORS: tuple[type[BaseException], ...] = (*BROKER_ERRORS, SQLAlchemyEr
 class CeleryDispatcher(Dispatcher):
     """On RabbitMQ the batch is published inside an AMQP channel transaction: `tx_commit`
     returns once the broker has taken every message, one round trip per batch where publisher
-    confirms as py-amqp does them wait once per message. Other transports (the embedded one)
-    store each message before the publish returns.
+    confirms as py-amqp does them wait once per message. On quorum queues, whose channel can
+    lose messages after a leader change with tx_commit succeeding (queues.on_quorum_queues),
+    the channel is in confirm mode instead and the batch waits once for all its confirms.
+    Other transports (the embedded one) store each message before the publish returns.
 
     The dispatcher keeps a connection of its own, so that no other publisher ever shares its
     transactional channel. Any failure drops it whole: a channel the broker closed may come
@@ -56,6 +62,7 @@ class CeleryDispatcher(Dispatcher):
         self._connection: Connection | None = None
         self._producer: Any = None
         self._transactional = False
+        self._confirms: BatchConfirms | None = None  # on quorum queues
         self._events: EventDispatcher | None = None  # None: no task-sent events
         self._templates: TaskMessages | None = None
 
@@ -91,6 +98,8 @@ class CeleryDispatcher(Dispatcher):
                     publish_events(producer, events, sent)
                 if self._transactional:
                     producer.channel.tx_commit()
+                elif self._confirms is not None:
+                    self._confirms.wait(len(published) + bool(sent), self.timeout_s)
             except DISPATCH_ERRORS as error:
                 self._drop()
                 if self.prune_embedded_broker:  # no transaction there to roll back
@@ -111,13 +120,14 @@ class CeleryDispatcher(Dispatcher):
         if self._producer is None:
             connection = bounded_connection(self.app, self.timeout_s)
             try:
-                connection.ensure_connection(max_retries=0)  # fail fast; the poller backs off
+                connect(self.app, connection)  # each node once, no waiting: the poller backs off
                 channel = connection.channel()
-                self._transactional = connection.transport.driver_type == "amqp"
+                amqp = connection.transport.driver_type == "amqp"
+                confirms = BatchConfirms(channel) if amqp and on_quorum_queues(self.app) else None
+                self._transactional = amqp and confirms is None
                 if self._transactional:
                     channel.tx_select()
-                for queue in self.app.conf.task_queues:
-                    queue(channel).declare()
+                declare_queues(channel, self.app.conf.task_queues)
                 events = self._event_dispatcher(connection)
                 if events is not None:
                     events.exchange(channel).declare()
@@ -125,6 +135,7 @@ class CeleryDispatcher(Dispatcher):
                 discard(connection)
                 raise
             self._connection = connection
+            self._confirms = confirms
             self._events = events
             self._producer = self.app.amqp.Producer(channel, auto_declare=False)
         return self._producer
@@ -142,15 +153,56 @@ class CeleryDispatcher(Dispatcher):
 
     def _drop(self) -> None:
         connection, self._connection, self._producer = self._connection, None, None
-        self._events = None
+        self._events, self._confirms = None, None
         discard(connection)
 
     def close(self) -> None:
         connection, self._connection, self._producer = self._connection, None, None
-        self._events = None
+        self._events, self._confirms = None, None
         if connection is not None:
             with contextlib.suppress(*BROKER_ERRORS):
                 connection.release()
+
+
+class BatchConfirms:
+    """Publisher confirms on a channel, waited for once per batch: RabbitMQ numbers a confirm
+    channel's publishes 1, 2, ... and acks or nacks each (or, `multiple`, all up to one).
+    py-amqp's own confirm mode waits after each publish."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.published = 0  # the channel's publishes so far: the last one's delivery tag
+        self.confirmed = 0  # every publish up to this one is acked
+        self.acked: set[int] = set()  # acked one by one, beyond `confirmed`
+        self.nacked = 0
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._ack)
+        channel.events["basic_nack"].add(self._nack)
+
+    def _ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self.confirmed = max(self.confirmed, delivery_tag)
+        else:
+            self.acked.add(delivery_tag)
+        while self.confirmed + 1 in self.acked:
+            self.confirmed += 1
+            self.acked.discard(self.confirmed)
+
+    def _nack(self, delivery_tag: int, multiple: bool) -> None:
+        self.nacked += 1
+
+    def wait(self, count: int, timeout_s: float) -> None:
+        """Until the broker has acked the channel's last `count` publishes: MessageNacked when
+        it refused one, a timeout (OSError) when it does not answer within `timeout_s`."""
+        self.published += count
+        deadline = time.monotonic() + timeout_s
+        while self.confirmed < self.published and not self.nacked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no confirm within {timeout_s:g} s")
+            self.channel.connection.drain_events(timeout=remaining)
+        if self.nacked:
+            raise MessageNacked(f"the broker refused {self.nacked} of the batch's messages")
 
 
 def task_sent(events: EventDispatcher, fields: dict[str, Any]) -> dict[str, Any]:

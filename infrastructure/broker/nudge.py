@@ -22,8 +22,10 @@ from infrastructure.broker.publishing import (
     BROKER_ERRORS,
     TaskMessages,
     bounded_connection,
+    connect,
     discard,
 )
+from infrastructure.broker.queues import declare_queues, on_quorum_queues
 
 logger = logging.getLogger(__name__)
 # Commits closer together than this share a nudge: the relay claims whole batches anyway, and
@@ -117,12 +119,15 @@ class RelayNudge:
 
     def _send(self) -> None:
         if self._producer is None:
-            connection = bounded_connection(self.app, self.timeout_s)
+            # On quorum queues a nudge waits for the broker's confirm: the one thing that tells
+            # a channel that lost its messages to a leader change (queues.on_quorum_queues).
+            confirmed = on_quorum_queues(self.app)
+            connection = bounded_connection(self.app, self.timeout_s, confirmed=confirmed)
             try:
-                connection.ensure_connection(max_retries=0)
+                connect(self.app, connection)
                 channel = connection.channel()
-                for queue in self.app.conf.task_queues:  # a fresh broker has no exchange yet
-                    queue(channel).declare()
+                # A fresh broker has no exchange yet.
+                declare_queues(channel, self.app.conf.task_queues)
                 self._producer = self.app.amqp.Producer(channel, auto_declare=False)
             except BaseException:
                 discard(connection)
@@ -138,5 +143,6 @@ class RelayNudge:
             serializer="json",
             expiration=self._messages.expiry.get("expiration"),
             retry=False,
+            confirm_timeout=self.timeout_s,
             **properties,
         )

@@ -1,4 +1,4 @@
-"""What Celery is told about a delivery: success only when its event is on the bars."""
+"""What Celery is told about a delivery: success unless something stops its event."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from domain.delivery import Outcome
 # returns it; the ERROR line of infrastructure.broker.messages reports it.
 MALFORMED = "malformed"
 
-# The event is on the bars, by this delivery or an earlier one.
-SUCCEEDED = frozenset({Outcome.APPLIED, Outcome.ALREADY_APPLIED})
+# Nothing failed: the event is on the bars, or its parts are on their way to it (waiting).
+SUCCEEDED = frozenset({Outcome.APPLIED, Outcome.ALREADY_APPLIED, Outcome.WAITING})
 
 
 class EventNotApplied(Exception):
-    """A delivery that left its event unapplied: a retry is scheduled, it is dead, or the
-    outbox does not hold it.
+    """A delivery that could not apply its event: it is dead, this process runs another
+    recalculation than the bars', or the outbox does not hold it.
 
     Declared in the task's `throws`, so Celery marks the task FAILURE and sends task-failed,
     logging one INFO line without a traceback; the domain already logged the failure itself.
@@ -34,7 +34,7 @@ class EventNotApplied(Exception):
 
 
 def task_result(event_id: int, outcome: Outcome) -> str:
-    """The task's return value when the event is on the bars; else raises EventNotApplied."""
+    """The task's return value when nothing failed; else raises EventNotApplied."""
     if outcome not in SUCCEEDED:
         raise EventNotApplied(event_id, outcome.value)
     return outcome.value

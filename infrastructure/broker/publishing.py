@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
+from urllib.parse import urlsplit
 
-from amqp.exceptions import AMQPError
+from amqp.exceptions import AMQPError, MessageNacked
 from celery import Celery, uuid
 from celery.utils.saferepr import saferepr
 from kombu import Connection
-from kombu.exceptions import KombuError
+from kombu.exceptions import KombuError, OperationalError
 
 from infrastructure.urls import is_amqp_url
 
 # py-amqp raises its own errors (ConnectionForced, RecoverableConnectionError, channel errors),
-# not only kombu's; OSError covers refused, reset and timed-out sockets.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuError, AMQPError, OSError)
+# not only kombu's, and MessageNacked, which is none of them, for a publish the broker refused;
+# OSError covers refused, reset and timed-out sockets.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuError, AMQPError, MessageNacked, OSError)
 
 
 def uses_amqp(app: Celery) -> bool:
@@ -35,14 +37,64 @@ def expiry(app: Celery, seconds: float) -> dict[str, Any]:
     return {"expiration": seconds} if uses_amqp(app) else {"expires": seconds}
 
 
-def bounded_connection(app: Celery, timeout_s: float) -> Connection:
+def broker_urls(url: str) -> list[str]:
+    """The nodes of a broker list ('url1;url2', as Celery takes it), in order."""
+    return [one.strip() for one in url.split(";") if one.strip()]
+
+
+# Per broker list, the node that answered last: a new connection tries it first, and does not
+# wait on a lost node's connect timeout each time it opens.
+_answered_last: dict[str, int] = {}
+
+
+def bounded_connection(app: Celery, timeout_s: float, confirmed: bool = False) -> Connection:
     """A connection of its own to the app's broker: connect, publish and wait for the broker's
     answer each give up after `timeout_s` (a broker under a memory or disk alarm blocks its
-    publishers and never answers)."""
+    publishers and never answers). Connect it with `connect`: over a broker list, it moves on
+    to the next node when one does not answer. `confirmed`: on RabbitMQ, each publish waits
+    for the broker's confirm, and one it refuses raises MessageNacked."""
     options = dict(app.conf.broker_transport_options or {})
     if uses_amqp(app):
         options.update(read_timeout=timeout_s, write_timeout=timeout_s)
-    return app.connection_for_write(connect_timeout=timeout_s, transport_options=options)
+        if confirmed:
+            options.update(confirm_publish=True)
+    listed = str(app.conf.broker_url)
+    urls = broker_urls(listed)
+    first = _answered_last.get(listed, 0) % max(len(urls), 1)
+    return app.connection_for_write(
+        url=";".join(urls[first:] + urls[:first]) or listed,
+        connect_timeout=timeout_s,
+        transport_options=options,
+    )
+
+
+def connect(app: Celery, connection: Connection) -> None:
+    """Connect `connection` (from `bounded_connection`), trying each node of a broker list
+    once, in order, without waiting between them. When none answers, the error names what
+    each node said."""
+    failures: list[str] = []
+
+    def failed(error: BaseException, _interval: float) -> None:
+        said = str(error) or type(error).__name__
+        failures.append(f"{connection.hostname}:{connection.port}: {said}")
+
+    try:
+        connection.ensure_connection(
+            errback=failed, max_retries=max(len(connection.alt), 1) - 1, interval_start=0
+        )
+    except BROKER_ERRORS as error:
+        if len(failures) > 1:
+            raise OperationalError(f"no broker node answered ({'; '.join(failures)})") from error
+        raise
+    listed = str(app.conf.broker_url)
+    for index, url in enumerate(broker_urls(listed)):
+        node = urlsplit(url)
+        if (node.hostname, node.port or connection.transport.default_port) == (
+            connection.hostname,
+            connection.port,
+        ):
+            _answered_last[listed] = index
+            return
 
 
 def discard(connection: Connection | None) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 import subprocess
 import sys
@@ -11,8 +13,8 @@ from pathlib import Path
 
 from celery import Celery
 
-from domain import operations, projection, use_cases
-from domain.outbox import OutboxStats
+from domain import operations, use_cases
+from domain.operations import Status
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import RECALC_QUEUE, RECALC_TASK
 from infrastructure.cli import processes
@@ -21,7 +23,10 @@ from infrastructure.settings import VAR_DIR, Settings
 from infrastructure.sql.migrate import upgrade
 from infrastructure.urls import redact_url
 
-BARS, FOOS, MID_FLIGHT_BARS, REVISIONS, CANCELLATIONS, DUPLICATES = 200, 300, 40, 100, 50, 25
+BARS, FOOS, MID_FLIGHT_BARS, REVISIONS, CANCELLATIONS, DUPLICATES = 1000, 300, 40, 100, 50, 25
+# Bars per part, unless POSTSAVE_PART_SIZE says otherwise: the demo's bars make several parts,
+# and its progress shows them advancing on their own.
+PART_SIZE = 200
 DRAIN_TIMEOUT_S = 90.0
 
 
@@ -29,10 +34,12 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _progress(stats: OutboxStats, started: float) -> str:
+def _progress(status: Status, started: float) -> str:
+    events, parts = status.events, status.parts
     return (
-        f"  {time.monotonic() - started:5.1f}s  pending {stats.pending:4d}  "
-        f"in flight {stats.in_flight:4d}  processed {stats.processed:5d}  dead {stats.dead}"
+        f"  {time.monotonic() - started:5.1f}s  pending {events.pending:4d}  "
+        f"in flight {events.in_flight:4d}  processed {events.processed:5d}  dead {events.dead}  "
+        f"parts behind {parts.behind:2d}/{parts.parts}  lag {events.projection_lag_s:4.1f}s"
     )
 
 
@@ -44,16 +51,16 @@ def _show(line: str, last: list[str]) -> None:
     last[:] = [line]
 
 
-def _wait_for_drain(container: Container, started: float) -> OutboxStats:
+def _wait_for_drain(container: Container, started: float) -> Status:
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     last: list[str] = []
     while True:
-        stats = operations.outbox_stats(container.uow())
-        _show(_progress(stats, started), last)
-        if stats.drained:
+        status = operations.status(container.uow())
+        _show(_progress(status, started), last)
+        if status.events.drained:
             if sys.stdout.isatty():
                 print()
-            return stats
+            return status
         if time.monotonic() > deadline:
             print()
             raise TimeoutError(
@@ -98,10 +105,13 @@ def run_demo(settings: Settings) -> int:
     database, broker = redact_url(settings.database_url), redact_url(settings.broker_url)
     _say(f"postsave demo: database {database}, broker {broker}")
     upgrade(settings.database_url)
+    if not os.environ.get("POSTSAVE_PART_SIZE", "").strip():
+        settings = dataclasses.replace(settings, part_size=PART_SIZE)
     container = Container(settings, nudge=True)
-    env = {
+    env = {  # the worker and beat run with the demo's settings
         "POSTSAVE_DATABASE_URL": settings.database_url,
         "POSTSAVE_BROKER_URL": settings.broker_url,
+        "POSTSAVE_PART_SIZE": str(settings.part_size),
     }
     logs = Path(VAR_DIR)
     for name in ("demo-worker.log", "demo-beat.log"):
@@ -119,7 +129,10 @@ def run_demo(settings: Settings) -> int:
         foo_ids = use_cases.create_foos(container.uow(), 0, count=FOOS)
         for foo_id in foo_ids:  # pending foos: revising them emits nothing
             use_cases.revise_foo(container.uow(), foo_id, rng.randint(1, 100))
-        _say(f"seeded {BARS} bars and {FOOS} pending foos; completing them in waves:")
+        _say(
+            f"seeded {BARS} bars ({settings.part_size} a part) and {FOOS} pending foos; "
+            "completing them in waves:"
+        )
         last: list[str] = []
         waves = 6
         for wave in range(waves):
@@ -129,7 +142,7 @@ def run_demo(settings: Settings) -> int:
             if wave == waves // 2:
                 use_cases.create_bars(container.uow(), 2, count=MID_FLIGHT_BARS)
                 _show(f"  + {MID_FLIGHT_BARS} bars created while events are in flight", last)
-            _show(_progress(operations.outbox_stats(container.uow()), started), last)
+            _show(_progress(operations.status(container.uow()), started), last)
             time.sleep(0.4)
         for foo_id in rng.sample(foo_ids, REVISIONS):
             use_cases.revise_foo(container.uow(), foo_id, rng.randint(0, 150))
@@ -143,7 +156,7 @@ def run_demo(settings: Settings) -> int:
         _send_duplicates(container.celery_app, DUPLICATES)
         _say(f"delivered {DUPLICATES} applied events again on purpose (a broker redelivery)")
         _wait_for_empty_queue(container.celery_app, 30.0)
-        result = projection.verify(container.uow())
+        result = container.verify()
     finally:
         processes.stop(beat)
         processes.stop(worker)
@@ -151,9 +164,15 @@ def run_demo(settings: Settings) -> int:
     if not result.holds:
         _say(f"verify FAILED: {len(result.mismatched)}+ bars differ; run `postsave verify`")
         return 1
+    if not result.outbox_drained:
+        _say("verify FAILED: events are pending again; run `postsave status`")
+        return 1
+    checked = f"a replay of the log through {settings.recalculation}"
+    if result.checked_closed_form:
+        checked += f" and weight * {result.completed_total}"
     _say(
-        f"verify: ok, all {result.bars} bars == weight * {result.completed_total}; "
-        f"duplicates changed nothing"
+        f"verify: ok, all {result.bars} bars ({result.parts} parts) equal {checked}; "
+        "duplicates changed nothing"
     )
     _say(f"summary: {events} events in {elapsed:.1f}s ({events / elapsed:.0f} events/s)")
     return 0

@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"check POSTSAVE_BROKER_URL ({redact_url(container.settings.broker_url)})"
             )
         return code
+    except SettingsError as error:  # the recalculation is loaded by the commands that run it
+        return fail(str(error), EXIT_USAGE)
     except PartlyCreated as partial:
         return fail(f"{explain(partial.error, container.settings)}; {partial}")
     except DomainError as error:

@@ -13,7 +13,7 @@ from domain.outbox import (
     StoredEvent,
 )
 from domain.ports import OutboxMonitor
-from infrastructure.memory.tables import InMemoryOutboxTable
+from infrastructure.memory.tables import InMemoryOutboxTable, OutboxRow
 
 
 class InMemoryOutboxMonitor(OutboxMonitor):
@@ -29,14 +29,16 @@ class InMemoryOutboxMonitor(OutboxMonitor):
         # As SQL counts them: every event applied (the projection's counter, pruned events
         # included), but those whose message is still out.
         applied_in_flight = sum(1 for r in rows if r.state is EventState.DISPATCHED and r.applied)
-        unfinished = [row.occurred_at for row in rows if row.state in UNFINISHED_STATES]
-        oldest = max(self.table.clock() - min(unfinished), 0.0) if unfinished else None
+        unfinished = [row for row in rows if row.state in UNFINISHED_STATES]
+        unapplied = [row for row in unfinished if not row.applied]
+        now = self.table.clock()
         return OutboxStats(
             pending=count(EventState.PENDING),
             in_flight=count(EventState.DISPATCHED),
             processed=self.table.data.events_applied - applied_in_flight,
             dead=count(EventState.DEAD),
-            oldest_pending_age_s=oldest,
+            oldest_pending_age_s=_age(unfinished, now) if unfinished else None,
+            projection_lag_s=_age(unapplied, now),
         )
 
     def health(self) -> OutboxHealth:
@@ -47,8 +49,10 @@ class InMemoryOutboxMonitor(OutboxMonitor):
             in_flight=stats.in_flight,
             dead=stats.dead,
             oldest_pending_age_s=stats.oldest_pending_age_s or 0.0,
+            projection_lag_s=stats.projection_lag_s,
             events_applied=data.events_applied,
             event_failures=data.counters.get("event_failures", 0),
+            part_failures=data.counters.get("part_failures", 0),
             events_dead=data.counters.get("events_dead", 0),
             events_dispatched=data.counters.get("events_dispatched", 0),
             leases_expired=data.counters.get("leases_expired", 0),
@@ -74,3 +78,8 @@ class InMemoryOutboxMonitor(OutboxMonitor):
                 self.table.clock(),
             )
         return [row.id for row in dead]
+
+
+def _age(rows: list[OutboxRow], now: float) -> float:
+    """Of the oldest of `rows`; 0 when there is none."""
+    return max(now - min(row.occurred_at for row in rows), 0.0) if rows else 0.0

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 from domain.bar import Bar
 from domain.foo import Foo, FooState
+from domain.parts import BarAt, Part
 from domain.ports import (
     BarRepository,
     FooRepository,
 )
-from infrastructure.memory.tables import InMemoryTables
+from domain.recalculation import bar_state
+from infrastructure.memory.tables import BarRow, InMemoryTables
 
 
 class InMemoryFooRepository(FooRepository):
@@ -29,37 +34,56 @@ class InMemoryFooRepository(FooRepository):
 
 
 class InMemoryBarRepository(BarRepository):
-    def __init__(self, data: InMemoryTables, errors: list[Exception]) -> None:
+    """Bars as the SQL adapter keeps them: their fields (the Bar's attributes but its id), the
+    part and position they are at, and their baselines."""
+
+    def __init__(self, data: InMemoryTables, pass_errors: list[Exception]) -> None:
         self.data = data
-        self.errors = errors
+        self.pass_errors = pass_errors
 
-    def add(self, bar: Bar) -> None:
+    def add(self, bar: Bar, part: Part) -> None:
         bar.id = self.data.next_id("bars")
-        self.data.bars[bar.id] = bar
+        self.data.bars[bar.id] = BarRow(
+            copy.deepcopy(bar), part.id, part.position, bar_state(bar), part.position
+        )
 
-    def lock_applied_total(self) -> int:
-        return self.data.applied_total
+    def _part_rows(self, part_id: int) -> list[BarRow]:
+        return [row for _, row in sorted(self.data.bars.items()) if row.part_id == part_id]
 
-    def apply_delta(self, delta: int, events: int = 1) -> int:
-        if self.errors:
-            raise self.errors.pop(0)
-        self.data.applied_total += delta
-        self.data.events_applied += events
-        if delta == 0:
-            return 0
-        for bar in self.data.bars.values():
-            bar.value += delta * bar.weight
-        return len(self.data.bars)
+    def of_part(self, part_id: int) -> list[BarAt]:
+        if self.pass_errors:
+            raise self.pass_errors.pop(0)
+        return [BarAt(copy.deepcopy(row.bar), row.position) for row in self._part_rows(part_id)]
 
-    def reset_all(self, total: int, events: int) -> int:
-        self.data.applied_total, self.data.events_applied = total, events
-        for bar in self.data.bars.values():
-            bar.value = total * bar.weight
-        return len(self.data.bars)
+    def baselines_of_part(self, part_id: int) -> list[BarAt]:
+        if self.pass_errors:
+            raise self.pass_errors.pop(0)
+        found = []
+        for row in self._part_rows(part_id):
+            bar = Bar(**copy.deepcopy(row.baseline))
+            bar.id = row.bar.id
+            found.append(BarAt(bar, row.baseline_position))
+        return found
+
+    def save(self, bars: Sequence[BarAt]) -> int:
+        written = 0
+        for each in bars:
+            row = self.data.bars[each.bar.id]
+            if bar_state(row.bar) == bar_state(each.bar) and row.position == each.position:
+                continue
+            row.bar, row.position = copy.deepcopy(each.bar), each.position
+            written += 1
+        return written
+
+    def take_baselines(self, part: Part) -> int:
+        rows = self._part_rows(part.id)
+        for row in rows:
+            row.baseline, row.baseline_position = bar_state(row.bar), row.position
+        return len(rows)
 
     def mismatched(self, total: int, limit: int) -> list[Bar]:
-        bars = sorted(self.data.bars.values(), key=lambda bar: bar.id or 0)
-        return [bar for bar in bars if bar.value != total * bar.weight][:limit]
+        bars = [row.bar for _, row in sorted(self.data.bars.items())]
+        return [copy.deepcopy(bar) for bar in bars if bar.value != total * bar.weight][:limit]
 
     def count(self) -> int:
         return len(self.data.bars)

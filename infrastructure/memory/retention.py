@@ -20,14 +20,21 @@ class InMemoryRetention(Retention):
         return recent[0].id if recent else None
 
     def lock_prunable(
-        self, older_than_s: float, limit: int, after_id: int = 0, below_id: int | None = None
+        self,
+        older_than_s: float,
+        limit: int,
+        after_id: int = 0,
+        below_id: int | None = None,
+        through_position: int | None = None,
     ) -> list[StoredEvent]:
         cutoff = self.table.clock() - older_than_s
+        through = through_position
         old = self.table.in_id_order(
             lambda row: (
                 PRUNE.allows(row.state, row.applied)  # processed
                 and row.occurred_at <= cutoff
                 and after_id < row.id < (row.id + 1 if below_id is None else below_id)
+                and (through is None or (row.position is not None and row.position <= through))
             )
         )
         return [row.stored() for row in old[: max(limit, 0)]]
@@ -43,5 +50,4 @@ class InMemoryRetention(Retention):
             max([was.last_pruned_id, *(row.id for row in rows)]),
         )
         for row in rows:
-            data.applied.discard(row.id)
             del data.events[row.id]

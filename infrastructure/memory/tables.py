@@ -16,6 +16,8 @@ from domain.outbox import (
     StoredEvent,
     Transition,
 )
+from domain.parts import Part, PartState
+from domain.recalculation import EXAMPLE_RECALCULATION
 from infrastructure.memory.clock import ManualClock
 
 
@@ -31,6 +33,7 @@ class OutboxRow:
     last_error: str | None = None
     failures: int = 0
     applied: bool = False
+    position: int | None = None
 
     def stored(self) -> StoredEvent:
         return StoredEvent(
@@ -42,22 +45,67 @@ class OutboxRow:
             self.last_error,
             self.failures,
             self.applied,
+            self.position,
         )
+
+
+@dataclass
+class PartRow:
+    id: int
+    position: int
+    applied_total: int
+    baseline_position: int
+    baseline_total: int
+    bars: int = 0
+    state: PartState = PartState.READY
+    failures: int = 0
+    available_at: float = 0.0
+    last_error: str | None = None
+    rebuilding: bool = False
+
+    def part(self) -> Part:
+        return Part(
+            self.id,
+            self.position,
+            self.applied_total,
+            self.bars,
+            self.state,
+            self.failures,
+            self.last_error,
+            self.rebuilding,
+            self.baseline_position,
+        )
+
+
+@dataclass
+class BarRow:
+    bar: Bar
+    part_id: int
+    position: int
+    baseline: dict[str, Any]  # the bar's fields as of baseline_position
+    baseline_position: int
 
 
 @dataclass
 class InMemoryTables:
     foos: dict[int, Foo] = field(default_factory=dict)
-    bars: dict[int, Bar] = field(default_factory=dict)
-    applied_total: int = 0
+    bars: dict[int, BarRow] = field(default_factory=dict)
+    parts: dict[int, PartRow] = field(default_factory=dict)
+    # The projection's row (SQL: bar_projection).
+    head: int = 0
+    head_total: int = 0
+    applied_position: int = 0
+    counted_position: int = 0
     events_applied: int = 0
+    recalculation: str = EXAMPLE_RECALCULATION
     events: dict[int, OutboxRow] = field(default_factory=dict)
-    applied: set[int] = field(default_factory=set)  # the applied guard
     # The monitoring counters, by OutboxHealth's field names, and the relay's last pass.
     counters: dict[str, int] = field(default_factory=dict)
     last_relay_pass_at: float | None = None
     checkpoint: Checkpoint = field(default_factory=Checkpoint)
-    last_id: dict[str, int] = field(default_factory=lambda: {"foos": 0, "bars": 0, "events": 0})
+    last_id: dict[str, int] = field(
+        default_factory=lambda: {"foos": 0, "bars": 0, "events": 0, "parts": 0}
+    )
 
     def next_id(self, table: str) -> int:
         self.last_id[table] += 1
@@ -68,8 +116,8 @@ class InMemoryTables:
 class InMemoryDatabase:
     data: InMemoryTables = field(default_factory=InMemoryTables)
     clock: Callable[[], float] = field(default_factory=ManualClock)
-    # Raised, one per call, by the next calls of InMemoryBarRepository.apply_delta.
-    apply_delta_errors: list[Exception] = field(default_factory=list)
+    # Raised, one per call, by the next reads of a part's bars: a pass's (or verify's).
+    pass_errors: list[Exception] = field(default_factory=list)
 
 
 class InMemoryOutboxTable:

@@ -11,6 +11,7 @@ from domain.ports import (
 )
 from infrastructure.memory.monitor import InMemoryOutboxMonitor
 from infrastructure.memory.outbox import InMemoryDeliveryLedger, InMemoryOutbox, InMemoryRelayQueue
+from infrastructure.memory.parts import InMemoryPartLedger
 from infrastructure.memory.projection_log import InMemoryProjectionLog
 from infrastructure.memory.repositories import InMemoryBarRepository, InMemoryFooRepository
 from infrastructure.memory.retention import InMemoryRetention
@@ -36,7 +37,8 @@ class InMemoryUnitOfWork(UnitOfWork):
     def _begin(self) -> None:
         self.data = copy.deepcopy(self.database.data)
         self.foos = InMemoryFooRepository(self.data)
-        self.bars = InMemoryBarRepository(self.data, self.database.apply_delta_errors)
+        self.bars = InMemoryBarRepository(self.data, self.database.pass_errors)
+        self.parts = InMemoryPartLedger(self.data, self.database.clock)
         table = InMemoryOutboxTable(self.data, self.database.clock)
         self.outbox = InMemoryOutbox(table)
         self.relay_queue = InMemoryRelayQueue(table)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, select
@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from infrastructure.broker.celery_app import make_celery_app
 from infrastructure.broker.dispatcher import DISPATCH_ERRORS
-from infrastructure.broker.publishing import bounded_connection, discard
+from infrastructure.broker.publishing import bounded_connection, broker_urls, connect, discard
 from infrastructure.files import DatabaseFileError, sqlite_file
 from infrastructure.settings import Settings
 from infrastructure.sql.clock import seconds_since
@@ -145,6 +145,29 @@ def _relay_unknown(why: str) -> Check:
 
 
 def _broker(settings: Settings, timeout_s: float) -> Check:
+    """The broker, or each node of a broker list (side by side): ok while one answers, with
+    what each said, so a lost node shows before the last one goes."""
+    urls = broker_urls(settings.broker_url)
+    if len(urls) < 2:
+        return _broker_node(settings, timeout_s)
+    nodes = [_Deadline(_node_check(replace(settings, broker_url=url), timeout_s)) for url in urls]
+    checks = [
+        node.result(timeout_s + 1, [Check("broker", False, f"{redact_url(url)}: no answer")])[0]
+        for node, url in zip(nodes, urls, strict=True)
+    ]
+    answered = sum(check.ok for check in checks)
+    return Check(
+        "broker",
+        answered > 0,
+        f"{answered} of {len(urls)} nodes answered: " + "; ".join(check.detail for check in checks),
+    )
+
+
+def _node_check(settings: Settings, timeout_s: float) -> Callable[[], list[Check]]:
+    return lambda: [_broker_node(settings, timeout_s)]
+
+
+def _broker_node(settings: Settings, timeout_s: float) -> Check:
     where = redact_url(settings.broker_url)
     if settings.uses_embedded_broker:
         path = sqlite_file(settings.broker_url)
@@ -153,7 +176,7 @@ def _broker(settings: Settings, timeout_s: float) -> Check:
     app = make_celery_app(settings)
     connection = bounded_connection(app, timeout_s)
     try:
-        connection.ensure_connection(max_retries=0)
+        connect(app, connection)
         connection.default_channel  # noqa: B018 - opening a channel proves the login and vhost
         return Check("broker", True, f"{where} answered")
     except DISPATCH_ERRORS as error:  # the embedded broker's are SQLAlchemy's

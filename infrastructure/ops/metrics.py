@@ -1,6 +1,6 @@
 """`postsave metrics`: a Prometheus exporter. Every value is read from the database at scrape
 time, so one exporter is right for a whole fleet of workers and survives restarts; a scrape
-reads the unfinished events' indexes and the counters, never the event log."""
+reads the unfinished events' indexes, the counters and the parts, never the event log."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from domain import operations
-from domain.outbox import OutboxHealth
+from domain.operations import Health
+from domain.parts import PartStats
 from domain.ports import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class OutboxCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         started = time.perf_counter()
         try:
-            health = operations.outbox_health(self.uow_factory())
+            health = operations.health(self.uow_factory())
         except SQLAlchemyError as error:
             detail = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
             logger.error("metrics: cannot read the database: %s", detail)
@@ -43,7 +44,8 @@ class OutboxCollector(Collector):
         )
 
 
-def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
+def outbox_metrics(both: Health) -> Iterator[Metric]:
+    health = both.events
     events = GaugeMetricFamily(
         "postsave_outbox_events",
         "Events by state: pending (waiting for the relay), in_flight (dispatched, not applied "
@@ -59,6 +61,13 @@ def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
         "Age of the oldest event not applied yet (pending or in flight); 0 when none waits",
         health.oldest_pending_age_s,
     )
+    yield _gauge(
+        "projection_lag_seconds",
+        "Age of the oldest unfinished event not applied yet (some part has not passed it): "
+        "how far the bars are behind the foos; 0 when none is",
+        health.projection_lag_s,
+    )
+    yield from part_metrics(both.parts, both.parts_backing_off)
     last_pass = health.last_relay_pass_age_s
     yield _gauge(
         "relay_last_pass_age_seconds",
@@ -68,7 +77,14 @@ def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
     )
     counters = {
         "events_applied": ("Events whose delta is on the bars", health.events_applied),
-        "event_failures": ("Failed deliveries, retried or dead", health.event_failures),
+        "event_failures": (
+            "Events the relay could not read, made dead before they had a place in the order",
+            health.event_failures,
+        ),
+        "part_failures": (
+            "Failed passes over a part (the recalculation or the database raised), retried or dead",
+            health.part_failures,
+        ),
         "events_dead": ("Events that failed too often and became dead", health.events_dead),
         "events_dispatched": ("Messages the relay published", health.events_dispatched),
         "leases_expired": (
@@ -87,6 +103,30 @@ def outbox_metrics(health: OutboxHealth) -> Iterator[Metric]:
     }
     for name, (help_text, value) in counters.items():
         yield CounterMetricFamily(f"postsave_{name}", help_text, value=value)
+
+
+def part_metrics(stats: PartStats, backing_off: int) -> Iterator[Metric]:
+    parts = GaugeMetricFamily(
+        "postsave_parts",
+        "Parts of the bars by state: ready (passes take it when it is behind), backing_off "
+        "(a pass failed; tried again after a backoff), dead (failed too often; every event "
+        "after its position waits for `postsave dead retry --part`)",
+        labels=["state"],
+    )
+    parts.add_metric(["ready"], stats.parts - backing_off - stats.dead)
+    parts.add_metric(["backing_off"], backing_off)
+    parts.add_metric(["dead"], stats.dead)
+    yield parts
+    yield _gauge(
+        "parts_behind",
+        "Parts whose position is below the head: events wait for them (dead ones included)",
+        stats.behind,
+    )
+    yield _gauge(
+        "parts_rebuilding",
+        "Parts that `postsave rebuild` has sent back to their baselines and not yet passed",
+        stats.rebuilding,
+    )
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

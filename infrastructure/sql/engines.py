@@ -17,6 +17,7 @@ from infrastructure.files import (
     create_private_file,
     sqlite_file,
 )
+from infrastructure.sql.commits import bounded_commit_class
 
 CONNECT_TIMEOUT_S = 10
 IDLE_PING_S = 1.0
@@ -87,6 +88,12 @@ def make_engine(
         pool_use_lifo=True,
         connect_args=postgres_timeouts(statement_timeout_s, connect_timeout_s),
     )
+    connection_class = bounded_commit_class(statement_timeout_s)
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return connection_class.connect(*cargs, **cparams)
+
     ping_when_idle(engine)
     return engine
 

@@ -3,14 +3,30 @@ A foo's statements are the write path's (write_path)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, cast, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from domain.bar import Bar
 from domain.foo import Foo, FooState
+from domain.parts import BarAt, Part
 from domain.ports import BarRepository, FooRepository
-from infrastructure.sql.schema import BigSum, bar_projection, bars, foos
+from infrastructure.sql.column_types import BigSum
+from infrastructure.sql.schema import BAR_FIELDS, bar_baselines, bars, foos
 from infrastructure.sql.write_path import WritePath
 
 
@@ -75,63 +91,137 @@ class SqlFooRepository(FooRepository):
 
 
 class SqlBarRepository(BarRepository):
+    """Bars as the team's Bar: its fields are the bars table's own columns (BAR_FIELDS)."""
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.dialect = connection.dialect.name
+        self.loaded: dict[int, tuple[dict[str, Any], int]] = {}  # id: (fields, position)
 
-    def add(self, bar: Bar) -> None:
+    def add(self, bar: Bar, part: Part) -> None:
+        fields = _fields(bar)
         bar.id = self.connection.execute(
-            _INSERT_BAR, {"weight": bar.weight, "value": bar.value}
+            _INSERT_BAR, {"part_id": part.id, "position": part.position, **fields}
         ).scalar_one()
+        self.connection.execute(
+            insert(bar_baselines),
+            {"bar_id": bar.id, "position": part.position, "state": _json_ready(fields)},
+        )
 
-    def lock_applied_total(self) -> int:
-        # An UPDATE, not SELECT ... FOR UPDATE: SQLite has no row locks, and on PostgreSQL a
-        # no-op update takes the same row lock and also waits for a concurrent applier.
+    def of_part(self, part_id: int) -> list[BarAt]:
+        rows = self.connection.execute(_SELECT_PART, {"part_id": part_id})
+        found = []
+        for row in rows:
+            fields = {column.name: row._mapping[column.name] for column in BAR_FIELDS}
+            self.loaded[row.id] = (fields, row.position)
+            found.append(BarAt(_bar(row.id, fields), row.position))
+        return found
+
+    def baselines_of_part(self, part_id: int) -> list[BarAt]:
         query = (
-            update(bar_projection)
-            .where(bar_projection.c.id == 1)
-            .values(applied_total=bar_projection.c.applied_total)
-            .returning(bar_projection.c.applied_total)
+            select(bar_baselines.c.bar_id, bar_baselines.c.position, bar_baselines.c.state)
+            .join(bars, bars.c.id == bar_baselines.c.bar_id)
+            .where(bars.c.part_id == part_id)
+            .order_by(bar_baselines.c.bar_id)
         )
-        return int(self.connection.execute(query).scalar_one())
+        found = []
+        for row in self.connection.execute(query):
+            self.loaded.pop(row.bar_id, None)  # written back whatever it holds
+            found.append(BarAt(_bar(row.bar_id, dict(row.state)), row.position))
+        return found
 
-    def apply_delta(self, delta: int, events: int = 1) -> int:
-        # Lock the projection row first: bar creation takes the same lock, and this UPDATE's
-        # snapshot, taken after the lock is granted, sees every bar committed before it.
-        self.connection.execute(
-            update(bar_projection)
-            .where(bar_projection.c.id == 1)
-            .values(
-                applied_total=bar_projection.c.applied_total + delta,
-                events_applied=bar_projection.c.events_applied + events,
-            )
-        )
-        if delta == 0:
-            return 0
-        result = self.connection.execute(update(bars).values(value=bars.c.value + _weighted(delta)))
-        return int(result.rowcount)
+    def save(self, bars_at: Sequence[BarAt]) -> int:
+        rows = []
+        for each in bars_at:
+            fields = _fields(each.bar)
+            if self.loaded.get(each.bar.id) == (fields, each.position):
+                continue
+            rows.append({"bar_id": each.bar.id, "position": each.position, **fields})
+            self.loaded[each.bar.id] = (fields, each.position)
+        if rows and self.dialect == "postgresql":
+            self._update_from_arrays(rows)
+        elif rows:
+            self.connection.execute(_UPDATE_BAR, rows)
+        return len(rows)
 
-    def reset_all(self, total: int, events: int) -> int:
-        self.connection.execute(
-            update(bar_projection)
-            .where(bar_projection.c.id == 1)
-            .values(applied_total=total, events_applied=events)
+    def _update_from_arrays(self, rows: list[dict[str, Any]]) -> None:
+        """One statement for the whole part, each column sent as one array: SQLAlchemy's
+        executemany spent more on binding each row's values than PostgreSQL on the update."""
+        names = ["bar_id", "position", *(column.name for column in BAR_FIELDS)]
+        arrays = tuple([row[name] for row in rows] for name in names)
+        self.connection.exec_driver_sql(_update_from_arrays_sql(self.connection), arrays)
+
+    def take_baselines(self, part: Part) -> int:
+        build = func.jsonb_build_object if self.dialect == "postgresql" else func.json_object
+        pairs: list[Any] = []
+        for column in BAR_FIELDS:
+            pairs += [literal_column(f"'{column.name}'"), column]
+        state = build(*pairs)
+        rows = select(bars.c.id, bars.c.position, state).where(bars.c.part_id == part.id)
+        upsert = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(bar_baselines)
+        statement = upsert.from_select(["bar_id", "position", "state"], rows).execution_options(
+            preserve_rowcount=True
         )
-        result = self.connection.execute(update(bars).values(value=_weighted(total)))
-        return int(result.rowcount)
+        statement = statement.on_conflict_do_update(
+            index_elements=[bar_baselines.c.bar_id],
+            set_={"position": statement.excluded.position, "state": statement.excluded.state},
+        )
+        return int(self.connection.execute(statement).rowcount)
 
     def mismatched(self, total: int, limit: int) -> list[Bar]:
         query = _SELECT_BARS.where(bars.c.value != _weighted(total)).order_by(bars.c.id)
-        return [_bar(row) for row in self.connection.execute(query.limit(limit))]
+        return [
+            _bar(row.id, {c.name: row._mapping[c.name] for c in BAR_FIELDS})
+            for row in self.connection.execute(query.limit(limit))
+        ]
 
     def count(self) -> int:
         return int(self.connection.execute(select(func.count()).select_from(bars)).scalar_one())
 
 
 _INSERT_BAR = insert(bars).returning(bars.c.id)
-_SELECT_BARS = select(bars.c.id, bars.c.weight, bars.c.value)
+_SELECT_BARS = select(bars.c.id, bars.c.position, *BAR_FIELDS)
+_SELECT_PART = _SELECT_BARS.where(bars.c.part_id == bindparam("part_id")).order_by(bars.c.id)
+_UPDATE_BAR = (
+    update(bars)
+    .where(bars.c.id == bindparam("bar_id"))
+    .values(
+        position=bindparam("position"),
+        **{c.name: bindparam(c.name, type_=c.type) for c in BAR_FIELDS},
+    )
+)
 
 
-def _bar(row: Any) -> Bar:
-    bar = Bar(row.weight, row.value)
-    bar.id = row.id
+_ARRAY_UPDATES: dict[str, str] = {}
+
+
+def _update_from_arrays_sql(connection: Connection) -> str:
+    """`UPDATE bars ... FROM unnest(...)`, each array cast to its column's type."""
+    dialect = connection.dialect
+    sql = _ARRAY_UPDATES.get(dialect.name)
+    if sql is None:
+        columns = [(column.name, column.type.compile(dialect=dialect)) for column in BAR_FIELDS]
+        casts = ", ".join(["%s::bigint[]", "%s::bigint[]", *(f"%s::{t}[]" for _, t in columns)])
+        sets = ", ".join(["position = u.position", *(f"{n} = u.{n}" for n, _ in columns)])
+        names = ", ".join(["bar_id", "position", *(n for n, _ in columns)])
+        sql = _ARRAY_UPDATES[dialect.name] = (
+            f"UPDATE bars SET {sets} FROM unnest({casts}) AS u({names}) WHERE bars.id = u.bar_id"
+        )
+    return sql
+
+
+def _fields(bar: Bar) -> dict[str, Any]:
+    return {column.name: getattr(bar, column.name) for column in BAR_FIELDS}
+
+
+def _json_ready(fields: dict[str, Any]) -> dict[str, Any]:
+    """A bar's fields as a baseline stores them (JSON: a Decimal from NUMERIC as an int)."""
+    return {
+        name: int(value) if isinstance(value, Decimal) else value for name, value in fields.items()
+    }
+
+
+def _bar(bar_id: int, fields: dict[str, Any]) -> Bar:
+    bar = Bar(**fields)
+    bar.id = bar_id
     return bar

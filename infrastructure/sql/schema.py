@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
-    JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     MetaData,
-    Numeric,
     String,
     Table,
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.types import TypeDecorator
 
 from domain.foo import FooState
-from infrastructure.limits import BIGINT_MAX
+from domain.recalculation import EXAMPLE_RECALCULATION
+from infrastructure.sql.bar_table import bar_columns
 from infrastructure.sql.clock import db_now
+from infrastructure.sql.column_types import BigSum, Id, Payload, Timestamp, integer_only
 
 metadata = MetaData(
     naming_convention={
@@ -37,50 +33,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-# SQLite only auto-increments an INTEGER PRIMARY KEY.
-Id = BigInteger().with_variant(Integer(), "sqlite")
-Payload = JSON().with_variant(JSONB(), "postgresql")
-Timestamp = DateTime(timezone=True)
-
-
-class BigSum(TypeDecorator[int]):
-    """A sum that may pass BIGINT: a bar's value, `weight * sum(amounts)`, passes 2**63 - 1
-    once about 9.2 million foos at MAX_AMOUNT are completed, for a bar at MAX_WEIGHT. The
-    projection's applied total has the same type, so that `weight * applied_total` is
-    computed in it.
-
-    NUMERIC(38, 0) on PostgreSQL: exact, and far beyond any reachable total. On SQLite an
-    INTEGER (64 bits) guarded by `integer_only`. Always a Python int to the domain, never a
-    Decimal or a float."""
-
-    impl = Numeric(38, 0)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(Numeric(38, 0))
-        return dialect.type_descriptor(BigInteger())
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> int | None:
-        # sqlite3 would raise a bare OverflowError; this one reaches the caller as a
-        # database error that says what to do.
-        fits = value is None or -BIGINT_MAX - 1 <= value <= BIGINT_MAX
-        if dialect.name == "sqlite" and not fits:
-            raise OverflowError(
-                f"{value} does not fit SQLite's 64-bit integers; values this large need PostgreSQL"
-            )
-        return value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
-        return None if value is None else int(value)
-
-
-def integer_only(column: str) -> CheckConstraint:
-    """SQLite's guard for a BigSum column: SQLite turns an integer that overflows into a REAL,
-    so an overflowing update fails here instead of storing a rounded value."""
-    check = CheckConstraint(f"typeof({column}) = 'integer'", name=f"{column}_is_integer")
-    return check.ddl_if(dialect="sqlite")
 
 
 class FooStateColumn(TypeDecorator[FooState]):
@@ -108,29 +60,77 @@ foos = Table(
     CheckConstraint("state IN ('pending', 'completed', 'cancelled')", name="state_known"),
 )
 
+# The parts of the bars (domain.parts): how far each has applied, and its retries.
+bar_parts = Table(
+    "bar_parts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("applied_total", BigSum(), nullable=False),
+    Column("bars", Integer, nullable=False, server_default="0"),
+    Column("state", String(16), nullable=False, server_default="ready"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("available_at", Timestamp, nullable=False, server_default=db_now()),
+    Column("last_error", Text),
+    Column("rebuilding", Boolean, nullable=False, server_default=text("false")),
+    # Its bars' baselines are at this position or after, with this sum of deltas through it.
+    Column("baseline_position", BigInteger, nullable=False),
+    Column("baseline_total", BigSum(), nullable=False),
+    Column("passed_at", Timestamp),
+    CheckConstraint("state IN ('ready', 'dead')", name="state_known"),
+    CheckConstraint("position >= baseline_position", name="position_past_baseline"),
+    CheckConstraint("bars >= 0", name="bars_not_negative"),
+    CheckConstraint("failures >= 0", name="failures_not_negative"),
+    integer_only("applied_total"),
+    integer_only("baseline_total"),
+)
+
+# The bars: postsave's bookkeeping columns, then the team's own (bar_table.bar_columns).
+BOOKKEEPING_COLUMNS = ("id", "part_id", "position", "created_at")
 bars = Table(
     "bars",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("weight", BigInteger, nullable=False),
-    # No index on value: every event rewrites it, and an unindexed column lets PostgreSQL
-    # update the row in place (HOT) without touching any index.
-    Column("value", BigSum(), nullable=False),
+    Column("part_id", Id, ForeignKey("bar_parts.id", ondelete="RESTRICT"), nullable=False),
+    # The position the bar's state is at: its part's, or ahead of it while a rebuild replays.
+    Column("position", BigInteger, nullable=False),
     Column("created_at", Timestamp, nullable=False, server_default=db_now()),
-    CheckConstraint("weight >= 0", name="weight_not_negative"),
-    integer_only("value"),
+    *bar_columns(),
+)
+Index("ix_bars_part_id", bars.c.part_id, bars.c.id)
+BAR_FIELDS = tuple(column for column in bars.c if column.name not in BOOKKEEPING_COLUMNS)
+
+# Each bar's state as of a position: as created, or as the last prune found it. A replay
+# (verify, rebuild) starts here; the events before it may be gone from the log.
+bar_baselines = Table(
+    "bar_baselines",
+    metadata,
+    Column("bar_id", Id, ForeignKey("bars.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("state", Payload, nullable=False),
 )
 
-# One row: the sum of every delta applied to the bars. Its row lock orders bar creation
-# against event application, so a bar created mid-flight misses no event and gets none twice.
+# One row: what the relay has sequenced (the head, with the sum of its deltas), how far
+# every part has applied, how many events that is, and the recalculation the bars hold.
 bar_projection = Table(
     "bar_projection",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("applied_total", BigSum(), nullable=False),
+    Column("head_position", BigInteger, nullable=False, server_default="0"),
+    Column("head_total", BigSum(), nullable=False, server_default="0"),
+    Column("applied_position", BigInteger, nullable=False, server_default="0"),
     Column("events_applied", BigInteger, nullable=False),
+    # The highest position ever applied: a rebuild's replay does not count events again.
+    Column("counted_position", BigInteger, nullable=False, server_default="0"),
+    Column(
+        "recalculation",
+        String(200),
+        nullable=False,
+        server_default=EXAMPLE_RECALCULATION,
+    ),
     CheckConstraint("id = 1", name="single_row"),
-    integer_only("applied_total"),
+    CheckConstraint("applied_position <= head_position", name="applied_within_head"),
+    integer_only("head_total"),
 )
 
 PROCESSED_IS_APPLIED = "state <> 'processed' OR applied_at IS NOT NULL"
@@ -154,6 +154,8 @@ outbox_events = Table(
     # When a pass put its delta on the bars (it may stay dispatched until its message is back).
     Column("applied_at", Timestamp),
     Column("last_error", Text),
+    # Its place in the one order every bar sees; given by the relay when it first dispatches.
+    Column("position", BigInteger, unique=True),
     CheckConstraint("state IN ('pending', 'dispatched', 'processed', 'dead')", name="state_known"),
     CheckConstraint("dispatches >= 0", name="dispatches_not_negative"),
     CheckConstraint("failures >= 0", name="failures_not_negative"),
@@ -163,6 +165,8 @@ outbox_events = Table(
     # one may be either: another delivery's pass may have applied it while its message is out.
     CheckConstraint(PROCESSED_IS_APPLIED, name="processed_is_applied"),
     CheckConstraint(WAITING_IS_UNAPPLIED, name="waiting_is_unapplied"),
+    # An event is dead only before it has a place in the order: no part waits for it.
+    CheckConstraint("state <> 'dead' OR position IS NULL", name="dead_is_unsequenced"),
 )
 
 _unfinished = text("state IN ('pending', 'dispatched')")
@@ -193,6 +197,7 @@ outbox_counters = Table(
     Column("leases_expired", BigInteger, nullable=False, server_default="0"),
     Column("event_failures", BigInteger, nullable=False, server_default="0"),
     Column("events_dead", BigInteger, nullable=False, server_default="0"),
+    Column("part_failures", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("id = 1", name="single_row"),
 )
 
@@ -208,17 +213,4 @@ projection_checkpoint = Table(
     Column("pruned_at", Timestamp),
     CheckConstraint("id = 1", name="single_row"),
     integer_only("applied_total"),
-)
-
-# The guard of exactly-once effect: the primary key refuses to apply one event twice.
-applied_events = Table(
-    "applied_events",
-    metadata,
-    Column(
-        "event_id",
-        Id,
-        ForeignKey("outbox_events.id", ondelete="RESTRICT"),
-        primary_key=True,
-    ),
-    Column("applied_at", Timestamp, nullable=False, server_default=db_now()),
 )

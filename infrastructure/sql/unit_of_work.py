@@ -35,6 +35,7 @@ from infrastructure.sql.outbox.projection_log import SqlProjectionLog
 from infrastructure.sql.outbox.relay_queue import SqlRelayQueue
 from infrastructure.sql.outbox.retention import SqlRetention
 from infrastructure.sql.outbox.writer import SqlOutbox
+from infrastructure.sql.parts import SqlPartLedger
 from infrastructure.sql.repositories import SqlBarRepository, SqlFooRepository
 from infrastructure.sql.write_path import WritePath
 
@@ -46,6 +47,7 @@ class SqlUnitOfWork(UnitOfWork):
     connection: Connection
     write_path: WritePath
     foos: SqlFooRepository  # the two ports whose contents the commit writes
+    bars: SqlBarRepository
     outbox: SqlOutbox
     outer: Connection | Session | None = None  # the application's, when joining its transaction
     savepoint: NestedTransaction | None = None  # in the application's transaction
@@ -86,6 +88,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.foos = SqlFooRepository(self.write_path)
         self.outbox = SqlOutbox()
         self.bars = SqlBarRepository(connection)
+        self.parts = SqlPartLedger(connection)
         self.relay_queue = SqlRelayQueue(connection)
         self.deliveries = SqlDeliveryLedger(connection)
         self.monitor = SqlOutboxMonitor(connection)
@@ -146,6 +149,7 @@ class SqlUnitOfWork(UnitOfWork):
         """Undo what was done so far; the unit of work goes on in a new transaction."""
         self._end(commit=False)
         self.foos.forget()
+        self.bars.loaded.clear()  # what was read is no longer what the database holds
         self.outbox.pending = []
         if self.outer is not None:
             self._begin()

@@ -11,11 +11,15 @@ import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from domain import use_cases
-from domain.delivery import apply_pass
+from domain.recalculation import EXAMPLE_RECALCULATION
 from infrastructure.bootstrap import Container
 from infrastructure.cli.main import main
+from infrastructure.settings import Settings
 from tests import services
+from tests.deliveries import apply_events
+from tests.recalculations import DIGEST
 
+# Every setting infrastructure/settings.py reads (test_settings_and_files checks the list).
 SETTINGS = (
     "POSTSAVE_DATABASE_URL",
     "POSTSAVE_BROKER_URL",
@@ -24,9 +28,17 @@ SETTINGS = (
     "POSTSAVE_MAX_IN_FLIGHT",
     "POSTSAVE_LEASE_SECONDS",
     "POSTSAVE_MAX_ATTEMPTS",
+    "POSTSAVE_COALESCE_LIMIT",
+    "POSTSAVE_NUDGE",
+    "POSTSAVE_BROKER_TIMEOUT",
+    "POSTSAVE_STATEMENT_TIMEOUT",
     "POSTSAVE_LOG_FORMAT",
     "POSTSAVE_RETENTION",
     "POSTSAVE_PRUNE_INTERVAL",
+    "POSTSAVE_RECALCULATION",
+    "POSTSAVE_PART_SIZE",
+    "POSTSAVE_QUEUE_TYPE",
+    "POSTSAVE_PART_TIME_LIMIT",
 )
 
 # Every table postsave writes, with the column that orders its rows.
@@ -34,7 +46,8 @@ TABLES = {
     "foos": "id",
     "bars": "id",
     "outbox_events": "id",
-    "applied_events": "event_id",
+    "bar_parts": "id",
+    "bar_baselines": "bar_id",
     "bar_projection": "id",
     "outbox_counters": "id",
     "projection_checkpoint": "id",
@@ -133,8 +146,7 @@ def process_all(container: Container, engine: Engine) -> None:
             text("SELECT id FROM outbox_events WHERE state <> 'processed' ORDER BY id")
         ).scalars()
         wanted = list(ids)
-    for event_id in wanted:
-        apply_pass(container.uow(), event_id)
+    apply_events(container, wanted)
 
 
 @dataclass(frozen=True)
@@ -173,8 +185,7 @@ def world(container: Container, db: Engine) -> World:
     use_cases.revise_foo(uow(), revised, 13)
     events = event_ids(db)
     assert len(events) == 5
-    for event_id in events[:2]:
-        apply_pass(uow(), event_id)
+    apply_events(container, events[:2])
     return World(pending, completed, cancelled, revised, bars, events)
 
 
@@ -191,3 +202,35 @@ def unmigrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     name = services.create_database()
     yield services.database_url(name)
     services.drop_database(name)
+
+
+@dataclass(frozen=True)
+class Running:
+    """The recalculation the bars are computed with, and a container that applies events
+    through it, as workers running it do."""
+
+    name: str
+    container: Container
+
+    @property
+    def replay(self) -> str:
+        """What `verify` replays the bars through, as it says."""
+        return f"a replay of their baselines and the event log through {self.name}"
+
+
+@pytest.fixture(params=[EXAMPLE_RECALCULATION, DIGEST], ids=["example", "digest"])
+def running(
+    request: pytest.FixtureRequest,
+    cli: Run,
+    world: World,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Running]:
+    """The world's bars computed with the example's recalculation, or with a team's own that
+    every command and worker runs (the digest, switched to by `postsave rebuild`)."""
+    if request.param != EXAMPLE_RECALCULATION:
+        monkeypatch.setenv("POSTSAVE_RECALCULATION", request.param)
+        assert cli("rebuild").code == 0
+    built = Container(Settings(database_url=database_url, recalculation=request.param))
+    yield Running(request.param, built)
+    built.close()

@@ -9,18 +9,22 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from domain import retention, use_cases
+from domain import operations, retention, use_cases
 from domain.backoff import RetryPolicy
 from domain.delivery import handle_delivery
 from domain.outbox import RelayLimits
+from domain.passes import HeavyStep
+from domain.recalculation import EXAMPLE_RECALCULATION, recalculate
 from domain.relay import relay_once
 from infrastructure.bootstrap import Container
 from infrastructure.cli.main import main
@@ -35,6 +39,11 @@ from tests.cli.test_cli import assert_one_line_error
 SCRIPTS = ScriptDirectory.from_config(alembic_config("sqlite://"))
 HEAD = SCRIPTS.get_current_head()
 BEFORE_HEAD = SCRIPTS.get_revision(HEAD).down_revision
+# 100 seconds before now, by the database's clock, as each stores a timestamp.
+AGO_100_S = {
+    "postgresql": "clock_timestamp() - interval '100 seconds'",
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%f000', 'now', '-100 seconds')",
+}
 
 
 def relay_pass(container: Container) -> None:
@@ -264,39 +273,80 @@ def exporter(container: Container) -> Iterator[int]:
     serving.stop()
 
 
-def test_metrics_serve_the_outbox_from_the_database(
+def failing_for(bar_id: int) -> HeavyStep:
+    """The example's recalculation, but it raises on one bar: its part backs off for 5 to 10
+    minutes after its first failure, and dies at its second."""
+
+    def recalculate_unless(bar: Any, events: Sequence[Any]) -> None:
+        if bar.id == bar_id:
+            raise RuntimeError(f"bar {bar_id} is broken")
+        recalculate(bar, events)
+
+    retry = RetryPolicy(max_attempts=2, base_delay_s=600, max_delay_s=600)
+    return HeavyStep(recalculate_unless, EXAMPLE_RECALCULATION, retry=retry)
+
+
+def test_metrics_serve_the_outbox_and_the_parts_from_the_database(
     exporter: int, container: Container, db: Engine
 ) -> None:
     before = scrape(exporter)
     assert before["postsave_database_up"] == 1
     assert before["postsave_relay_last_pass_age_seconds"] == float("inf")
     assert before['postsave_outbox_events{state="pending"}'] == 0
+    assert before["postsave_projection_lag_seconds"] == 0
+    assert before['postsave_parts{state="ready"}'] == before['postsave_parts{state="dead"}'] == 0
+    assert before['postsave_parts{state="backing_off"}'] == 0
 
+    container.settings = replace(container.settings, part_size=1)
+    [broken, *_] = use_cases.create_bars(container.uow(), 2, 3)  # parts 1, 2 and 3
     foos = use_cases.create_foos_in_batches(container.uow(), 5, 4)
     use_cases.complete_foos(container.uow(), [foo for batch in foos for foo in batch])
-    relay_pass(container)  # all four dispatched
-    [first, second, third, _] = event_ids(db)
-    handle_delivery(container.uow, first, RetryPolicy())
-    execute(db, "UPDATE outbox_events SET payload = '{}' WHERE id = :id", id=second)
-    handle_delivery(container.uow, second, RetryPolicy())  # unreadable: dead at once
-    execute(db, "UPDATE outbox_events SET state = 'pending' WHERE id = :id", id=third)
+    execute(db, "INSERT INTO outbox_events (event_type, payload) VALUES ('FooCompleted', '{}')")
+    execute(db, f"UPDATE outbox_events SET occurred_at = {AGO_100_S[db.dialect.name]}")
+    relay_pass(container)  # four dispatched; the unreadable one is dead at once
+    [first, *others, unreadable] = event_ids(db)
+    # Part 1 fails and backs off; parts 2 and 3 apply all four, which wait for part 1.
+    handle_delivery(container.uow, first, failing_for(broken))
+    backing_off = scrape(exporter)
+    assert backing_off['postsave_parts{state="ready"}'] == 2
+    assert backing_off['postsave_parts{state="backing_off"}'] == 1
+    assert backing_off['postsave_parts{state="dead"}'] == 0
+    # Its backoff over, part 1 fails again and dies.
+    execute(db, f"UPDATE bar_parts SET available_at = {AGO_100_S[db.dialect.name]}")
+    handle_delivery(container.uow, first, failing_for(broken))
 
     after = scrape(exporter)
 
-    assert after['postsave_outbox_events{state="pending"}'] == 1
-    assert after['postsave_outbox_events{state="in_flight"}'] == 1
+    assert after['postsave_outbox_events{state="pending"}'] == 1  # the first, back to wait
+    assert after['postsave_outbox_events{state="in_flight"}'] == 3
     assert after['postsave_outbox_events{state="dead"}'] == 1
-    assert after["postsave_outbox_oldest_pending_age_seconds"] > 0
-    assert after["postsave_events_applied_total"] == 1
-    assert after["postsave_event_failures_total"] == 1
+    assert 100 <= after["postsave_outbox_oldest_pending_age_seconds"] < 160
+    assert 100 <= after["postsave_projection_lag_seconds"] < 160
+    assert after['postsave_parts{state="ready"}'] == 2
+    assert after['postsave_parts{state="backing_off"}'] == 0
+    assert after['postsave_parts{state="dead"}'] == 1
+    assert (after["postsave_parts_behind"], after["postsave_parts_rebuilding"]) == (1, 0)
+    assert after["postsave_events_applied_total"] == 0
+    assert after["postsave_event_failures_total"] == 1  # the unreadable event's
     assert after["postsave_events_dead_total"] == 1
     assert after["postsave_events_dispatched_total"] == 4
     assert after["postsave_relay_passes_total"] == 1
     assert 0 <= after["postsave_relay_last_pass_age_seconds"] < 60
     assert after["postsave_events_pruned_total"] == 0
 
-    assert retention.prune(container.uow, older_than_s=0).pruned == 1  # the applied one
-    assert scrape(exporter)["postsave_events_pruned_total"] == 1
+    assert operations.retry_dead_parts(container.uow()) == [1]
+    for event_id in [first, *others]:
+        handle_delivery(container.uow, event_id, container.heavy_step)
+    caught_up = scrape(exporter)
+    assert caught_up['postsave_parts{state="dead"}'] == caught_up["postsave_parts_behind"] == 0
+    assert caught_up["postsave_projection_lag_seconds"] == 0
+    assert caught_up["postsave_events_applied_total"] == 4
+    assert caught_up['postsave_outbox_events{state="in_flight"}'] == 0
+    assert caught_up['postsave_outbox_events{state="dead"}'] == 1  # the unreadable one
+    assert unreadable > first
+
+    assert retention.prune(container.uow, older_than_s=0).pruned == 4
+    assert scrape(exporter)["postsave_events_pruned_total"] == 4
 
 
 def test_metrics_say_the_database_is_unreadable_and_keep_serving(exporter: int, db: Engine) -> None:

@@ -10,15 +10,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from domain.delivery import apply_pass
+from domain.events import PAYLOAD_VERSION
 from infrastructure.bootstrap import Container
 from tests.cli.conftest import (
     SETTINGS,
@@ -33,6 +31,7 @@ from tests.cli.conftest import (
     snapshot,
     table_names,
 )
+from tests.deliveries import apply_events
 
 BIGINT_MAX = 2**63 - 1
 UNKNOWN = "999"
@@ -253,6 +252,14 @@ def test_migrate_then_the_same_database_works(
         ("POSTSAVE_POLL_INTERVAL", "soon"),
         ("POSTSAVE_LEASE_SECONDS", "0"),
         ("POSTSAVE_COALESCE_LIMIT", "-1"),
+        ("POSTSAVE_RECALCULATION", "recalculate"),
+        ("POSTSAVE_RECALCULATION", "domain.recalculation:"),
+        ("POSTSAVE_RECALCULATION", "no such:module"),
+        ("POSTSAVE_PART_SIZE", "0"),
+        ("POSTSAVE_PART_SIZE", "1.5"),
+        ("POSTSAVE_PART_SIZE", "many"),
+        ("POSTSAVE_PART_TIME_LIMIT", "-5"),
+        ("POSTSAVE_PART_TIME_LIMIT", "5 min"),
     ],
 )
 @pytest.mark.parametrize(
@@ -366,12 +373,19 @@ def test_foo_commands_write_the_events_in_the_same_transaction(cli: Run, db: Eng
     payloads = [
         (kind, p if isinstance(p, dict) else json.loads(p), state) for kind, p, state in events
     ]
-    assert payloads == [
-        ("FooCompleted", {"foo_id": int(a), "delta": 10}, "pending"),
-        ("FooCompleted", {"foo_id": int(b), "delta": 10}, "pending"),
-        ("FooRevised", {"foo_id": int(a), "delta": 5}, "pending"),
-        ("FooCancelled", {"foo_id": int(b), "delta": -10}, "pending"),
+    assert payloads == [  # pending events, each with its delta and the foo as it left it
+        written("FooCompleted", a, delta=10, amount=10, state="completed"),
+        written("FooCompleted", b, delta=10, amount=10, state="completed"),
+        written("FooRevised", a, delta=5, amount=15, state="completed"),
+        written("FooCancelled", b, delta=-10, amount=10, state="cancelled"),
     ]
+
+
+def written(
+    kind: str, foo: str, delta: int, amount: int, state: str
+) -> tuple[str, dict[str, object], str]:
+    payload = {"v": PAYLOAD_VERSION, "foo_id": int(foo), "delta": delta}
+    return (kind, {**payload, "amount": amount, "state": state}, "pending")
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -408,7 +422,7 @@ def test_status_json_counts_every_state(cli: Run, db: Engine, container: Contain
     assert 0 <= age < 60
 
     first, second, third, *_ = event_ids(db)
-    apply_pass(container.uow(), first)
+    apply_events(container, [first])
     execute(db, "UPDATE outbox_events SET state = 'dispatched' WHERE id = :id", id=second)
     execute(
         db, "UPDATE outbox_events SET state = 'dead', last_error = 'boom' WHERE id = :id", id=third
@@ -458,136 +472,6 @@ def test_status_plain_text(cli: Run) -> None:
     assert lines[1].split()[2] == "0"
     assert lines[4].startswith("oldest unfinished")
     assert lines[4].endswith(" s")
-
-
-# --- verify and rebuild -----------------------------------------------------------------------
-
-
-def test_verify_passes_on_a_consistent_database(
-    cli: Run, db: Engine, world: World, container: Container
-) -> None:
-    process_all(container, db)
-    result = cli("verify")
-    assert (result.code, result.err) == (0, "")
-    assert result.out.startswith("ok: all 3 bars equal weight * 20")
-
-
-def test_verify_passes_on_an_empty_database(cli: Run) -> None:
-    result = cli("verify")
-    assert (result.code, result.err) == (0, "")
-    assert result.out.startswith("ok: all 0 bars")
-
-
-def test_verify_fails_on_a_corrupted_bar(
-    cli: Run, db: Engine, world: World, container: Container
-) -> None:
-    process_all(container, db)
-    victim = world.bars[1]
-    execute(db, "UPDATE bars SET value = value + 1 WHERE id = :id", id=victim)
-    before = snapshot(db)
-    result = cli("verify")
-    assert result.code == 1
-    assert result.out == ""
-    assert result.err.startswith("FAILED: bars differ from weight * 20")
-    assert "Traceback" not in result.err
-    assert snapshot(db) == before  # verify only reads
-
-
-def test_verify_lists_the_corrupted_bars(
-    cli: Run, db: Engine, world: World, container: Container
-) -> None:
-    process_all(container, db)
-    victim = world.bars[1]
-    execute(db, "UPDATE bars SET value = value + 1 WHERE id = :id", id=victim)
-    result = cli("verify")
-    assert result.code == 1
-    assert result.err.splitlines() == [
-        "FAILED: bars differ from weight * 20; first ones:",
-        f"  bar {victim}: value 41, expected 40",
-    ]
-
-
-def test_verify_fails_while_events_are_pending(cli: Run, db: Engine, world: World) -> None:
-    before = snapshot(db)
-    result = cli("verify")
-    assert (result.code, result.out) == (1, "")
-    assert snapshot(db) == before
-
-
-def test_verify_waits_for_the_workers_when_asked_to(
-    cli: Run, db: Engine, world: World, container: Container
-) -> None:
-    applying = threading.Timer(1.0, process_all, args=(container, db))  # a worker, a bit later
-    applying.start()
-    try:
-        result = cli("verify", "--wait", "30")
-    finally:
-        applying.join()
-    assert (result.code, result.err) == (0, ""), result
-    assert result.out.startswith("ok: all 3 bars equal weight * 20")
-
-
-def test_verify_waits_no_longer_than_asked(cli: Run, world: World) -> None:
-    started = time.monotonic()
-    result = cli("verify", "--wait", "0.5")
-    assert time.monotonic() - started >= 0.5
-    assert result.code == 1
-    assert result.err.endswith(
-        "  (events are still pending: run again once `postsave status` shows none)\n"
-    )
-
-
-def test_verify_says_that_events_are_still_pending(cli: Run, world: World) -> None:
-    result = cli("verify")
-    assert result.code == 1
-    assert result.err.startswith("FAILED: bars differ from weight * 20; first ones:\n")
-    assert "Traceback" not in result.err
-    assert "postsave: error" not in result.err
-    assert result.err.endswith(
-        "  (events are still pending: run again once `postsave status` shows none)\n"
-    )
-
-
-def test_rebuild_repairs_a_corrupted_bar(
-    cli: Run, db: Engine, world: World, container: Container
-) -> None:
-    process_all(container, db)
-    execute(db, "UPDATE bars SET value = -12345 WHERE id = :id", id=world.bars[0])
-    execute(db, "UPDATE bar_projection SET applied_total = 999, events_applied = 0")
-    assert cli("verify").code == 1
-
-    result = cli("rebuild")
-    assert (result.code, result.err) == (0, "")
-    assert result.out == "rebuilt 3 bars from 5 applied events\n"
-    assert cli("verify").code == 0
-    with db.connect() as connection:
-        values = connection.exec_driver_sql("SELECT weight, value FROM bars ORDER BY id").all()
-        projection = connection.exec_driver_sql(
-            "SELECT applied_total, events_applied FROM bar_projection"
-        ).one()
-    assert [tuple(row) for row in values] == [(2, 40), (2, 40), (3, 60)]
-    assert tuple(projection) == (20, 5)
-
-
-def test_rebuild_leaves_pending_events_to_the_workers(
-    cli: Run, db: Engine, world: World, container: Container
-) -> None:
-    # Two of five events processed (+7, +3): rebuild from those, then the rest arrive on top.
-    execute(db, "UPDATE bars SET value = 0")
-    result = cli("rebuild")
-    assert result.out == "rebuilt 3 bars from 2 applied events\n"
-    assert scalar(db, "SELECT applied_total FROM bar_projection") == 10
-    assert cli("verify").code == 1  # three events still pending
-    process_all(container, db)
-    assert cli("verify").code == 0
-
-
-def test_rebuild_is_idempotent(cli: Run, db: Engine, world: World, container: Container) -> None:
-    process_all(container, db)
-    cli("rebuild")
-    before = snapshot(db)
-    assert cli("rebuild").code == 0
-    assert snapshot(db) == before
 
 
 # --- dead letters -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 
 from infrastructure.cli.main import main
 from tests import services
-from tests.cli.conftest import Result, Run, World, run_in_process, snapshot
+from tests.cli.conftest import SETTINGS, Result, Run, World, run_in_process, snapshot
 from tests.cli.test_cli import assert_one_line_error
 
 SECRET = "s3cret"
@@ -171,6 +171,7 @@ COMMANDS = [
     ["status", "--json"],
     ["verify"],
     ["rebuild"],
+    ["rebuild", "--on-workers"],
     ["dead", "list"],
     ["dead", "retry"],
     ["dead", "retry", "1"],
@@ -280,3 +281,9 @@ def test_every_setting_is_documented_where_operators_look(document: str, entry: 
     assert {"POSTSAVE_DATABASE_URL", "POSTSAVE_RETENTION"} <= names  # the pattern finds them
     text = (REPO / document).read_text()
     assert sorted(name for name in names if entry.format(name) not in text) == []
+
+
+def test_the_tests_keep_every_setting_of_the_callers_environment_out() -> None:
+    source = (REPO / "infrastructure" / "settings.py").read_text()
+    names = set(re.findall(r'"(POSTSAVE_[A-Z_]+)"', source))
+    assert sorted(names - set(SETTINGS)) == []

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from domain.bar import Bar
 from domain.events import FooCompleted, FooEvent
 from domain.foo import Foo
 from domain.outbox import StoredEvent
+from domain.parts import Part
 from domain.ports import UnitOfWork
 from infrastructure.bootstrap import Container
-from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork
+from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork, OutboxRow
 from infrastructure.settings import Settings
-from infrastructure.sql.schema import bars
+from infrastructure.sql.schema import bars, outbox_events
 
 UowFactory = Callable[[], UnitOfWork]
 BarValues = Callable[[list[int]], list[int]]  # committed bars' values, by id, in that order
+RawEvent = Callable[[str, Any], int]  # commit an outbox row as given (type, payload): its id
 LONG_LEASE = 600.0
 
 
@@ -38,7 +41,17 @@ class InMemory:
 
     @pytest.fixture
     def bar_values(self, database: InMemoryDatabase) -> BarValues:
-        return lambda ids: [database.data.bars[bar_id].value for bar_id in ids]
+        return lambda ids: [database.data.bars[bar_id].bar.value for bar_id in ids]
+
+    @pytest.fixture
+    def raw_event(self, database: InMemoryDatabase) -> RawEvent:
+        def store(event_type: str, payload: Any) -> int:
+            event_id = database.data.next_id("events")
+            now = database.clock()
+            database.data.events[event_id] = OutboxRow(event_id, event_type, payload, now, now)
+            return event_id
+
+        return store
 
 
 class _Sql:
@@ -64,6 +77,20 @@ class _Sql:
 
         return read
 
+    @pytest.fixture
+    def raw_event(self, sql_container: Container) -> RawEvent:
+        def store(event_type: str, payload: Any) -> int:
+            with sql_container.engine.begin() as connection:
+                return int(
+                    connection.execute(
+                        insert(outbox_events)
+                        .values(event_type=event_type, payload=payload)
+                        .returning(outbox_events.c.id)
+                    ).scalar_one()
+                )
+
+        return store
+
 
 class Sqlite(_Sql):
     url_fixture = "sqlite_url"
@@ -85,25 +112,45 @@ def add_foo(uow_factory: UowFactory, amount: int = 10, complete: bool = False) -
         return foo.id
 
 
-def add_bars(uow_factory: UowFactory, *weights: int, value: int = 0) -> list[int]:
+def add_bars(
+    uow_factory: UowFactory, *weights: int, value: int = 0, part_size: int = 1_000
+) -> list[int]:
+    """Bars of these weights, each starting at `value`, in the parts they join (as
+    create_bars does, but with the values given)."""
+    ids: list[int] = []
     with uow_factory() as uow:
-        new = [Bar(weight, value=value) for weight in weights]
-        for bar in new:
-            uow.bars.add(bar)
+        for weight in weights:
+            part = uow.parts.lock_open(part_size)
+            bar = Bar(weight, value=value)
+            uow.bars.add(bar, part)
+            uow.parts.added_bars(part.id, 1)
+            assert bar.id is not None
+            ids.append(bar.id)
         uow.commit()
-        return [bar.id for bar in new if bar.id is not None]
+    return ids
+
+
+def part_of(uow_factory: UowFactory, bar_id: int) -> Part:
+    """The part that holds the bar."""
+    with uow_factory() as uow:
+        for part in uow.parts.parts():
+            if bar_id in [each.bar.id for each in uow.bars.of_part(part.id)]:
+                return part
+    raise AssertionError(f"bar {bar_id} is in no part")
 
 
 def pending_events(uow_factory: UowFactory) -> list[StoredEvent]:
     with uow_factory() as uow:
-        return uow.relay_queue.claim_pending(10_000)
+        return uow.relay_queue.claim_unsequenced(10_000)
 
 
 def claimed_ids(uow: UnitOfWork, limit: int = 10) -> tuple[list[int], list[int]]:
-    """The ids the relay would claim now: (expired leases, due pending events)."""
+    """The ids the relay would claim now: (expired leases, due pending events, sequenced or
+    not yet)."""
     expired = [event.id for event in uow.relay_queue.claim_expired(limit)]
     pending = [event.id for event in uow.relay_queue.claim_pending(limit)]
-    return expired, pending
+    pending += [event.id for event in uow.relay_queue.claim_unsequenced(limit)]
+    return expired, sorted(pending)[:limit]
 
 
 def append(uow_factory: UowFactory, *events: FooEvent) -> list[int]:
@@ -115,13 +162,29 @@ def append(uow_factory: UowFactory, *events: FooEvent) -> list[int]:
     return [event.id for event in pending_events(uow_factory)][-len(events) :]
 
 
+def sequence(uow: UnitOfWork, *event_ids: int) -> list[int]:
+    """Give the events their positions, as the relay does, in the order given; their positions."""
+    events = [uow.deliveries.lock(event_id) for event_id in event_ids]
+    uow.relay_queue.sequence([(event.id, event.event().delta) for event in events])
+    return [position_of(uow, event_id) for event_id in event_ids]
+
+
+def position_of(uow: UnitOfWork, event_id: int) -> int:
+    position = uow.deliveries.lock(event_id).position
+    assert position is not None, f"event {event_id} is not sequenced"
+    return position
+
+
 def process(uow: UnitOfWork, event_id: int) -> bool:
-    """What a delivery's pass does for its own event; False if it was applied already."""
-    recorded = uow.deliveries.record_applied([event_id])
-    if recorded:
-        uow.bars.apply_delta(0, events=len(recorded))  # the delta does not matter here
-    uow.deliveries.finish_pass(recorded, delivered_id=event_id)
-    return recorded == [event_id]
+    """What a delivery's settling does once every part has passed its event: the event
+    sequenced if it is not yet, applied through its position, and its message back. False if
+    it was applied already."""
+    event = uow.deliveries.lock(event_id)
+    if event.position is None:
+        sequence(uow, event_id)
+    uow.deliveries.apply_through(position_of(uow, event_id))
+    uow.deliveries.message_back(event_id)
+    return not event.applied
 
 
 def stored(uow_factory: UowFactory, event_id: int) -> StoredEvent:
@@ -130,7 +193,7 @@ def stored(uow_factory: UowFactory, event_id: int) -> StoredEvent:
 
 
 def completed(foo_id: int, delta: int) -> FooCompleted:
-    return FooCompleted(foo_id=foo_id, delta=delta)
+    return FooCompleted(foo_id=foo_id, delta=delta, amount=max(delta, 0), state="completed")
 
 
 def three_applied_two_pruned(uow_factory: UowFactory) -> list[int]:

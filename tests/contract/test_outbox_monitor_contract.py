@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from sqlalchemy import update
 
 from domain.errors import IllegalTransitionError
 from domain.outbox import EventState
+from domain.ports import UnitOfWork
+from infrastructure.bootstrap import Container
+from infrastructure.memory import InMemoryDatabase
+from infrastructure.sql.clock import db_now_plus, seconds
+from infrastructure.sql.schema import outbox_events
 from tests.contract.support import (
     LONG_LEASE,
     InMemory,
@@ -15,26 +23,44 @@ from tests.contract.support import (
     append,
     claimed_ids,
     completed,
+    position_of,
     process,
     stored,
     three_applied_two_pruned,
 )
 
+Backdate = Callable[[int, float], None]  # make an event have occurred that many seconds ago
+
+
+def dispatch(uow: UnitOfWork, *event_ids: int) -> None:
+    """As the relay does: give the events not sequenced yet the next positions, and lease
+    every one of them."""
+    events = [uow.deliveries.lock(event_id) for event_id in event_ids]
+    fresh = [(event.id, event.event().delta) for event in events if event.position is None]
+    uow.relay_queue.sequence(fresh)
+    uow.relay_queue.mark_dispatched(event_ids, LONG_LEASE)
+
+
+def apply_through(uow: UnitOfWork, event_id: int) -> None:
+    """Every part has passed the sequenced event: it is applied, and so is each before it."""
+    uow.deliveries.apply_through(position_of(uow, event_id))
+
 
 class OutboxMonitorContract:
-    """Counts and counters that never scan the finished log; dead events and their revival."""
+    """Counts and counters that never scan the finished log; dead events and their revival;
+    the projection's lag."""
 
     def test_stats_count_events_by_state(self, uow_factory: UowFactory) -> None:
         with uow_factory() as uow:
             empty = uow.monitor.stats()
         assert (empty.pending, empty.in_flight, empty.processed, empty.dead) == (0, 0, 0, 0)
-        assert empty.oldest_pending_age_s is None
+        assert (empty.oldest_pending_age_s, empty.projection_lag_s) == (None, 0.0)
         assert empty.drained
 
         ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
         with uow_factory() as uow:
-            uow.relay_queue.mark_dispatched(ids[:2], LONG_LEASE)
             process(uow, ids[2])
+            dispatch(uow, *ids[:2])
             uow.deliveries.record_failure(ids[3], "dead", retry_in_s=None)
             uow.commit()
 
@@ -43,6 +69,7 @@ class OutboxMonitorContract:
         assert (stats.pending, stats.in_flight, stats.processed, stats.dead) == (1, 2, 1, 1)
         assert stats.oldest_pending_age_s is not None
         assert 0.0 <= stats.oldest_pending_age_s < 60.0
+        assert 0.0 <= stats.projection_lag_s <= stats.oldest_pending_age_s
         assert not stats.drained
 
     def test_the_oldest_pending_age_is_gone_once_every_event_is_finished(
@@ -57,7 +84,7 @@ class OutboxMonitorContract:
 
         with uow_factory() as uow:
             stats = uow.monitor.stats()
-        assert stats.oldest_pending_age_s is None
+        assert (stats.oldest_pending_age_s, stats.projection_lag_s) == (None, 0.0)
         assert stats.drained
 
     def test_health_counts_unfinished_and_dead_events_and_reads_the_counters(
@@ -66,20 +93,17 @@ class OutboxMonitorContract:
     ) -> None:
         with uow_factory() as uow:
             empty = uow.monitor.health()
-        assert (empty.pending, empty.in_flight, empty.dead, empty.oldest_pending_age_s) == (
-            0,
-            0,
-            0,
-            0,
-        )
+        assert (empty.pending, empty.in_flight, empty.dead) == (0, 0, 0)
+        assert (empty.oldest_pending_age_s, empty.projection_lag_s) == (0.0, 0.0)
         assert (empty.events_applied, empty.event_failures, empty.events_dead) == (0, 0, 0)
         assert (empty.events_dispatched, empty.leases_expired, empty.relay_passes) == (0, 0, 0)
+        assert empty.part_failures == 0
         assert empty.last_relay_pass_age_s is None  # no relay batch has run yet
 
         ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
         with uow_factory() as uow:
-            uow.relay_queue.mark_dispatched(ids[:2], LONG_LEASE)
             process(uow, ids[2])
+            dispatch(uow, *ids[:2])
             uow.deliveries.record_failure(ids[3], "dead", retry_in_s=None)
             uow.deliveries.record_failure(ids[4], "again later", retry_in_s=LONG_LEASE)
             uow.relay_queue.record_batch(dispatched=2, leases_expired=1)
@@ -91,10 +115,52 @@ class OutboxMonitorContract:
             health = uow.monitor.health()
         assert (health.pending, health.in_flight, health.dead) == (1, 2, 1)
         assert 0.0 <= health.oldest_pending_age_s < 60.0
+        assert 0.0 <= health.projection_lag_s <= health.oldest_pending_age_s
         assert (health.events_applied, health.event_failures, health.events_dead) == (1, 2, 1)
         assert (health.events_dispatched, health.leases_expired, health.relay_passes) == (2, 1, 1)
+        assert health.part_failures == 0  # an event's failures are not a part's
         assert health.last_relay_pass_age_s is not None
         assert 0.0 <= health.last_relay_pass_age_s < 60.0
+
+    def test_the_projection_lag_is_the_age_of_the_oldest_unfinished_event_not_applied_yet(
+        self, uow_factory: UowFactory, backdate: Backdate
+    ) -> None:
+        ids = append(uow_factory, *(completed(n, n) for n in range(1, 6)))
+        out, waiting, behind, new, dead = ids
+        ages = {out: 5_000, waiting: 4_000, behind: 3_000, new: 1_000, dead: 9_000}
+        for event_id, age in ages.items():
+            backdate(event_id, age)
+        with uow_factory() as uow:
+            dispatch(uow, out, waiting, behind)  # positions 1, 2, 3
+            uow.deliveries.wait_for_parts(waiting, 0)  # its message back, pending again
+            apply_through(uow, waiting)  # every part has passed out and waiting, not behind
+            uow.deliveries.record_failure(dead, "unreadable", retry_in_s=None)
+            uow.commit()
+        assert stored(uow_factory, out).state is EventState.DISPATCHED  # applied, message out
+        assert stored(uow_factory, waiting).state is EventState.PROCESSED
+
+        with uow_factory() as uow:
+            health, stats = uow.monitor.health(), uow.monitor.stats()
+        # The oldest unfinished event is applied (its message is still out): the bars lag by
+        # the next one, sequenced but not passed by every part; dead events wait for no part.
+        assert 5_000 <= health.oldest_pending_age_s < 5_060
+        assert 3_000 <= health.projection_lag_s < 3_060
+        assert stats.projection_lag_s == pytest.approx(health.projection_lag_s, abs=60)
+
+        with uow_factory() as uow:
+            apply_through(uow, behind)
+            uow.commit()
+        with uow_factory() as uow:
+            lag = uow.monitor.health().projection_lag_s
+        assert 1_000 <= lag < 1_060  # the new event: no relay has sequenced it yet
+
+        with uow_factory() as uow:
+            process(uow, new)
+            uow.commit()
+        with uow_factory() as uow:
+            health = uow.monitor.health()
+        assert (health.in_flight, health.projection_lag_s) == (2, 0.0)  # out and behind
+        assert health.oldest_pending_age_s >= 5_000
 
     def test_counters_are_discarded_with_their_unit_of_work(self, uow_factory: UowFactory) -> None:
         [event_id] = append(uow_factory, completed(1, 1))
@@ -113,7 +179,7 @@ class OutboxMonitorContract:
     ) -> None:
         ids = append(uow_factory, *(completed(n, n) for n in range(1, 5)))
         with uow_factory() as uow:
-            uow.relay_queue.mark_dispatched(ids, LONG_LEASE)
+            uow.relay_queue.mark_dispatched(ids, LONG_LEASE)  # dead before it is sequenced
             for event_id in ids[:3]:
                 uow.deliveries.record_failure(event_id, "boom", retry_in_s=None)
             uow.commit()
@@ -170,7 +236,11 @@ class OutboxMonitorContract:
             assert uow.monitor.revive_dead([ids[0], ids[2]]) == []
             assert uow.monitor.revive_dead(None) == []
         assert (stats.pending, stats.in_flight, stats.processed, stats.dead) == (0, 0, 3, 0)
-        assert (stats.oldest_pending_age_s, stats.drained) == (None, True)
+        assert (stats.oldest_pending_age_s, stats.drained, stats.projection_lag_s) == (
+            None,
+            True,
+            0.0,
+        )
         assert (health.pending, health.in_flight, health.dead) == (0, 0, 0)
         assert (health.events_applied, health.events_pruned, health.event_failures) == (3, 2, 0)
 
@@ -180,25 +250,44 @@ class OutboxMonitorContract:
         ids = three_applied_two_pruned(uow_factory)
         [out, waiting] = append(uow_factory, completed(4, 4), completed(5, 5))
         with uow_factory() as uow:
-            uow.relay_queue.mark_dispatched([out], LONG_LEASE)
-            uow.deliveries.record_applied([out, waiting])
-            uow.bars.apply_delta(9, events=2)
-            uow.deliveries.finish_pass([out, waiting], delivered_id=waiting)
+            dispatch(uow, out, waiting)
+            uow.deliveries.wait_for_parts(waiting, 0)
+            apply_through(uow, waiting)  # both applied; out's message is still out
             uow.commit()
 
         with uow_factory() as uow:
             stats = uow.monitor.stats()
         assert (stats.pending, stats.in_flight, stats.processed, stats.dead) == (0, 1, 4, 0)
+        assert stats.projection_lag_s == 0.0
         assert ids[2] < out
 
 
 class TestOutboxMonitorInMemory(InMemory, OutboxMonitorContract):
+    @pytest.fixture
+    def backdate(self, database: InMemoryDatabase) -> Backdate:
+        def move(event_id: int, age_s: float) -> None:
+            database.data.events[event_id].occurred_at = database.clock() - age_s
+
+        return move
+
+
+class _SqlBackdate:
+    @pytest.fixture
+    def backdate(self, sql_container: Container) -> Backdate:
+        def move(event_id: int, age_s: float) -> None:
+            with sql_container.engine.begin() as connection:
+                connection.execute(
+                    update(outbox_events)
+                    .where(outbox_events.c.id == event_id)
+                    .values(occurred_at=db_now_plus(seconds(-age_s)))
+                )
+
+        return move
+
+
+class TestOutboxMonitorSqlite(Sqlite, _SqlBackdate, OutboxMonitorContract):
     pass
 
 
-class TestOutboxMonitorSqlite(Sqlite, OutboxMonitorContract):
-    pass
-
-
-class TestOutboxMonitorPostgres(Postgres, OutboxMonitorContract):
+class TestOutboxMonitorPostgres(Postgres, _SqlBackdate, OutboxMonitorContract):
     pass

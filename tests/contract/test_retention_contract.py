@@ -15,6 +15,7 @@ from tests.contract.support import (
     append,
     completed,
     process,
+    sequence,
     stored,
     three_applied_two_pruned,
 )
@@ -49,6 +50,29 @@ class RetentionContract:
                 ids[2],
             ]
 
+    def test_prunable_events_stop_at_the_position_every_baseline_is_past(
+        self, uow_factory: UowFactory
+    ) -> None:
+        ids = append(uow_factory, *(completed(n, n) for n in range(1, 5)))
+        with uow_factory() as uow:
+            sequence(uow, ids[2], ids[0], ids[3], ids[1])  # positions 1 to 4, not in id order
+            for event_id in ids:
+                process(uow, event_id)
+            uow.commit()
+
+        with uow_factory() as uow:
+            through = [e.id for e in uow.retention.lock_prunable(0, 10, through_position=2)]
+            assert through == [ids[0], ids[2]]  # positions 2 and 1, lowest id first
+            assert uow.retention.lock_prunable(0, 10, through_position=0) == []
+            assert [e.id for e in uow.retention.lock_prunable(0, 10, through_position=4)] == ids
+            between = {"after_id": ids[0], "below_id": ids[3]}
+            assert [
+                e.id for e in uow.retention.lock_prunable(0, 10, **between, through_position=3)
+            ] == [ids[2]]  # ids[1] is at position 4
+            assert [
+                e.id for e in uow.retention.lock_prunable(0, 10, **between, through_position=4)
+            ] == [ids[1], ids[2]]
+
     def test_the_first_recent_id_bounds_a_prune(self, uow_factory: UowFactory) -> None:
         ids = append(uow_factory, *(completed(n, n) for n in range(1, 4)))
         with uow_factory() as uow:
@@ -80,7 +104,7 @@ class RetentionContract:
                 total=30, events=2, last_pruned_id=ids[1]
             )
             assert uow.monitor.health().events_pruned == 2
-            assert uow.projection_log.applied_sum() == (30, 1)  # the third event's delta
+            assert [e.id for e in uow.parts.events_after(0, 10)] == [ids[2]]  # the log kept one
             assert uow.deliveries.lock(ids[2]).applied
             with pytest.raises(EventNotFoundError):
                 uow.deliveries.lock(ids[0])

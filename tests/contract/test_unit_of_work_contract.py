@@ -18,6 +18,7 @@ from tests.contract.support import (
     add_bars,
     add_foo,
     completed,
+    part_of,
     pending_events,
 )
 
@@ -32,7 +33,9 @@ class UnitOfWorkContract:
         with uow_factory() as uow:
             foo, bar = Foo(5), Bar(2)
             uow.foos.add(foo)
-            uow.bars.add(bar)
+            part = uow.parts.lock_open(10)
+            uow.bars.add(bar, part)
+            uow.parts.added_bars(part.id, 1)
             uow.outbox.append(completed(1, 5))
             foo_id, bar_id = foo.id, bar.id
         assert foo_id is not None
@@ -42,6 +45,7 @@ class UnitOfWorkContract:
             with pytest.raises(FooNotFoundError):
                 uow.foos.get(foo_id)
             assert uow.bars.count() == 0
+            assert uow.parts.parts() == []
             assert uow.monitor.stats().pending == 0
 
     def test_nothing_is_persisted_when_the_unit_of_work_fails(
@@ -61,15 +65,34 @@ class UnitOfWorkContract:
         self, uow_factory: UowFactory, bar_values: BarValues
     ) -> None:
         [bar_id] = add_bars(uow_factory, 2)
+        part = part_of(uow_factory, bar_id)
 
         with uow_factory() as uow:
-            uow.bars.apply_delta(5)
+            [each] = uow.bars.of_part(part.id)
+            each.bar.value = 10
+            uow.bars.save([each])
             uow.outbox.append(completed(1, 5))
             uow.rollback()
             uow.commit()
 
         assert bar_values([bar_id]) == [0]
         assert pending_events(uow_factory) == []
+
+    def test_after_a_rollback_the_same_unit_of_work_writes_its_changes_again(
+        self, uow_factory: UowFactory, bar_values: BarValues
+    ) -> None:
+        [bar_id] = add_bars(uow_factory, 2)
+        part = part_of(uow_factory, bar_id)
+
+        with uow_factory() as uow:
+            [each] = uow.bars.of_part(part.id)
+            each.bar.value = 10
+            uow.bars.save([each])
+            uow.rollback()
+            uow.bars.save([each])
+            uow.commit()
+
+        assert bar_values([bar_id]) == [10]
 
     def test_a_foos_version_increments_with_every_committed_change(
         self, uow_factory: UowFactory

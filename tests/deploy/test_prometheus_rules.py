@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork
+from infrastructure.ops.metrics import OutboxCollector
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "postsave-alerts.yml"
@@ -23,21 +26,20 @@ README = PROMETHEUS_DIR / "README.md"
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
-# Everything `postsave metrics` exports, and `up` from Prometheus itself.
-METRICS = {
-    "postsave_outbox_events",
-    "postsave_outbox_oldest_pending_age_seconds",
-    "postsave_events_applied_total",
-    "postsave_event_failures_total",
-    "postsave_events_dead_total",
-    "postsave_events_dispatched_total",
-    "postsave_leases_expired_total",
-    "postsave_relay_last_pass_age_seconds",
-    "postsave_database_up",
-    "up",
-}
+
+def exported() -> tuple[set[str], set[str]]:
+    """The sample names `postsave metrics` serves (here from an empty in-memory database: it
+    serves the same names whatever the database holds), and the values of their state label."""
+    database = InMemoryDatabase()
+    collector = OutboxCollector(lambda: InMemoryUnitOfWork(database))
+    samples = [sample for family in collector.collect() for sample in family.samples]
+    states = {sample.labels["state"] for sample in samples if "state" in sample.labels}
+    return {sample.name for sample in samples}, states
+
+
+EXPORTED, STATES = exported()
+METRICS = EXPORTED | {"up"}  # `up` is Prometheus' own
 LABELS = {"job", "instance", "state"}
-STATES = {"pending", "in_flight", "dead"}
 # The PromQL functions, aggregations and keywords the rules use; a new one goes here.
 PROMQL_WORDS = {
     "absent",
@@ -188,3 +190,19 @@ def test_the_readme_explains_every_alert() -> None:
     readme = README.read_text()
     missing = [name for name in alert_sections(RULES.read_text()) if f"`{name}`" not in readme]
     assert not missing, f"alerts missing from {README.relative_to(ROOT)}: {missing}"
+
+
+def test_the_exporter_serves_what_the_rules_watch() -> None:
+    assert {
+        "postsave_outbox_events",
+        "postsave_parts",
+        "postsave_projection_lag_seconds",
+        "postsave_database_up",
+    } <= EXPORTED
+    assert {"pending", "in_flight", "dead", "ready"} <= STATES
+
+
+def test_the_readme_lists_every_metric_the_exporter_serves() -> None:
+    readme = README.read_text()
+    missing = sorted(name for name in EXPORTED if f"| `{name}" not in readme)
+    assert not missing, f"metrics missing from {README.relative_to(ROOT)}: {missing}"

@@ -7,6 +7,7 @@ import pytest
 
 from tests.e2e.pipeline import Pipeline
 from tests.e2e.rabbitmq_node import RabbitMQNode
+from tests.recalculations import DIGEST
 
 
 @pytest.fixture
@@ -26,9 +27,10 @@ def embedded_pipeline(sqlite_url: str, tmp_path: Path) -> Iterator[Pipeline]:
 
 
 def faulty_pipeline(pg_url: str, broker_url: str, tmp_path: Path) -> Pipeline:
-    """Short leases, so that redelivery after a fault is quick to see; one pass per event, so
-    that a fault meets events dispatched and not yet applied (a coalescing pass would apply
-    the whole backlog at once, before any fault)."""
+    """Short leases, so that redelivery after a fault is quick to see; at most 5 events per
+    pass, so that a fault meets events dispatched and not yet applied (a pass of the whole
+    backlog would apply it at once, before any fault); the order-sensitive digest over parts
+    of 250 bars, so that every bar proves it got each event once, in the one order."""
     pipeline = Pipeline(
         pg_url,
         broker_url,
@@ -36,7 +38,9 @@ def faulty_pipeline(pg_url: str, broker_url: str, tmp_path: Path) -> Pipeline:
         poll_interval_s=0.2,
         lease_seconds=3.0,
         batch_size=50,
-        coalesce_limit=0,
+        coalesce_limit=5,
+        recalculation=DIGEST,
+        part_size=250,
     )
     pipeline.watch_ready()
     return pipeline

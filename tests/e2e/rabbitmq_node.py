@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -41,10 +42,14 @@ def scripts_dir() -> Path | None:
 
 class RabbitMQNode:
     """`rabbitmq-server -detached` with its own name, ports, cookie and data directories under
-    `base`; `stop` shuts it down. Its AMQP URL is the default vhost, guest/guest on loopback."""
+    `base`; `stop` shuts it down. Its AMQP URL is the default vhost, guest/guest on loopback.
+    Nodes that share a `cookie` can form a cluster (rabbitmq_cluster.py)."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(
+        self, base: Path, cookie: str | None = None, advanced_config: str | None = None
+    ) -> None:
         self.base = base
+        self.killed = False
         self.name = f"postsave-test-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.amqp_url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
@@ -54,9 +59,9 @@ class RabbitMQNode:
         (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         (base / "enabled_plugins").write_text("[].\n")
         (base / "rabbitmq-env.conf").write_text("")  # not the system's node name and ports
-        cookie = base / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex)
-        cookie.chmod(0o400)  # Erlang refuses a cookie others can read
+        cookie_file = base / ".erlang.cookie"
+        cookie_file.write_text(cookie or uuid.uuid4().hex)
+        cookie_file.chmod(0o400)  # Erlang refuses a cookie others can read
         self.env = {
             **os.environ,
             "HOME": str(base),  # the cookie: this node's, for it and its rabbitmqctl
@@ -72,18 +77,33 @@ class RabbitMQNode:
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
+        if advanced_config is not None:  # Erlang terms, for settings rabbitmq.conf lacks
+            (base / "advanced.config").write_text(advanced_config)
+            self.env["RABBITMQ_ADVANCED_CONFIG_FILE"] = str(base / "advanced.config")
+
+    def url(self, vhost: str = "/") -> str:
+        """This node's AMQP URL for `vhost`."""
+        return self.amqp_url if vhost == "/" else self.amqp_url[:-1] + quote(vhost, safe="")
 
     def start(self) -> None:
+        self.launch()
+        self.wait_until_up()
+
+    def launch(self) -> None:
+        """Start the node and return while it boots: nodes of a cluster boot side by side."""
         assert self._scripts is not None
         started = subprocess.run(
             [str(self._scripts / "rabbitmq-server"), "-detached"],
             env=self.env,
+            cwd=self.base,  # what Erlang writes to its working directory lands here
             capture_output=True,
             text=True,
             timeout=60,
         )
         if started.returncode != 0:
             unavailable("a RabbitMQ node of the tests' own", started.stderr.strip()[-500:])
+
+    def wait_until_up(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             while not self._accepts_connections():
@@ -115,15 +135,22 @@ class RabbitMQNode:
         return done.stdout
 
     def stop(self) -> None:
+        if self.killed:
+            return
         try:
             self.ctl("shutdown")
         except (subprocess.SubprocessError, OSError):
-            self._kill()  # never leave a node running behind the tests
+            self.kill()  # never leave a node running behind the tests
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL the node's Erlang VM, as a crash of its host would end it."""
         pid_file = self.base / "rabbitmq.pid"
         with contextlib.suppress(OSError, ValueError):  # never started, or gone already
             os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        self.killed = True
+        deadline = time.monotonic() + 10
+        while self._accepts_connections() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the kernel closes its sockets as the VM ends
 
     def logs(self) -> str:
         return "\n".join(

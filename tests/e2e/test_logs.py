@@ -77,7 +77,7 @@ def about(
 @pytest.mark.e2e
 @pytest.mark.postgres
 @pytest.mark.rabbitmq
-def test_json_logs_name_the_retried_and_the_dead_event_and_stay_quiet_when_idle(
+def test_json_logs_name_the_failing_part_and_the_dead_event_and_stay_quiet_when_idle(
     pipeline: Pipeline,
 ) -> None:
     worker_log = pipeline.workdir / "worker.log"
@@ -88,7 +88,7 @@ def test_json_logs_name_the_retried_and_the_dead_event_and_stay_quiet_when_idle(
         "worker",
         processes.worker_command(),
         POSTSAVE_LOG_FORMAT="json",
-        POSTSAVE_STATEMENT_TIMEOUT="1",  # a pass blocked on the projection fails within 1 s
+        POSTSAVE_STATEMENT_TIMEOUT="1",  # a pass blocked on a bar fails within 1 s
     )
     start(
         pipeline,
@@ -97,8 +97,10 @@ def test_json_logs_name_the_retried_and_the_dead_event_and_stay_quiet_when_idle(
         POSTSAVE_LOG_FORMAT="text",
     )
     uow = pipeline.container.uow
+    [bar] = use_cases.create_bars(uow(), 2)
     with pipeline.container.engine.connect() as blocker:
-        blocker.execute(text("SELECT * FROM bar_projection FOR UPDATE"))  # no pass can apply
+        # An application holds the bar: the pass over its part cannot write it.
+        blocker.execute(text("SELECT * FROM bars WHERE id = :id FOR UPDATE"), {"id": bar})
         use_cases.complete_foo(uow(), use_cases.create_foos(uow(), 10)[0])
         with pipeline.container.engine.begin() as connection:
             connection.execute(
@@ -107,10 +109,10 @@ def test_json_logs_name_the_retried_and_the_dead_event_and_stay_quiet_when_idle(
                     " VALUES ('FooCompleted', '{\"foo_id\": 1}')"  # no delta: unreadable
                 )
             )
-        retried, dead = (row.id for row in pipeline.events())
-        wait_for(worker_log, lambda r: r.get("event_id") == retried and r["level"] == "WARNING")
+        waiting, dead = (row.id for row in pipeline.events())
+        wait_for(worker_log, lambda r: r.get("part_id") == 1 and r["level"] == "WARNING")
         blocker.rollback()
-    pipeline.wait_until_drained(timeout_s=20)
+    pipeline.wait_until_drained(timeout_s=30)
     # Idle ticks: beat's ticks run relay passes that dispatch nothing, three of them at least.
     idle_from = relay_counters(pipeline)
     wait_until(
@@ -122,25 +124,28 @@ def test_json_logs_name_the_retried_and_the_dead_event_and_stay_quiet_when_idle(
     assert idle_to.events_dispatched == idle_from.events_dispatched  # idle indeed
 
     records = json_lines(worker_log)
-    [warning, *_] = about(records, retried, "WARNING", "domain.delivery")
-    assert warning["message"].startswith(f"event {retried} (FooCompleted) failed (failure 1 of 3)")
-    assert (warning["event_type"], warning["failures"], warning["task_name"]) == (
-        "FooCompleted",
+    # The part failed, in the delivery of the event waiting for it: both named.
+    [warning, *_] = [r for r in records if r.get("part_id") == 1 and r["level"] == "WARNING"]
+    assert warning["logger"] == "domain.passes"
+    assert warning["message"].startswith("part 1 failed (failure 1 of 3), next try in")
+    assert "statement timeout" in warning["message"]
+    assert (warning["event_id"], warning["failures"], warning["task_name"]) == (
+        waiting,
         1,
         RECALC_TASK,
     )
-    [error] = about(records, dead, "ERROR", "domain.delivery")
-    assert error["message"].startswith(f"event {dead} (FooCompleted) is dead after 1 failure(s)")
-    # Celery counts both as failures, each message acknowledged: no traceback, no redelivery.
-    failed = {
-        r["event_id"]: r["message"].split("raised expected: ")[1]
+    # The unreadable event is dead at the relay, before it had a place in the order.
+    [error] = about(records, dead, "ERROR", "domain.relay")
+    assert error["message"].startswith(f"event {dead} (FooCompleted) is dead: InvalidEventError")
+    assert error["task_name"] == POLL_TASK
+    # The waiting event's delivery did not fail: its part did, and backs off.
+    results = {
+        r["event_id"]: r["message"]
         for r in records
-        if r["logger"] == "celery.app.trace" and "raised expected" in r["message"]
-        if "exc_info" not in r
+        if r["logger"] == "celery.app.trace" and r.get("event_id") is not None
     }
-    assert failed[retried] == f"EventNotApplied('event {retried} not applied: retry_scheduled')"
-    assert failed[dead] == f"EventNotApplied('event {dead} not applied: dead')"
-    assert sum(f"event {dead} not applied" in r["message"] for r in records) == 1
+    assert "succeeded" in results[waiting], results
+    assert dead not in results  # never dispatched
     # Idle: no line about a tick, in either process, though ticks ran.
     ticks = [r for r in records if r["logger"] in TICK_LOGGERS and POLL_TASK in r["message"]]
     assert ticks == []

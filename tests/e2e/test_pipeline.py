@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from domain import projection, use_cases
+from domain import use_cases
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from tests.e2e.pipeline import Pipeline, wait_until
 
@@ -35,7 +35,7 @@ def _run_flow(pipeline: Pipeline, foos: int, bars: int) -> None:
     assert 0 < stats.processed <= expected_events
     assert stats.dead == 0
 
-    before = projection.verify(pipeline.container.uow())
+    before = pipeline.container.verify()
     assert before.mismatched == [], pipeline.logs()
     counts = pipeline.counts()
     already = pipeline.logs(tail=None).count("'already_applied'")  # the duplicates above
@@ -45,11 +45,10 @@ def _run_flow(pipeline: Pipeline, foos: int, bars: int) -> None:
         pipeline.deliver(event_id)
     pipeline.wait_for_log("'already_applied'", count=already + 2 * len(redelivered), timeout_s=60)
     pipeline.wait_until_drained()
-    after = projection.verify(pipeline.container.uow())
+    after = pipeline.container.verify()
     assert after.mismatched == []
     assert after.completed_total == before.completed_total
     assert pipeline.counts() == counts  # nothing applied twice, nothing new
-    assert counts["applied_twice"] == 0
     pipeline.assert_processes_alive()
 
 

@@ -1,5 +1,6 @@
-"""A real Prometheus server scrapes `postsave metrics` while work flows through real workers,
-and the series are read back through Prometheus' HTTP API, alert rules loaded."""
+"""A real Prometheus server scrapes `postsave metrics` while work flows through real workers
+over bars in three parts, and the series are read back through Prometheus' HTTP API, alert
+rules loaded."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from domain import use_cases
+from domain.parts import DEFAULT_PART_SIZE
 from tests.e2e.pipeline import Pipeline, produce
 from tests.services import unavailable
 
@@ -124,11 +127,16 @@ def test_prometheus_scrapes_the_outbox_while_work_flows(
     pg_pipeline: Pipeline, prometheus: Prometheus
 ) -> None:
     # Work waits in the outbox before any worker runs, so the scrapes see a backlog first.
+    use_cases.create_bars(pg_pipeline.container.uow(), 3, count=2 * DEFAULT_PART_SIZE + 1)
     produce(pg_pipeline, 60)
     eventually(lambda: prometheus.value('postsave_outbox_events{state="pending"}'), bool, 30)
     pending = prometheus.value('postsave_outbox_events{state="pending"}')
     assert pending is not None and pending > 0
     assert prometheus.value("postsave_relay_last_pass_age_seconds") == float("inf")
+    lag = eventually(lambda: prometheus.value("postsave_projection_lag_seconds"), bool, 30)
+    assert lag is not None and lag > 0  # no event is applied yet
+    assert prometheus.value('postsave_parts{state="ready"}') == 3
+    assert prometheus.value('postsave_parts{state="dead"}') == 0
 
     pg_pipeline.start_worker()
     pg_pipeline.start_beat()
@@ -148,6 +156,16 @@ def test_prometheus_scrapes_the_outbox_while_work_flows(
         30,
     )
     assert prometheus.value("postsave_outbox_oldest_pending_age_seconds") == 0
+    # Every part has applied every event: the bars have caught up with the foos.
+    assert eventually(
+        lambda: (
+            prometheus.value("postsave_projection_lag_seconds"),
+            prometheus.value("postsave_parts_behind"),
+            prometheus.value('postsave_parts{state="dead"}'),
+        ),
+        lambda seen: seen == (0.0, 0.0, 0.0),
+        30,
+    )
     dispatched = prometheus.value("postsave_events_dispatched_total")
     assert dispatched is not None and dispatched >= applied
     age = eventually(lambda: prometheus.value("postsave_relay_last_pass_age_seconds"), _finite, 30)

@@ -165,9 +165,16 @@ def test_running_against_postgresql_and_rabbitmq(servers: Servers) -> None:
 
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "ok: all 5 bars equal weight * 30" in done.stdout, output
+    verified = re.findall(
+        r"^ok: all 5 bars \(1 part\) equal a replay .*, and weight \* 30 ",
+        done.stdout,
+        re.MULTILINE,
+    )
+    assert len(verified) == 2, output  # before the rebuild and after it
     assert "relay: ok, last batch" in done.stdout, output
     assert re.search(r"^processed\s+3$", done.stdout, re.MULTILINE), output
+    assert re.search(r"^parts\s+1$", done.stdout, re.MULTILINE), output
+    assert "rebuilt 1 part through domain.recalculation:recalculate" in done.stdout, output
 
 
 def test_using_it_from_your_application(servers: Servers, tmp_path: Path) -> None:

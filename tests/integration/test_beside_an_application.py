@@ -133,7 +133,12 @@ def test_downgrading_the_application_leaves_postsave_alone(
 ) -> None:
     command.upgrade(app_config, "head")
     upgrade(empty_url)
-    execute(empty_url, "INSERT INTO bars (weight, value) VALUES (3, 0)")
+    execute(
+        empty_url,
+        "INSERT INTO bar_parts (position, applied_total, baseline_position, baseline_total)"
+        " VALUES (0, 0, 0, 0)",
+    )
+    execute(empty_url, "INSERT INTO bars (part_id, position, weight, value) VALUES (1, 0, 3, 0)")
 
     command.downgrade(app_config, "base")
 

@@ -1,5 +1,5 @@
-"""A pass stuck behind a lock on PostgreSQL fails into the retry path within the statement
-timeout, instead of holding its worker forever."""
+"""A pass stuck behind a lock on PostgreSQL fails within the statement timeout, into its
+part's backoff, instead of holding its worker forever."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from domain import use_cases
-from domain.backoff import RetryPolicy
 from domain.delivery import Outcome, handle_delivery
 from domain.outbox import EventState
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
+from tests.deliveries import dispatch
 
 pytestmark = pytest.mark.postgres
 
@@ -26,24 +26,31 @@ def container(pg_url: str) -> Iterator[Container]:
     built.close()
 
 
-def test_a_delivery_stuck_behind_a_lock_fails_into_a_retry_within_the_statement_timeout(
+def test_a_pass_stuck_behind_a_lock_fails_into_its_parts_backoff_within_the_statement_timeout(
     container: Container,
 ) -> None:
     use_cases.create_bars(container.uow(), 2, count=3)
     [foo] = use_cases.create_foos(container.uow(), 10)
     use_cases.complete_foo(container.uow(), foo)
+    dispatch(container, [1])
     with container.engine.connect() as blocker:
-        # Someone holds the projection row, as a long rebuild or a stuck session would.
-        blocker.execute(text("SELECT * FROM bar_projection FOR UPDATE"))
+        # Someone holds a bar, as an application's long transaction would.
+        blocker.execute(text("SELECT * FROM bars WHERE id = 2 FOR UPDATE"))
         started = time.monotonic()
-        outcome = handle_delivery(container.uow, 1, RetryPolicy(), coalesce=0)
+        outcome = handle_delivery(container.uow, 1, container.heavy_step)
         waited = time.monotonic() - started
         blocker.rollback()
 
-    assert outcome is Outcome.RETRY_SCHEDULED
+    assert outcome is Outcome.WAITING
     assert waited < 5
     with container.uow() as uow:
-        stored = uow.deliveries.lock(1)
-    assert (stored.state, stored.failures) == (EventState.PENDING, 1)
-    assert "statement timeout" in (stored.last_error or "")
-    assert handle_delivery(container.uow, 1, RetryPolicy()) is Outcome.APPLIED  # lock gone
+        [part] = uow.parts.parts()
+        event = uow.deliveries.lock(1)
+    assert (part.failures, part.position) == (1, 0)
+    assert "statement timeout" in (part.last_error or "")
+    assert (event.state, event.failures) == (EventState.PENDING, 0)  # the event did not fail
+    with container.engine.begin() as connection:  # the backoff is over, the message is back
+        connection.execute(text("UPDATE bar_parts SET available_at = now()"))
+    dispatch(container, [1])
+    assert handle_delivery(container.uow, 1, container.heavy_step) is Outcome.APPLIED
+    assert container.verify().holds

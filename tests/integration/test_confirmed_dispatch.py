@@ -28,6 +28,7 @@ DOWN_BROKER = "amqp://guest:guest@127.0.0.1:1//"
 @pytest.fixture
 def container(pg_url: str, amqp_url: str) -> Iterator[Container]:
     built = Container(Settings(database_url=pg_url, broker_url=amqp_url, batch_size=10))
+    use_cases.create_bars(built.uow(), 1)  # a part waits for the events: they need messages
     use_cases.complete_foos(built.uow(), use_cases.create_foos(built.uow(), 5, count=25))
     yield built
     built.close()

@@ -1,7 +1,7 @@
-"""A rebuild reads the checkpoint and the log's sum in two statements. On PostgreSQL each sees
-what had committed when it started, so a prune chunk committing between them would be counted
-twice, in the log and in the checkpoint. The rebuild locks the checkpoint first: a chunk in
-progress holds it off until it commits, and one that starts later waits for the rebuild."""
+"""A rebuild replays from the bars' baselines the events after them; a prune deletes events
+that every baseline is past. The rebuild locks the checkpoint first: a prune chunk in progress
+holds it off until it commits (its events are then gone, and the baselines past them), and
+one that starts later waits for the rebuild to have reopened what it replays."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from domain import projection, use_cases
-from domain.delivery import apply_pass
+from domain import projection, retention, use_cases
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
+from tests.deliveries import apply_events
 
 pytestmark = pytest.mark.postgres
 
@@ -53,15 +53,17 @@ def test_a_rebuild_waits_for_a_prune_chunk_in_progress_and_counts_it_once(
     foos = [f for batch in use_cases.create_foos_in_batches(container.uow(), 3, 5) for f in batch]
     use_cases.complete_foos(container.uow(), foos)
     with container.engine.connect() as connection:
-        first = connection.execute(text("SELECT min(id) FROM outbox_events")).scalar_one()
-    apply_pass(container.uow(), first, coalesce=5)
-    results: list[tuple[int, int]] = []
+        ids = list(connection.execute(text("SELECT id FROM outbox_events ORDER BY id")).scalars())
+    apply_events(container, ids[:2])
+    through = retention.take_baselines(container.uow)  # at position 2
+    apply_events(container, ids[2:])
+    results: list[projection.RebuildStart] = []
 
     with container.uow() as chunk:  # a prune's chunk: folded and deleted, not yet committed
-        events = chunk.retention.lock_prunable(0, 2)
+        events = chunk.retention.lock_prunable(0, 5, through_position=through)
         chunk.retention.fold_and_delete(events, sum(e.event().delta for e in events))
         rebuilding = threading.Thread(
-            target=lambda: results.append(projection.rebuild(container.uow()))
+            target=lambda: results.append(projection.rebuild(container.uow, container.heavy_step))
         )
         rebuilding.start()
         waiting = waiting_on_a_lock(container)
@@ -70,8 +72,9 @@ def test_a_rebuild_waits_for_a_prune_chunk_in_progress_and_counts_it_once(
         chunk.commit()
     rebuilding.join(timeout=10)
 
-    assert results == [(5, 3)]  # two events from the checkpoint, three from the log
+    # The two pruned events are in the baselines; the three after them are replayed.
+    assert results == [projection.RebuildStart(parts=1, from_position=2, events=3)]
     with container.engine.connect() as connection:
         values = connection.execute(text("SELECT DISTINCT value FROM bars")).scalars()
         assert list(values) == [2 * 5 * 3]
-    assert projection.verify(container.uow()).holds
+    assert container.verify().holds

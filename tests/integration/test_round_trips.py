@@ -14,9 +14,13 @@ from sqlalchemy.exc import OperationalError
 
 from domain import use_cases
 from domain.bar import Bar
+from domain.delivery import Outcome, handle_delivery
 from domain.errors import ConcurrentUpdateError
+from infrastructure.bootstrap import Container
+from infrastructure.settings import Settings
 from infrastructure.sql.engines import make_engine
 from infrastructure.sql.unit_of_work import SqlUnitOfWork
+from tests.deliveries import dispatch
 
 pytestmark = pytest.mark.postgres
 
@@ -179,12 +183,12 @@ def test_a_write_after_an_unlocked_read_joins_the_transaction_of_the_commit(
 
     with SqlUnitOfWork(engine) as uow:
         uow.foos.get(foo_id).complete()
-        uow.bars.add(Bar(2))  # begins the transaction after the read
+        uow.bars.add(Bar(2), uow.parts.lock_open(10))  # begins the transaction after the read
     assert outbox_size(engine) == 0  # left without commit: neither the bar nor the foo
 
     with SqlUnitOfWork(engine) as uow:
         uow.foos.get(foo_id).complete()
-        uow.bars.add(Bar(2))
+        uow.bars.add(Bar(2), uow.parts.lock_open(10))
         uow.commit()
     assert states(engine, [foo_id]) == ["completed"]
     assert outbox_size(engine) == 1
@@ -194,9 +198,9 @@ def test_a_write_after_an_unlocked_read_joins_the_transaction_of_the_commit(
 
 def test_an_adapter_used_after_a_rollback_works_in_a_new_transaction(engine: Engine) -> None:
     with SqlUnitOfWork(engine) as uow:
-        uow.bars.add(Bar(1))
+        uow.bars.add(Bar(1), uow.parts.lock_open(10))
         uow.rollback()
-        uow.bars.add(Bar(2))
+        uow.bars.add(Bar(2), uow.parts.lock_open(10))
         uow.commit()
 
     with engine.connect() as connection:
@@ -256,3 +260,36 @@ def test_a_save_writes_the_new_version_of_a_foo_on_its_own_page(engine: Engine) 
         use_cases.complete_foo(SqlUnitOfWork(engine), foo_id)
 
     assert {page_of(engine, foo_id) for foo_id in saved} == {page_of(engine, ids[250])}
+
+
+def test_a_message_of_an_event_other_passes_applied_costs_two_statements(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Under load most messages find their event applied by the passes of another delivery:
+    one read says that no pass waits for a worker, and the message is back in one UPDATE, in
+    a transaction of its own."""
+    container = Container(Settings(database_url=pg_url))
+    use_cases.create_bars(container.uow(), 2, count=10)
+    first, second = use_cases.create_foos(container.uow(), 5, count=2)
+    use_cases.complete_foos(container.uow(), [first, second])
+    with container.engine.connect() as connection:
+        events = list(
+            connection.execute(text("SELECT id FROM outbox_events ORDER BY id")).scalars()
+        )
+    dispatch(container, events)
+    assert handle_delivery(container.uow, events[1], container.heavy_step) is Outcome.APPLIED
+
+    with traced(container.engine, tmp_path / "trace") as sent:
+        outcome = handle_delivery(container.uow, events[0], container.heavy_step)
+
+    assert outcome is Outcome.ALREADY_APPLIED
+    assert [m for m in sent if m != "Sync"] == [
+        "BEGIN",
+        next(m for m in sent if m.startswith("SELECT EXISTS")),
+        next(m for m in sent if m.startswith("UPDATE outbox_events")),
+        "COMMIT",
+    ]
+    with container.engine.connect() as connection:
+        query = text("SELECT state FROM outbox_events ORDER BY id")
+        assert list(connection.execute(query).scalars()) == ["processed", "processed"]
+    container.close()

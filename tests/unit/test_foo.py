@@ -28,7 +28,7 @@ def test_completing_a_pending_foo_emits_foo_completed_with_plus_its_amount() -> 
     foo.complete()
 
     assert foo.state is FooState.COMPLETED
-    assert foo.events == [FooCompleted(foo_id=7, delta=40)]
+    assert foo.events == [FooCompleted(foo_id=7, delta=40, amount=40, state="completed")]
 
 
 @pytest.mark.parametrize(("old", "new"), [(40, 55), (40, 15), (40, 0), (0, 9)])
@@ -39,7 +39,7 @@ def test_revising_a_completed_foo_emits_foo_revised_with_new_minus_old(old: int,
 
     assert foo.amount == new
     assert foo.state is FooState.COMPLETED
-    assert foo.events == [FooRevised(foo_id=3, delta=new - old)]
+    assert foo.events == [FooRevised(foo_id=3, delta=new - old, amount=new, state="completed")]
 
 
 def test_revising_a_completed_foo_to_the_same_amount_emits_nothing() -> None:
@@ -64,7 +64,7 @@ def test_cancelling_a_completed_foo_emits_foo_cancelled_with_minus_its_amount() 
     foo.cancel()
 
     assert foo.state is FooState.CANCELLED
-    assert foo.events == [FooCancelled(foo_id=4, delta=-40)]
+    assert foo.events == [FooCancelled(foo_id=4, delta=-40, amount=40, state="cancelled")]
 
 
 def test_cancelling_a_pending_foo_cancels_it_and_emits_nothing() -> None:

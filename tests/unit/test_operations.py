@@ -45,7 +45,11 @@ def test_retrying_dead_events_by_id_makes_them_due_again_with_no_failures(
         7,
     )
     with uow_factory() as uow:
-        assert [event.id for event in uow.relay_queue.claim_pending(10)] == [dead[0], 2, dead[2]]
+        assert [event.id for event in uow.relay_queue.claim_unsequenced(10)] == [
+            dead[0],
+            2,
+            dead[2],
+        ]
 
 
 def test_retrying_all_dead_events_revives_every_one_of_them(
@@ -93,15 +97,19 @@ def test_outbox_stats_count_events_by_state_and_age_the_oldest_unfinished(
         uow.commit()
     with uow_factory() as uow:
         uow.relay_queue.mark_dispatched([1], lease_seconds=30)
-        uow.deliveries.record_applied([2])
-        uow.bars.apply_delta(1)  # as a pass does: the projection counts what it applied
-        uow.deliveries.finish_pass([2], delivered_id=2)
+        uow.relay_queue.sequence([(2, 1)])
+        uow.deliveries.apply_through(1)  # as a delivery settles what every part has passed
         uow.commit()
     clock.advance(7.5)
 
     stats = outbox_stats(uow_factory())
 
     assert stats == OutboxStats(
-        pending=1, in_flight=1, processed=1, dead=0, oldest_pending_age_s=7.5
+        pending=1,
+        in_flight=1,
+        processed=1,
+        dead=0,
+        oldest_pending_age_s=7.5,
+        projection_lag_s=7.5,  # two are not applied yet
     )
     assert not stats.drained

@@ -1,17 +1,20 @@
-"""The recalculation handler: applied once, duplicates absorbed, failures kept in the outbox."""
+"""A delivery of an event's message: it drives the parts on, then settles its event, applied
+once every part has passed it; duplicates change nothing; the parts, not the event, hold
+failures; what Celery is told."""
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from domain.backoff import RetryPolicy
-from domain.delivery import Outcome, handle_delivery, record_failure
-from domain.errors import ConcurrentUpdateError, InvalidEventError
-from domain.operations import retry_dead_events
+from domain import delivery
+from domain.delivery import RECHECK_BUSY_S, RECHECK_STOPPED_S, Outcome, handle_delivery
+from domain.operations import retry_dead_parts
 from domain.outbox import EventState, RelayLimits
+from domain.parts import PartState
 from domain.ports import UnitOfWork
 from domain.relay import relay_once
 from domain.use_cases import create_bars
@@ -26,20 +29,31 @@ from infrastructure.ops.logs import DeliveryFields
 from tasks import recalculation
 from tasks.recalculation import recalculate_bars
 from tests.unit.support import (
+    DIGEST_STEP,
+    POLICY,
+    STEP,
     append_raw_event,
     bar_values,
     complete_new_foos,
     dispatch_all,
     event_rows,
     event_states,
+    parts,
 )
-
-POLICY = RetryPolicy(max_attempts=3, base_delay_s=1.0, max_delay_s=10.0)
 
 
 @pytest.fixture
 def bars(uow: InMemoryUnitOfWork) -> list[int]:
     return create_bars(uow, weight=1) + create_bars(uow, weight=2) + create_bars(uow, weight=0)
+
+
+def small_parts(database: InMemoryDatabase, size: int) -> Callable[[], UnitOfWork]:
+    def make() -> UnitOfWork:
+        uow = InMemoryUnitOfWork(database)
+        uow.part_size = size
+        return uow
+
+    return make
 
 
 def test_an_event_is_applied_to_every_bar_and_recorded_as_processed(
@@ -49,51 +63,251 @@ def test_an_event_is_applied_to_every_bar_and_recorded_as_processed(
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
+    dispatch_all(uow_factory)
 
-    outcome = handle_delivery(uow_factory, event_id, POLICY)
+    outcome = handle_delivery(uow_factory, event_id, STEP)
 
     assert outcome is Outcome.APPLIED
     assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
     assert event_states(database) == {event_id: EventState.PROCESSED}
-    assert database.data.applied == {event_id}
-    assert database.data.applied_total == 10
+    assert database.data.events[event_id].applied
+    assert (database.data.applied_position, database.data.events_applied) == (1, 1)
+    assert [(p.position, p.applied_total) for p in parts(database)] == [(1, 10)]
 
 
-def test_a_second_delivery_of_an_event_is_already_processed_and_changes_no_bar(
+def test_a_second_delivery_of_an_event_is_already_applied_and_changes_nothing(
     uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: InMemoryDatabase,
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
-    handle_delivery(uow_factory, event_id, POLICY)
-    before = (bar_values(database), database.data.applied_total, database.data.events_applied)
+    dispatch_all(uow_factory)
+    handle_delivery(uow_factory, event_id, STEP)
+    before = (bar_values(database), parts(database), database.data.events_applied)
 
-    outcome = handle_delivery(uow_factory, event_id, POLICY)
+    outcome = handle_delivery(uow_factory, event_id, STEP)
 
     assert outcome is Outcome.ALREADY_APPLIED
-    after = (bar_values(database), database.data.applied_total, database.data.events_applied)
-    assert after == before
+    assert (bar_values(database), parts(database), database.data.events_applied) == before
+    assert event_states(database) == {event_id: EventState.PROCESSED}
 
 
-def test_a_delivery_whose_processed_guard_already_holds_the_event_changes_no_bar(
+def test_one_delivery_applies_every_event_sequenced_before_it_and_their_messages_settle(
     uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: InMemoryDatabase,
     bars: list[int],
 ) -> None:
-    # The unique key, not the state column, is the last word: a stale state changes nothing.
-    [event_id] = complete_new_foos(uow, 10)
-    database.data.applied.add(event_id)
+    events = complete_new_foos(uow, 1, 2, 3, 4)
+    dispatch_all(uow_factory)
 
-    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.ALREADY_APPLIED
+    assert handle_delivery(uow_factory, events[2], STEP) is Outcome.APPLIED
+
+    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
+    states = event_states(database)
+    # Applied, each: those whose messages are still out stay in flight until they are back.
+    assert [states[e] for e in events] == [EventState.DISPATCHED] * 2 + [
+        EventState.PROCESSED,
+        EventState.DISPATCHED,
+    ]
+    assert all(database.data.events[e].applied for e in events)
+    assert database.data.events_applied == 4
+    for event_id in events:  # their own deliveries find nothing left to do
+        assert handle_delivery(uow_factory, event_id, STEP) is Outcome.ALREADY_APPLIED
+    assert set(event_states(database).values()) == {EventState.PROCESSED}
+    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
+    assert database.data.events_applied == 4
+
+
+def test_a_delivery_passes_the_parts_only_through_its_own_event_and_then_settles_it(
+    uow: InMemoryUnitOfWork, database: InMemoryDatabase
+) -> None:
+    """Events keep arriving under load: a delivery that drove every part to the head before
+    settling would leave its own event unstamped for as long as its budget lasts."""
+    uow_factory = small_parts(database, 2)
+    create_bars(uow_factory(), weight=1, count=4)  # two parts
+    events = complete_new_foos(uow, 1, 2, 3, 4)
+    dispatch_all(uow_factory)
+    one_at_a_time = replace(STEP, events_per_pass=1)
+
+    assert handle_delivery(uow_factory, events[0], one_at_a_time) is Outcome.APPLIED
+
+    assert [p.position for p in parts(database)] == [1, 1]  # not 4: its event was through
+    assert [database.data.events[e].applied for e in events] == [True, False, False, False]
+    assert handle_delivery(uow_factory, events[3], one_at_a_time) is Outcome.APPLIED
+    assert [p.position for p in parts(database)] == [4, 4]
+
+
+def test_a_delivery_waits_while_a_part_is_behind_and_its_event_is_pending_again(
+    uow: InMemoryUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: InMemoryDatabase,
+    clock: ManualClock,
+    bars: list[int],
+) -> None:
+    [event_id] = complete_new_foos(uow, 10)
+    dispatch_all(uow_factory)
+    no_time = replace(STEP, budget_s=0.0)  # another worker's pass has the part, say
+
+    assert handle_delivery(uow_factory, event_id, no_time) is Outcome.WAITING
+
+    [row] = event_rows(database)
+    assert (row.state, row.applied, row.failures, row.dispatches) == (
+        EventState.PENDING,
+        False,
+        0,
+        1,
+    )
+    assert row.available_at == clock() + RECHECK_BUSY_S
+    assert row.position == 1  # kept: it is not sequenced again
     assert bar_values(database) == dict.fromkeys(bars, 0)
+    assert dispatch_all(uow_factory) == []
+    clock.advance(RECHECK_BUSY_S)
+    assert dispatch_all(uow_factory) == [event_id]
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.APPLIED
+    assert database.data.events[event_id].position == 1
+    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
+
+
+def test_an_event_is_applied_once_every_part_has_passed_it(
+    database: InMemoryDatabase, clock: ManualClock
+) -> None:
+    uow_factory = small_parts(database, 1)
+    first, second = create_bars(uow_factory(), weight=1, count=2)
+    [event_id] = complete_new_foos(InMemoryUnitOfWork(database), 10)
+    dispatch_all(uow_factory)
+    database.pass_errors.append(RuntimeError("disk full"))  # the first part's pass
+
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.WAITING
+
+    assert bar_values(database) == {first: 0, second: 10}
+    assert not database.data.events[event_id].applied
+    assert database.data.applied_position == 0
+    clock.advance(RECHECK_BUSY_S)  # the part's backoff after one failure is over by then
+    assert dispatch_all(uow_factory) == [event_id]
+
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.APPLIED
+
+    assert bar_values(database) == {first: 10, second: 10}
+    assert (database.data.applied_position, database.data.events_applied) == (1, 1)
+    assert event_states(database) == {event_id: EventState.PROCESSED}
+    assert database.data.events[event_id].dispatches == 2
+
+
+def test_a_redelivery_after_the_event_is_applied_changes_nothing(
+    database: InMemoryDatabase,
+) -> None:
+    uow_factory = small_parts(database, 1)
+    bars = create_bars(uow_factory(), weight=3, count=2)
+    [event_id] = complete_new_foos(InMemoryUnitOfWork(database), 5)
+    dispatch_all(uow_factory)
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.APPLIED
+    before = (bar_values(database), parts(database), event_rows(database))
+
+    # A duplicate of its message, or one sent again after its lease: nothing to do.
+    for _ in range(3):
+        assert handle_delivery(uow_factory, event_id, STEP) is Outcome.ALREADY_APPLIED
+
+    assert (bar_values(database), parts(database), event_rows(database)) == before
+    assert bar_values(database) == dict.fromkeys(bars, 15)
+
+
+def test_a_delivery_of_an_event_applied_meanwhile_by_other_passes_is_already_applied(
+    uow: InMemoryUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: InMemoryDatabase,
+    bars: list[int],
+) -> None:
+    first, second = complete_new_foos(uow, 3, 4)
+    dispatch_all(uow_factory)
+    handle_delivery(uow_factory, first, STEP)  # applies both
+    assert event_states(database) == {first: EventState.PROCESSED, second: EventState.DISPATCHED}
+
+    assert handle_delivery(uow_factory, second, STEP) is Outcome.ALREADY_APPLIED
+
+    assert event_states(database) == {first: EventState.PROCESSED, second: EventState.PROCESSED}
+    assert bar_values(database) == {bars[0]: 7, bars[1]: 14, bars[2]: 0}
+    assert database.data.events_applied == 2
+
+
+def test_an_event_waiting_on_a_dead_part_is_looked_at_again_late_and_revived_with_it(
+    database: InMemoryDatabase, clock: ManualClock
+) -> None:
+    uow_factory = small_parts(database, 1)
+    dead, other = create_bars(uow_factory(), weight=1, count=2)
+    [event_id] = complete_new_foos(InMemoryUnitOfWork(database), 10)
+    step = replace(STEP, retry=replace(POLICY, max_attempts=1))
+    dispatch_all(uow_factory)
+    database.pass_errors.append(RuntimeError("disk full"))
+
+    assert handle_delivery(uow_factory, event_id, step) is Outcome.WAITING
+
+    assert [p.state for p in parts(database)] == [PartState.DEAD, PartState.READY]
+    assert database.data.events[event_id].available_at == clock() + RECHECK_STOPPED_S
+    assert retry_dead_parts(uow_factory()) == [parts(database)[0].id]
+    assert dispatch_all(uow_factory) == [event_id]  # woken with its part
+    assert handle_delivery(uow_factory, event_id, step) is Outcome.APPLIED
+    assert bar_values(database) == {dead: 10, other: 10}
+
+
+def test_a_delivery_under_another_recalculation_is_refused_and_applies_nothing(
+    uow: InMemoryUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: InMemoryDatabase,
+    clock: ManualClock,
+    bars: list[int],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery, "_refusals_logged", set())
+    first, second = complete_new_foos(uow, 10, 20)
+    dispatch_all(uow_factory)
+
+    with caplog.at_level("DEBUG", logger="domain.delivery"):
+        outcomes = [handle_delivery(uow_factory, e, DIGEST_STEP) for e in (first, second)]
+
+    assert outcomes == [Outcome.REFUSED] * 2
+    assert bar_values(database) == dict.fromkeys(bars, 0)
+    assert {row.state for row in event_rows(database)} == {EventState.PENDING}
+    assert {row.available_at for row in event_rows(database)} == {clock() + RECHECK_STOPPED_S}
+    assert {row.failures for row in event_rows(database)} == {0}
+    # One ERROR per process for the pair of recalculations, not one per message.
+    assert [(r.levelname, r.event_id) for r in caplog.records] == [
+        ("ERROR", first),
+        ("DEBUG", second),
+    ]
+    assert "`postsave rebuild`" in caplog.records[0].getMessage()
+    clock.advance(RECHECK_STOPPED_S)
+    dispatch_all(uow_factory)
+    assert handle_delivery(uow_factory, first, STEP) is Outcome.APPLIED
+    assert bar_values(database) == {bars[0]: 30, bars[1]: 60, bars[2]: 0}
+
+
+def test_a_message_for_an_event_not_yet_sequenced_leaves_it_to_the_relay(
+    uow: InMemoryUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: InMemoryDatabase,
+    bars: list[int],
+) -> None:
+    [event_id] = complete_new_foos(uow, 10)  # a stray message: the relay never sent it
+
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.WAITING
+
+    [row] = event_rows(database)
+    assert (row.state, row.position, row.applied, row.dispatches) == (
+        EventState.PENDING,
+        None,
+        False,
+        0,
+    )
+    assert dispatch_all(uow_factory) == [event_id]
 
 
 def test_an_unknown_event_id_is_reported_and_changes_nothing(
     uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, bars: list[int]
 ) -> None:
-    assert handle_delivery(uow_factory, 12345, POLICY) is Outcome.NO_SUCH_EVENT
+    assert handle_delivery(uow_factory, 12345, STEP) is Outcome.NO_SUCH_EVENT
     assert bar_values(database) == dict.fromkeys(bars, 0)
     assert database.data.events == {}
 
@@ -104,10 +318,15 @@ def test_an_unknown_event_id_is_reported_and_changes_nothing(
         ("FooExploded", {"foo_id": 1, "delta": 5}, "UnknownEventTypeError: unknown event type"),
         ("FooCompleted", {"foo_id": 1, "delta": "5"}, "InvalidEventError: event payload field"),
         ("FooCompleted", [1, 5], "InvalidEventError: FooCompleted payload must be an object"),
+        (
+            "FooCompleted",
+            {"v": 3, "foo_id": 1, "delta": 5},
+            "InvalidEventError: FooCompleted payload version 3",
+        ),
     ],
-    ids=["unknown-type", "bad-field", "not-an-object"],
+    ids=["unknown-type", "bad-field", "not-an-object", "newer-version"],
 )
-def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
+def test_an_unreadable_event_is_dead_at_the_relay_and_does_not_block_the_others(
     uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: InMemoryDatabase,
@@ -115,170 +334,51 @@ def test_a_poison_event_goes_dead_with_its_error_and_does_not_block_the_others(
     event_type: str,
     payload: object,
     error: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     [before] = complete_new_foos(uow, 3)
     poison = append_raw_event(database, event_type, payload)
     [after] = complete_new_foos(uow, 4)
-    dispatch_all(uow_factory)
 
-    outcomes = [handle_delivery(uow_factory, i, POLICY) for i in (before, poison, after)]
+    with caplog.at_level("ERROR", logger="domain.relay"):
+        assert dispatch_all(uow_factory) == [before, after]
 
-    assert outcomes == [Outcome.APPLIED, Outcome.DEAD, Outcome.APPLIED]
-    [dead] = [row for row in event_rows(database) if row.id == poison]
-    assert (dead.state, dead.failures, dead.dispatches) == (EventState.DEAD, 1, 1)
+    dead = database.data.events[poison]
+    assert (dead.state, dead.failures, dead.dispatches, dead.position) == (
+        EventState.DEAD,
+        1,
+        0,
+        None,  # no place in the order: no part waits for it
+    )
     assert dead.last_error is not None
     assert dead.last_error.startswith(error)
+    assert [database.data.events[e].position for e in (before, after)] == [1, 2]
+    [line] = caplog.records
+    assert (line.levelname, line.event_id, line.event_type) == ("ERROR", poison, event_type)
+    assert line.getMessage().startswith(f"event {poison} ({event_type}) is dead: {error}")
+    assert line.getMessage().endswith(
+        f"; `postsave dead retry {poison}` once a version that reads it runs"
+    )
+    outcomes = [handle_delivery(uow_factory, i, STEP) for i in (before, poison, after)]
+    # The first applies both: the other's delivery finds it applied.
+    assert outcomes == [Outcome.APPLIED, Outcome.DEAD, Outcome.ALREADY_APPLIED]
     assert bar_values(database) == {bars[0]: 7, bars[1]: 14, bars[2]: 0}
-    assert poison not in database.data.applied
+    assert database.data.counters["event_failures"] == database.data.counters["events_dead"] == 1
 
 
-def test_a_redelivered_poison_event_stays_dead_and_changes_nothing(
-    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, bars: list[int]
+def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
+    uow: InMemoryUnitOfWork,
+    uow_factory: Callable[[], UnitOfWork],
+    database: InMemoryDatabase,
+    bars: list[int],
 ) -> None:
     poison = append_raw_event(database, "FooCompleted", {"foo_id": 1})
-    handle_delivery(uow_factory, poison, POLICY)
+    dispatch_all(uow_factory)
 
-    assert handle_delivery(uow_factory, poison, POLICY) is Outcome.DEAD
+    for _ in range(2):
+        assert handle_delivery(uow_factory, poison, STEP) is Outcome.DEAD
     assert event_states(database) == {poison: EventState.DEAD}
     assert bar_values(database) == dict.fromkeys(bars, 0)
-
-
-def test_a_transient_failure_schedules_a_retry_and_counts_one_failure(
-    uow: InMemoryUnitOfWork,
-    uow_factory: Callable[[], UnitOfWork],
-    database: InMemoryDatabase,
-    clock: ManualClock,
-    bars: list[int],
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    dispatch_all(uow_factory)
-    database.apply_delta_errors.append(RuntimeError("connection reset"))
-
-    outcome = handle_delivery(uow_factory, event_id, POLICY)
-
-    assert outcome is Outcome.RETRY_SCHEDULED
-    [row] = event_rows(database)
-    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 1, 1)
-    assert row.last_error == "RuntimeError: connection reset"
-    assert clock() + 0.5 <= row.available_at <= clock() + 1.0  # backoff after one failure
-    assert bar_values(database) == dict.fromkeys(bars, 0)
-    assert database.data.applied == set()
-    assert database.data.applied_total == 0
-
-
-def test_an_event_retried_after_a_transient_failure_is_applied_once(
-    uow: InMemoryUnitOfWork,
-    uow_factory: Callable[[], UnitOfWork],
-    database: InMemoryDatabase,
-    clock: ManualClock,
-    bars: list[int],
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    dispatch_all(uow_factory)
-    database.apply_delta_errors.append(RuntimeError("connection reset"))
-    handle_delivery(uow_factory, event_id, POLICY)
-
-    assert dispatch_all(uow_factory) == []  # still backing off
-    clock.advance(1.0)
-    assert dispatch_all(uow_factory) == [event_id]
-    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.APPLIED
-
-    [row] = event_rows(database)
-    assert (row.state, row.dispatches, row.failures, row.last_error) == (
-        EventState.PROCESSED,
-        2,
-        1,
-        None,
-    )
-    assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
-
-
-def test_an_event_that_keeps_failing_is_dead_after_max_attempts_failures(
-    uow: InMemoryUnitOfWork,
-    uow_factory: Callable[[], UnitOfWork],
-    database: InMemoryDatabase,
-    clock: ManualClock,
-    bars: list[int],
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    [other] = complete_new_foos(uow, 1)
-    outcomes = []
-    for attempt in range(1, POLICY.max_attempts + 1):
-        assert event_id in dispatch_all(uow_factory)
-        row = event_rows(database)[0]
-        assert (row.dispatches, row.failures) == (attempt, attempt - 1)
-        database.apply_delta_errors.append(RuntimeError(f"failure {attempt}"))
-        outcomes.append(handle_delivery(uow_factory, event_id, POLICY))
-        clock.advance(POLICY.max_delay_s)
-
-    assert outcomes == [Outcome.RETRY_SCHEDULED] * (POLICY.max_attempts - 1) + [Outcome.DEAD]
-    row = event_rows(database)[0]
-    assert (row.state, row.dispatches, row.failures) == (
-        EventState.DEAD,
-        POLICY.max_attempts,
-        POLICY.max_attempts,
-    )
-    assert row.last_error == f"RuntimeError: failure {POLICY.max_attempts}"
-    assert event_id not in dispatch_all(uow_factory)  # the dead wait for an operator
-    assert handle_delivery(uow_factory, other, POLICY) is Outcome.APPLIED
-    assert bar_values(database) == {bars[0]: 1, bars[1]: 2, bars[2]: 0}
-
-
-def test_a_domain_error_is_permanent_and_kills_the_event_at_once(
-    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    database.apply_delta_errors.append(InvalidEventError("cannot apply this"))
-
-    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.DEAD
-    [row] = event_rows(database)
-    assert (row.state, row.dispatches, row.failures) == (EventState.DEAD, 0, 1)
-    assert row.last_error == "InvalidEventError: cannot apply this"
-
-
-def test_a_lost_concurrency_race_while_applying_schedules_a_retry(
-    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    dispatch_all(uow_factory)
-    database.apply_delta_errors.append(ConcurrentUpdateError())
-
-    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
-    [row] = event_rows(database)
-    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 1, 1)
-
-
-def test_a_failure_reported_for_an_event_already_processed_leaves_it_processed(
-    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    handle_delivery(uow_factory, event_id, POLICY)
-
-    outcome = record_failure(uow_factory(), event_id, RuntimeError("late"), POLICY)
-
-    assert outcome is Outcome.ALREADY_APPLIED
-    [row] = event_rows(database)
-    assert (row.state, row.last_error, row.failures) == (EventState.PROCESSED, None, 0)
-
-
-def test_a_failure_reported_for_an_event_dead_meanwhile_leaves_it_dead_and_counts_nothing(
-    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    with uow_factory() as killed:  # another pass gave up on it
-        killed.deliveries.record_failure(event_id, "InvalidEventError: first", retry_in_s=None)
-        killed.commit()
-
-    outcome = record_failure(uow_factory(), event_id, RuntimeError("late"), POLICY)
-
-    assert outcome is Outcome.DEAD
-    [row] = event_rows(database)
-    assert (row.state, row.last_error, row.failures) == (
-        EventState.DEAD,
-        "InvalidEventError: first",
-        1,
-    )
-    assert database.data.counters["event_failures"] == 1
 
 
 def test_duplicate_deliveries_of_many_events_keep_the_invariant(
@@ -288,15 +388,17 @@ def test_duplicate_deliveries_of_many_events_keep_the_invariant(
     bars: list[int],
 ) -> None:
     event_ids = complete_new_foos(uow, 5, 6, 7)
+    dispatch_all(uow_factory)
 
     for event_id in event_ids + event_ids[::-1] + event_ids:
-        handle_delivery(uow_factory, event_id, POLICY)
+        handle_delivery(uow_factory, event_id, STEP)
 
     assert bar_values(database) == {bars[0]: 18, bars[1]: 36, bars[2]: 0}
     assert database.data.events_applied == 3
+    assert set(event_states(database).values()) == {EventState.PROCESSED}
 
 
-# Dispatches (attempts) and failures are counted apart: only failures lead to a dead letter.
+# Dispatches (attempts) are counted apart from failures, which are the parts' own now.
 
 LEASE = RelayLimits(batch_size=100, max_in_flight=100, lease_seconds=30)
 
@@ -316,16 +418,22 @@ def test_lease_expiries_alone_never_make_an_event_dead(
         clock.advance(LEASE.lease_seconds)  # the message was lost; the lease runs out
 
     [row] = event_rows(database)
-    assert (row.state, row.dispatches, row.failures) == (EventState.DISPATCHED, expiries, 0)
+    assert (row.state, row.dispatches, row.failures, row.position) == (
+        EventState.DISPATCHED,
+        expiries,
+        0,
+        1,  # sequenced once, before its first dispatch
+    )
     assert dispatcher.dispatched == [event_id] * expiries
+    assert database.data.head == 1
 
-    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.APPLIED
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.APPLIED
     [row] = event_rows(database)
     assert (row.state, row.dispatches, row.failures) == (EventState.PROCESSED, expiries, 0)
     assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
 
 
-def test_a_failure_after_many_lease_expiries_counts_as_the_first_failure(
+def test_a_pass_failing_after_many_lease_expiries_backs_off_as_a_first_failure(
     uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: InMemoryDatabase,
@@ -337,22 +445,23 @@ def test_a_failure_after_many_lease_expiries_counts_as_the_first_failure(
         relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
         clock.advance(LEASE.lease_seconds)
     relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
-    database.apply_delta_errors.append(RuntimeError("connection reset"))
+    database.pass_errors.append(RuntimeError("connection reset"))
 
-    outcome = handle_delivery(uow_factory, event_id, POLICY)
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.WAITING
 
-    assert outcome is Outcome.RETRY_SCHEDULED
+    [part] = parts(database)
+    assert (part.state, part.failures) == (PartState.READY, 1)
+    # The backoff of a first failure (base 1 s, jittered to [0.5, 1]), whatever the dispatches.
+    assert clock() + 0.5 <= database.data.parts[part.id].available_at <= clock() + 1.0
     [row] = event_rows(database)
     assert (row.state, row.dispatches, row.failures) == (
         EventState.PENDING,
         POLICY.max_attempts + 3,
-        1,
+        0,
     )
-    # The backoff of a first failure (base 1 s, jittered to [0.5, 1]), whatever the dispatches.
-    assert clock() + 0.5 <= row.available_at <= clock() + 1.0
 
 
-def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_failures(
+def test_a_dead_part_revived_has_its_full_retries_again_and_then_applies_once(
     uow: InMemoryUnitOfWork,
     uow_factory: Callable[[], UnitOfWork],
     database: InMemoryDatabase,
@@ -360,116 +469,61 @@ def test_failures_and_dispatches_are_counted_apart_and_a_revival_restarts_the_fa
     bars: list[int],
 ) -> None:
     [event_id] = complete_new_foos(uow, 10)
-    seen = []
-    outcomes = []
+    outcomes, failures = [], []
     for failure in range(1, POLICY.max_attempts + 1):
-        # Each round: dispatched, the lease runs out, dispatched again, then the apply fails.
-        relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
-        clock.advance(LEASE.lease_seconds)
-        relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
-        database.apply_delta_errors.append(RuntimeError(f"failure {failure}"))
-        outcomes.append(handle_delivery(uow_factory, event_id, POLICY))
-        [row] = event_rows(database)
-        seen.append((row.dispatches, row.failures))
+        dispatch_all(uow_factory)
+        database.pass_errors.append(RuntimeError(f"failure {failure}"))
+        outcomes.append(handle_delivery(uow_factory, event_id, STEP))
+        failures.append(parts(database)[0].failures)
         clock.advance(POLICY.max_delay_s)
 
-    assert outcomes == [Outcome.RETRY_SCHEDULED] * (POLICY.max_attempts - 1) + [Outcome.DEAD]
-    assert seen == [(2 * n, n) for n in range(1, POLICY.max_attempts + 1)]
-    [row] = event_rows(database)
-    assert row.state is EventState.DEAD
+    assert outcomes == [Outcome.WAITING] * POLICY.max_attempts
+    assert failures == [1, 2, 3]
+    [part] = parts(database)
+    assert (part.state, part.last_error) == (PartState.DEAD, "RuntimeError: failure 3")
+    assert dispatch_all(uow_factory) == []  # it waits for its part, parked
+    assert event_rows(database)[0].failures == 0
 
-    assert retry_dead_events(uow_factory(), [event_id]) == [event_id]
-    [row] = event_rows(database)
-    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 6, 0)
+    assert retry_dead_parts(uow_factory(), [part.id]) == [part.id]
+    assert (parts(database)[0].state, parts(database)[0].failures) == (PartState.READY, 0)
 
     # Revived, it has its full retries again: one more failure is not its death.
-    relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
-    database.apply_delta_errors.append(RuntimeError("once more"))
-    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.RETRY_SCHEDULED
-    [row] = event_rows(database)
-    assert (row.state, row.dispatches, row.failures) == (EventState.PENDING, 7, 1)
+    dispatch_all(uow_factory)
+    database.pass_errors.append(RuntimeError("once more"))
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.WAITING
+    assert (parts(database)[0].state, parts(database)[0].failures) == (PartState.READY, 1)
 
     clock.advance(POLICY.max_delay_s)
-    relay_once(uow_factory(), InMemoryDispatcher(), LEASE)
-    assert handle_delivery(uow_factory, event_id, POLICY) is Outcome.APPLIED
+    dispatch_all(uow_factory)
+    assert handle_delivery(uow_factory, event_id, STEP) is Outcome.APPLIED
     [row] = event_rows(database)
     assert (row.state, row.dispatches, row.failures, row.last_error) == (
         EventState.PROCESSED,
-        8,
-        1,
+        5,
+        0,
         None,
     )
     assert bar_values(database) == {bars[0]: 10, bars[1]: 20, bars[2]: 0}
-
-
-def test_a_late_message_for_a_dead_event_leaves_it_parked_and_changes_no_bar(
-    uow: InMemoryUnitOfWork,
-    uow_factory: Callable[[], UnitOfWork],
-    database: InMemoryDatabase,
-    bars: list[int],
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    database.data.events[event_id].state = EventState.DEAD
-
-    outcome = handle_delivery(uow_factory, event_id, POLICY)
-
-    assert outcome is Outcome.DEAD
-    assert bar_values(database) == {bars[0]: 0, bars[1]: 0, bars[2]: 0}
-    assert event_states(database) == {event_id: EventState.DEAD}
-    assert database.data.applied == set()
-
-
-def test_a_retried_failure_is_a_warning_and_a_dead_event_an_error_each_naming_the_event(
-    uow: InMemoryUnitOfWork,
-    uow_factory: Callable[[], UnitOfWork],
-    database: InMemoryDatabase,
-    bars: list[int],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    [event_id] = complete_new_foos(uow, 10)
-    policy = RetryPolicy(max_attempts=2, base_delay_s=4.0, max_delay_s=4.0)
-    database.apply_delta_errors.extend([RuntimeError("disk full"), RuntimeError("disk full")])
-
-    with caplog.at_level("WARNING", logger="domain.delivery"):
-        handle_delivery(uow_factory, event_id, policy)
-        handle_delivery(uow_factory, event_id, policy)
-
-    [retried, dead] = caplog.records
-    assert retried.levelname == "WARNING"
-    assert retried.getMessage().startswith(
-        f"event {event_id} (FooCompleted) failed (failure 1 of 2), next try in "
-    )
-    assert retried.getMessage().endswith(" s: RuntimeError: disk full")
-    assert (dead.levelname, dead.getMessage()) == (
-        "ERROR",
-        f"event {event_id} (FooCompleted) is dead after 2 failure(s): RuntimeError: disk full; "
-        f"`postsave dead retry {event_id}` once the cause is fixed",
-    )
-    # The same as fields, for JSON logs.
-    assert (retried.event_id, retried.failures, retried.max_attempts) == (event_id, 1, 2)
-    assert 2.0 <= retried.retry_in_s <= 4.0
-    assert (dead.event_id, dead.event_type, dead.failures) == (event_id, "FooCompleted", 2)
 
 
 def test_a_message_for_an_unknown_event_is_an_error_naming_the_id(
     uow_factory: Callable[[], UnitOfWork], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level("ERROR", logger="domain.delivery"):
-        handle_delivery(uow_factory, 404, POLICY)
+        handle_delivery(uow_factory, 404, STEP)
 
     [line] = caplog.records
     assert (line.levelname, line.event_id) == ("ERROR", 404)
     assert line.getMessage().startswith("event 404: dropped a message")
 
 
-# What Celery is told: a delivery that left its event unapplied is a task FAILURE, logged by
+# What Celery is told: a delivery that cannot apply its event is a task FAILURE, logged by
 # Celery at INFO without a traceback (the domain logged the failure), its message acknowledged.
+# A delivery whose event waits for its parts is a success: nothing failed.
 
 
-@pytest.mark.parametrize(
-    "outcome", [Outcome.RETRY_SCHEDULED, Outcome.DEAD, Outcome.NO_SUCH_EVENT], ids=str
-)
-def test_celery_sees_an_unapplied_event_as_an_expected_failure_of_the_task(
+@pytest.mark.parametrize("outcome", [Outcome.REFUSED, Outcome.DEAD, Outcome.NO_SUCH_EVENT], ids=str)
+def test_celery_sees_an_event_that_cannot_be_applied_as_an_expected_failure_of_the_task(
     outcome: Outcome, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(recalculation, "handle_delivery", lambda *_: outcome)
@@ -487,8 +541,10 @@ def test_celery_sees_an_unapplied_event_as_an_expected_failure_of_the_task(
     )
 
 
-@pytest.mark.parametrize("outcome", [Outcome.APPLIED, Outcome.ALREADY_APPLIED], ids=str)
-def test_celery_sees_an_event_on_the_bars_as_a_success(
+@pytest.mark.parametrize(
+    "outcome", [Outcome.APPLIED, Outcome.ALREADY_APPLIED, Outcome.WAITING], ids=str
+)
+def test_celery_sees_an_event_applied_or_on_its_way_as_a_success(
     outcome: Outcome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(recalculation, "handle_delivery", lambda *_: outcome)

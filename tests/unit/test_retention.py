@@ -7,16 +7,28 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from domain.backoff import RetryPolicy
 from domain.delivery import Outcome, handle_delivery
 from domain.errors import DomainError
 from domain.outbox import Checkpoint, EventState, StoredEvent
 from domain.ports import UnitOfWork
-from domain.projection import rebuild, verify
+from domain.projection import rebuild, start_rebuild, verify
+from domain.recalculation import example_closed_form
 from domain.retention import format_duration, parse_duration, prune, prune_on_schedule
 from domain.use_cases import complete_foos, create_bars, create_foos
-from infrastructure.memory import InMemoryDatabase, ManualClock
-from tests.unit.support import bar_values, dispatch_all, drain, event_states
+from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork, ManualClock
+from tests.unit.support import (
+    DIGEST_STEP,
+    STEP,
+    append_raw_event,
+    bar_values,
+    chained,
+    computed_with,
+    dispatch_all,
+    drain,
+    event_rows,
+    event_states,
+    parts,
+)
 
 
 @pytest.mark.parametrize(
@@ -69,28 +81,40 @@ def test_prune_folds_old_processed_events_into_the_checkpoint_and_deletes_them(
     assert archived == [1, 2, 3, 4, 5, 6]
     assert progress == [4, 6]
     assert event_states(database) == {7: EventState.PENDING}
-    assert database.data.applied == set()
     assert database.data.checkpoint == Checkpoint(total=60, events=6, last_pruned_id=6)
+    # The bars as the prune found them are their baselines now, at their parts' positions.
+    assert [(row.baseline, row.baseline_position) for row in database.data.bars.values()] == [
+        ({"weight": 2, "value": 120}, 6),
+        ({"weight": 3, "value": 180}, 6),
+    ]
+    assert [p.baseline_position for p in parts(database)] == [6]
     drain(uow_factory)  # new events flow as before
-    assert verify(uow_factory()).holds
+    assert verify(uow_factory, STEP, example_closed_form).holds
     assert bar_values(database) == {bars[0]: 122, bars[1]: 183}
 
 
 def test_pending_in_flight_dead_and_young_events_are_never_pruned(
     uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
 ) -> None:
-    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=4))
-    [pending, in_flight, dead, young] = sorted(database.data.events)
-    dispatch_all(uow_factory)
-    database.data.events[pending].state = EventState.PENDING
-    database.data.events[dead].state = EventState.DEAD
-    handle_delivery(uow_factory, young, RetryPolicy())  # processed, but recent
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=2))
+    dead = append_raw_event(database, "FooCompleted", {"foo_id": 1, "delta": "10"})
+    [in_flight, young] = dispatch_all(uow_factory)  # the unreadable one is dead at the relay
+    handle_delivery(uow_factory, young, STEP)  # processed, but recent
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10))
+    [pending] = [row.id for row in event_rows(database) if row.state is EventState.PENDING]
+    # Applied, both: the one whose message is still out is in flight, not finished.
+    assert event_states(database) == {
+        in_flight: EventState.DISPATCHED,
+        young: EventState.PROCESSED,
+        dead: EventState.DEAD,
+        pending: EventState.PENDING,
+    }
     clock.advance(30)
 
     assert prune(uow_factory, older_than_s=60).pruned == 0
-    assert sorted(database.data.events) == [pending, in_flight, dead, young]
+    assert sorted(database.data.events) == sorted([pending, in_flight, dead, young])
     assert prune(uow_factory, older_than_s=0).pruned == 1  # `0s`: every finished event
-    assert sorted(database.data.events) == [pending, in_flight, dead]
+    assert sorted(database.data.events) == sorted([pending, in_flight, dead])
 
 
 def test_rebuild_after_a_prune_is_the_checkpoint_plus_the_events_left(
@@ -100,12 +124,14 @@ def test_rebuild_after_a_prune_is_the_checkpoint_plus_the_events_left(
     prune(uow_factory, older_than_s=0, chunk=4)
     complete_foos(uow_factory(), create_foos(uow_factory(), 5))
     drain(uow_factory)
-    for bar in database.data.bars.values():
-        bar.value = -1  # damaged
+    for row in database.data.bars.values():
+        row.bar.value = -1  # damaged
 
-    assert rebuild(uow_factory()) == (7, 2)
+    started = rebuild(uow_factory, STEP)
+
+    assert (started.from_position, started.events) == (6, 1)  # the baselines, and one event
     assert bar_values(database) == {bars[0]: 130, bars[1]: 195}
-    assert verify(uow_factory()).holds
+    assert verify(uow_factory, STEP, example_closed_form).holds
 
 
 def test_a_message_for_a_pruned_event_changes_nothing_and_says_so(
@@ -118,8 +144,8 @@ def test_a_message_for_a_pruned_event_changes_nothing_and_says_so(
     prune(uow_factory, older_than_s=0)
 
     with caplog.at_level("INFO", logger="domain.delivery"):
-        late = handle_delivery(uow_factory, 3, RetryPolicy())
-        unknown = handle_delivery(uow_factory, 99, RetryPolicy())
+        late = handle_delivery(uow_factory, 3, STEP)
+        unknown = handle_delivery(uow_factory, 99, STEP)
 
     assert (late, unknown) == (Outcome.ALREADY_APPLIED, Outcome.NO_SUCH_EVENT)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
@@ -181,7 +207,7 @@ def test_prune_walks_the_ids_below_the_first_recent_event_and_a_straggler_waits(
     assert sorted(database.data.events) == [7, 8]
     clock.advance(120)
     assert prune(uow_factory, older_than_s=60).pruned == 2  # the next prune takes it
-    assert verify(uow_factory()).holds
+    assert verify(uow_factory, STEP, example_closed_form).holds
 
 
 def test_the_scheduled_prune_says_what_it_removed_in_one_line(
@@ -199,3 +225,78 @@ def test_the_scheduled_prune_says_what_it_removed_in_one_line(
             "prune: folded 6 finished events older than 30m into the checkpoint and deleted them",
         ),
     ]
+
+
+# Baselines: what a replay starts from once the events before it are gone.
+
+
+def test_after_a_prune_verify_and_rebuild_replay_from_the_baselines_it_took(
+    database: InMemoryDatabase, clock: ManualClock
+) -> None:
+    uow_factory = computed_with(DIGEST_STEP.name, small_parts(database, 1))  # order-sensitive
+    bars = create_bars(uow_factory(), 1, count=2)
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=4))
+    drain(uow_factory, DIGEST_STEP)
+    first = [row.id for row in event_rows(database)]
+    clock.advance(3_600)
+
+    assert prune(uow_factory, older_than_s=60).pruned == 4
+    assert database.data.events == {}
+
+    assert verify(uow_factory, DIGEST_STEP).holds
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10))
+    drain(uow_factory, DIGEST_STEP)
+    everything = [*first, *(row.id for row in event_rows(database))]
+    assert bar_values(database) == dict.fromkeys(bars, chained(0, everything))
+    assert verify(uow_factory, DIGEST_STEP).holds
+    for row in database.data.bars.values():
+        row.bar.value = -1  # damaged
+    assert not verify(uow_factory, DIGEST_STEP).holds
+    rebuild(uow_factory, DIGEST_STEP)
+    assert bar_values(database) == dict.fromkeys(bars, chained(0, everything))
+
+
+def test_a_prune_leaves_the_events_a_part_behind_has_not_passed(
+    database: InMemoryDatabase, clock: ManualClock
+) -> None:
+    uow_factory = small_parts(database, 1)
+    create_bars(uow_factory(), 1, count=2)
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=2))
+    drain(uow_factory)
+    complete_foos(uow_factory(), create_foos(uow_factory(), 10, count=2))
+    database.pass_errors.append(RuntimeError("disk full"))  # the first part stays behind
+    drain(uow_factory)
+    clock.advance(3_600)
+
+    assert prune(uow_factory, older_than_s=0).pruned == 2
+
+    assert [(p.position, p.baseline_position) for p in parts(database)] == [(2, 2), (4, 4)]
+    assert [row.position for row in event_rows(database)] == [3, 4]
+    assert verify(uow_factory, STEP).holds
+    clock.advance(60)
+    drain(uow_factory)
+    assert verify(uow_factory, STEP, example_closed_form).holds
+
+
+def test_a_rebuilding_part_keeps_its_baseline_and_the_events_after_it(
+    uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase, clock: ManualClock
+) -> None:
+    history(uow_factory, clock)
+    start_rebuild(uow_factory(), STEP.name)  # the workers have not replayed it yet
+
+    assert prune(uow_factory, older_than_s=0).pruned == 0
+
+    assert [p.baseline_position for p in parts(database)] == [0]
+    assert len(database.data.events) == 6
+    drain(uow_factory)
+    assert verify(uow_factory, STEP, example_closed_form).holds
+    assert prune(uow_factory, older_than_s=0).pruned == 6
+
+
+def small_parts(database: InMemoryDatabase, size: int) -> Callable[[], UnitOfWork]:
+    def make() -> UnitOfWork:
+        uow = InMemoryUnitOfWork(database)
+        uow.part_size = size
+        return uow
+
+    return make

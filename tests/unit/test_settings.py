@@ -96,3 +96,42 @@ def test_a_retention_that_is_not_a_duration_is_refused_in_one_line(value: str) -
         f"POSTSAVE_RETENTION={value!r} is not a duration: a whole number and s, m, h or d (7d); "
         "unset it to keep every event"
     )
+
+
+AMQP = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_queues_are_classic_by_default_or_quorum_on_rabbitmq() -> None:
+    assert Settings.from_env({"POSTSAVE_BROKER_URL": AMQP}).queue_type == "classic"
+    quorum = {"POSTSAVE_BROKER_URL": AMQP, "POSTSAVE_QUEUE_TYPE": " Quorum "}
+    assert Settings.from_env(quorum).queue_type == "quorum"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"POSTSAVE_BROKER_URL": AMQP, "POSTSAVE_QUEUE_TYPE": "mirrored"},
+            "POSTSAVE_QUEUE_TYPE='mirrored' is not a queue type (use classic or quorum)",
+        ),
+        (
+            {"POSTSAVE_QUEUE_TYPE": "quorum"},
+            "POSTSAVE_QUEUE_TYPE=quorum needs RabbitMQ: set POSTSAVE_BROKER_URL to amqp:// "
+            "URLs, or unset POSTSAVE_QUEUE_TYPE",
+        ),
+    ],
+)
+def test_a_queue_type_postsave_cannot_declare_is_refused_in_one_line(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value) == message
+
+
+def test_a_database_url_with_several_hosts_in_libpqs_form_is_kept_in_sqlalchemys() -> None:
+    url = "postgresql+psycopg://postsave@pg1:5440,pg2:5441/postsave?target_session_attrs=read-write"
+    assert Settings.from_env({"POSTSAVE_DATABASE_URL": url}).database_url == (
+        "postgresql+psycopg://postsave@/postsave"
+        "?host=pg1:5440&host=pg2:5441&target_session_attrs=read-write"
+    )

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from infrastructure.urls import broker_url_problem, database_url_problem, redact_url
+from infrastructure.urls import (
+    broker_url_problem,
+    database_url_problem,
+    redact_url,
+    sqlalchemy_database_url,
+)
 
 SECRET = "s3cret"
 
@@ -36,8 +41,11 @@ SECRET = "s3cret"
             f"postgresql+psycopg://u@h/db?sslmode=require&password={SECRET}&x=1",
             "postgresql+psycopg://u@h/db?sslmode=require&password=***&x=1",
         ),
-        # fail-over brokers: every password hidden
-        (f"amqp://u:{SECRET}@h1//;amqp://u:{SECRET}x@h2//", "amqp://u:***@h2//"),
+        # fail-over brokers: every password hidden, every node shown
+        (
+            f"amqp://u:{SECRET}@h1//;amqp://u:{SECRET}x@h2//",
+            "amqp://u:***@h1//;amqp://u:***@h2//",
+        ),
     ],
 )
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
@@ -113,3 +121,43 @@ def test_other_brokers_are_refused_with_what_to_do(url: str, problem: str) -> No
     found = broker_url_problem(url)
     assert found is not None
     assert problem in found
+
+
+@pytest.mark.parametrize(
+    ("url", "as_sqlalchemy_takes_it"),
+    [
+        (
+            f"postgresql+psycopg://u:{SECRET}@pg1:5440,pg2:5441/postsave"
+            "?target_session_attrs=read-write",
+            f"postgresql+psycopg://u:{SECRET}@/postsave"
+            "?host=pg1:5440&host=pg2:5441&target_session_attrs=read-write",
+        ),
+        ("postgresql+psycopg://pg1,pg2:5441/db", "postgresql+psycopg:///db?host=pg1&host=pg2:5441"),
+        ("postgresql+psycopg://u@pg1,pg2", "postgresql+psycopg://u@/?host=pg1&host=pg2"),
+        # one host, SQLAlchemy's own form, and SQLite: as they are
+        ("postgresql+psycopg://u@pg1:5440/db", "postgresql+psycopg://u@pg1:5440/db"),
+        (
+            "postgresql+psycopg://u@/db?host=pg1:5440&host=pg2:5441",
+            "postgresql+psycopg://u@/db?host=pg1:5440&host=pg2:5441",
+        ),
+        ("sqlite:///var/postsave.db", "sqlite:///var/postsave.db"),
+    ],
+)
+def test_several_hosts_in_libpqs_own_form_are_given_to_sqlalchemy_in_its_form(
+    url: str, as_sqlalchemy_takes_it: str
+) -> None:
+    assert sqlalchemy_database_url(url) == as_sqlalchemy_takes_it
+    assert database_url_problem(url) is None
+
+
+def test_sqlalchemy_hands_libpq_every_host_and_port_of_a_multi_host_url() -> None:
+    from sqlalchemy import create_engine
+
+    url = "postgresql+psycopg://u@pg1:5440,pg2:5441/db?target_session_attrs=read-write"
+    engine = create_engine(sqlalchemy_database_url(url))
+    _, params = engine.dialect.create_connect_args(engine.url)
+    assert (params["host"], params["port"], params["target_session_attrs"]) == (
+        "pg1,pg2",
+        "5440,5441",
+        "read-write",
+    )

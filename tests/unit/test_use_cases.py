@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from domain import use_cases
-from domain.backoff import RetryPolicy
 from domain.delivery import handle_delivery
 from domain.errors import (
     ConcurrentUpdateError,
@@ -18,7 +18,9 @@ from domain.errors import (
     InvalidWeightError,
 )
 from domain.foo import FooState
+from domain.outbox import RelayLimits
 from domain.ports import UnitOfWork
+from domain.relay import relay_once
 from domain.use_cases import (
     cancel_foo,
     cancel_foos,
@@ -29,8 +31,17 @@ from domain.use_cases import (
     create_foos,
     revise_foo,
 )
-from infrastructure.memory import InMemoryDatabase, InMemoryUnitOfWork
-from tests.unit.support import event_rows
+from infrastructure.memory import InMemoryDatabase, InMemoryDispatcher, InMemoryUnitOfWork
+from tests.unit.support import (
+    DIGEST,
+    STEP,
+    bar_values,
+    complete_new_foos,
+    dispatch_all,
+    drain,
+    event_rows,
+    parts,
+)
 
 INVALID_AMOUNTS = [-1, True, 1.5, "3"]
 INVALID_WEIGHTS = [-2, False, 0.5, "1"]
@@ -41,8 +52,13 @@ def foo_row(database: InMemoryDatabase, foo_id: int) -> tuple[FooState, int]:
     return foo.state, foo.amount
 
 
-def outbox(database: InMemoryDatabase) -> list[tuple[str, dict[str, int]]]:
+def outbox(database: InMemoryDatabase) -> list[tuple[str, dict[str, Any]]]:
     return [(row.event_type, row.payload) for row in event_rows(database)]
+
+
+def payload(foo_id: int, delta: int, amount: int, state: str) -> dict[str, Any]:
+    """As the current version stores an event: the change and the foo after it."""
+    return {"v": 2, "foo_id": foo_id, "delta": delta, "amount": amount, "state": state}
 
 
 def test_creating_foos_stores_pending_foos_and_returns_their_ids(
@@ -84,7 +100,7 @@ def test_completing_a_foo_writes_foo_completed_with_its_amount_to_the_outbox(
     complete_foo(uow, foo_id)
 
     assert foo_row(database, foo_id) == (FooState.COMPLETED, 30)
-    assert outbox(database) == [("FooCompleted", {"foo_id": foo_id, "delta": 30})]
+    assert outbox(database) == [("FooCompleted", payload(foo_id, 30, 30, "completed"))]
 
 
 def test_revising_a_completed_foo_writes_foo_revised_with_the_difference(
@@ -96,7 +112,7 @@ def test_revising_a_completed_foo_writes_foo_revised_with_the_difference(
     revise_foo(uow, foo_id, 21)
 
     assert foo_row(database, foo_id) == (FooState.COMPLETED, 21)
-    assert outbox(database)[1:] == [("FooRevised", {"foo_id": foo_id, "delta": -9})]
+    assert outbox(database)[1:] == [("FooRevised", payload(foo_id, -9, 21, "completed"))]
 
 
 def test_revising_a_pending_foo_changes_its_amount_and_writes_no_event(
@@ -119,7 +135,7 @@ def test_cancelling_a_completed_foo_writes_foo_cancelled_with_minus_its_amount(
     cancel_foo(uow, foo_id)
 
     assert foo_row(database, foo_id) == (FooState.CANCELLED, 30)
-    assert outbox(database)[1:] == [("FooCancelled", {"foo_id": foo_id, "delta": -30})]
+    assert outbox(database)[1:] == [("FooCancelled", payload(foo_id, -30, 30, "cancelled"))]
 
 
 def test_cancelling_a_pending_foo_cancels_it_and_writes_no_event(
@@ -257,7 +273,7 @@ def test_completing_several_foos_writes_one_event_each_in_the_order_given(
 
     complete_foos(uow, [ids[2], ids[0], ids[2], ids[1]])
 
-    assert [payload["foo_id"] for _, payload in outbox(database)] == [ids[2], ids[0], ids[1]]
+    assert [fields["foo_id"] for _, fields in outbox(database)] == [ids[2], ids[0], ids[1]]
 
 
 class ConflictingUnitOfWork(InMemoryUnitOfWork):
@@ -285,7 +301,7 @@ def test_a_change_that_loses_a_concurrency_race_is_retried_as_a_whole(
 
     assert uow.attempts == use_cases.CONFLICT_RETRIES
     assert foo_row(database, foo_id) == (FooState.COMPLETED, 8)
-    assert outbox(database) == [("FooCompleted", {"foo_id": foo_id, "delta": 8})]
+    assert outbox(database) == [("FooCompleted", payload(foo_id, 8, 8, "completed"))]
 
 
 def test_a_change_that_keeps_losing_the_race_gives_up_and_writes_nothing(
@@ -323,7 +339,74 @@ def test_creating_bars_without_applied_events_starts_them_at_zero(
     ids = create_bars(uow, weight=3, count=2)
 
     assert ids == [1, 2]
-    assert [(bar.weight, bar.value) for bar in database.data.bars.values()] == [(3, 0)] * 2
+    assert [(row.bar.weight, row.bar.value) for row in database.data.bars.values()] == [(3, 0)] * 2
+    assert [(p.position, p.applied_total, p.bars) for p in parts(database)] == [(0, 0, 2)]
+
+
+def test_bars_fill_parts_of_the_unit_of_works_part_size(database: InMemoryDatabase) -> None:
+    uow = InMemoryUnitOfWork(database)
+    uow.part_size = 2
+
+    first = create_bars(uow, weight=1, count=5)
+    second = create_bars(uow, weight=1, count=2)  # the last part's room first, then a new one
+
+    assert first + second == list(range(1, 8))
+    assert [p.bars for p in parts(database)] == [2, 2, 2, 1]
+    by_part = {
+        p.id: [b for b, row in database.data.bars.items() if row.part_id == p.id]
+        for p in parts(database)
+    }
+    assert list(by_part.values()) == [[1, 2], [3, 4], [5, 6], [7]]
+
+
+def test_the_first_bars_are_computed_with_the_recalculation_of_the_unit_of_work(
+    database: InMemoryDatabase,
+) -> None:
+    first = InMemoryUnitOfWork(database)
+    first.recalculation = DIGEST  # as the container sets it from POSTSAVE_RECALCULATION
+
+    create_bars(first, weight=1)
+    assert database.data.recalculation == DIGEST
+    create_bars(InMemoryUnitOfWork(database), weight=1)  # another process, the example's
+
+    assert database.data.recalculation == DIGEST  # bars exist: only a rebuild changes it
+    assert [p.bars for p in parts(database)] == [2]
+
+
+def test_a_bar_created_into_a_full_part_while_events_are_sequenced_starts_a_part_at_the_head(
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
+) -> None:
+    uow.part_size = 1
+    [old] = create_bars(uow, weight=2)
+    complete_new_foos(uow, 7, 8)
+    sent = dispatch_all(uow_factory)  # sequenced, not yet applied: the head is at 2, total 15
+
+    [new] = create_bars(uow, weight=5)
+
+    assert [(p.position, p.applied_total) for p in parts(database)] == [(0, 0), (2, 15)]
+    assert bar_values(database) == {old: 0, new: 5 * 15}
+    for event_id in sent:
+        handle_delivery(uow_factory, event_id, STEP)
+    assert bar_values(database) == {old: 2 * 15, new: 5 * 15}  # the new one got neither again
+
+
+def test_a_bar_joining_a_part_that_is_behind_starts_at_the_parts_position_and_total(
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
+) -> None:
+    complete_new_foos(uow, 4)
+    [old] = create_bars(uow, weight=1)  # its part at the head: 1, with a total of 4
+    complete_new_foos(uow, 7, 8)
+    drain(uow_factory)
+    complete_new_foos(uow, 6)
+    [sent] = dispatch_all(uow_factory)  # the part is behind: at 3, the head at 4
+
+    [new] = create_bars(uow, weight=5)
+
+    [part] = parts(database)
+    assert (part.position, part.applied_total, part.bars) == (3, 19, 2)
+    assert (database.data.bars[new].position, bar_values(database)[new]) == (3, 5 * 19)
+    handle_delivery(uow_factory, sent, STEP)
+    assert bar_values(database) == {old: 4 + 7 + 8 + 6, new: 5 * 25}
 
 
 def test_a_new_bar_starts_at_its_weight_times_the_applied_total(
@@ -334,15 +417,16 @@ def test_a_new_bar_starts_at_its_weight_times_the_applied_total(
     ids = create_foos(uow, amount=7, count=3)
     complete_foos(uow, ids)
     applied = [row.id for row in event_rows(database)[:2]]
+    relay_once(uow_factory(), InMemoryDispatcher(), RelayLimits(batch_size=2, sequence_batch=2))
     for event_id in applied:
-        handle_delivery(uow_factory, event_id, RetryPolicy())
+        handle_delivery(uow_factory, event_id, STEP)
 
     bar_id = create_bar(uow, weight=5)
 
-    assert database.data.bars[bar_id].value == 5 * 14
-    # The third event, still in flight, reaches the new bar like any other.
-    handle_delivery(uow_factory, event_rows(database)[2].id, RetryPolicy())
-    assert database.data.bars[bar_id].value == 5 * 21
+    assert database.data.bars[bar_id].bar.value == 5 * 14
+    # The third event, still in the outbox, reaches the new bar like any other.
+    drain(uow_factory)
+    assert database.data.bars[bar_id].bar.value == 5 * 21
 
 
 @pytest.mark.parametrize("weight", INVALID_WEIGHTS, ids=repr)
@@ -406,14 +490,17 @@ def test_a_failing_batch_keeps_the_batches_committed_before_it(database: InMemor
 
 
 def test_creating_bars_in_batches_starts_each_at_the_applied_total(
-    uow: InMemoryUnitOfWork, database: InMemoryDatabase
+    uow: InMemoryUnitOfWork, uow_factory: Callable[[], UnitOfWork], database: InMemoryDatabase
 ) -> None:
-    database.data.applied_total = 6
+    complete_new_foos(uow, 6)
+    drain(uow_factory)
+    uow.part_size = 3
 
     batches = list(use_cases.create_bars_in_batches(uow, weight=3, count=5, batch_size=2))
 
     assert [len(ids) for ids in batches] == [2, 2, 1]
-    assert [database.data.bars[i].value for ids in batches for i in ids] == [18] * 5
+    assert [database.data.bars[i].bar.value for ids in batches for i in ids] == [18] * 5
+    assert [p.bars for p in parts(database)] == [3, 2]
 
 
 @pytest.mark.parametrize(

@@ -1,27 +1,23 @@
-"""The DeliveryLedger port: lock what a pass applies, guard it once, finish it, or fail it."""
+"""The DeliveryLedger port: settle what every part has applied, the delivered message, and
+the events a relay cannot read (dead)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, case, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, case, select, update
 
 from domain.errors import EventNotFoundError
 from domain.outbox import APPLY, FAIL, MAX_ERROR_CHARS, EventState, StoredEvent
 from domain.ports import DeliveryLedger
 from infrastructure.sql.clock import db_now, db_now_plus, seconds
-from infrastructure.sql.outbox.rows import DUE_ORDER, UNFINISHED, allowed, select_events, stored
-from infrastructure.sql.schema import applied_events, outbox_counters, outbox_events
+from infrastructure.sql.outbox.rows import allowed, select_events, stored
+from infrastructure.sql.schema import bar_projection, outbox_counters, outbox_events
 
 
 class SqlDeliveryLedger(DeliveryLedger):
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
-        postgresql = connection.dialect.name == "postgresql"
-        self.insert = pg_insert if postgresql else sqlite_insert
 
     def lock(self, event_id: int) -> StoredEvent:
         query = select_events().where(outbox_events.c.id == event_id).with_for_update()
@@ -30,54 +26,79 @@ class SqlDeliveryLedger(DeliveryLedger):
             raise EventNotFoundError(event_id)
         return stored(row)
 
-    def lock_waiting(self, limit: int, exclude_id: int) -> list[StoredEvent]:
-        query = (
-            select_events()
-            .where(
-                UNFINISHED,
-                outbox_events.c.failures == 0,
-                outbox_events.c.applied_at.is_(None),
-                outbox_events.c.id != exclude_id,
-            )
-            .order_by(*DUE_ORDER)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return [stored(row) for row in self.connection.execute(query)]
-
-    def record_applied(self, event_ids: Sequence[int]) -> list[int]:
-        if not event_ids:
-            return []
-        guard = (
-            self.insert(applied_events)
-            .values([{"event_id": event_id} for event_id in event_ids])
-            .on_conflict_do_nothing(index_elements=[applied_events.c.event_id])
-            .returning(applied_events.c.event_id)
-        )
-        return sorted(self.connection.execute(guard).scalars())
-
-    def finish_pass(self, applied_ids: Sequence[int], delivered_id: int) -> None:
+    def apply_through(self, position: int) -> int:
+        projection = bar_projection.c
+        positions = select(projection.applied_position, projection.counted_position)
+        if position <= self.connection.execute(positions).one().applied_position:
+            return 0  # stamped already: no lock, so that settling deliveries do not queue
+        row = self.connection.execute(positions.with_for_update()).one()
+        applied, counted = int(row.applied_position), int(row.counted_position)
+        if position <= applied:
+            return 0
         event = outbox_events.c
-        newly_applied = event.id.in_(applied_ids)
-        dispatched = event.state == EventState.DISPATCHED.value
-        other_message_out = dispatched & (event.id != delivered_id)
-        finished = self.connection.execute(
+        stamped = self.connection.execute(
             update(outbox_events)
-            .where(
-                (newly_applied & allowed(APPLY))
-                # The delivered event's message is back: if another pass applied it, it is done.
-                | ((event.id == delivered_id) & dispatched & event.applied_at.is_not(None))
-            )
+            .where(event.position > applied, event.position <= position, allowed(APPLY))
             .values(
-                state=case((other_message_out, event.state), else_=EventState.PROCESSED.value),
-                applied_at=case((newly_applied, db_now()), else_=event.applied_at),
+                applied_at=db_now(),
+                # A message still out keeps its event dispatched until it is back.
+                state=case(
+                    (event.state == EventState.DISPATCHED.value, event.state),
+                    else_=EventState.PROCESSED.value,
+                ),
                 last_error=None,
             )
-            .returning(event.id)
         )
-        refused = set(applied_ids) - set(finished.scalars())
-        if refused:
-            raise APPLY.refused(refused)
+        # Positions run without gaps: the events newly past the highest position ever
+        # applied are counted, once; a rebuild's replay is not.
+        newly = max(position - max(counted, applied), 0)
+        self.connection.execute(
+            update(bar_projection).values(
+                applied_position=position,
+                counted_position=max(counted, position),
+                events_applied=projection.events_applied + newly,
+            )
+        )
+        return int(stamped.rowcount)
+
+    def message_back(self, event_id: int) -> bool:
+        event = outbox_events.c
+        back = self.connection.execute(
+            update(outbox_events)
+            .where(
+                event.id == event_id,
+                event.state == EventState.DISPATCHED.value,
+                event.applied_at.is_not(None),
+            )
+            .values(state=EventState.PROCESSED.value)
+        )
+        return bool(back.rowcount)
+
+    def wait_for_parts(self, event_id: int, retry_in_s: float) -> None:
+        event = outbox_events.c
+        self.connection.execute(
+            update(outbox_events)
+            .where(
+                event.id == event_id,
+                event.state == EventState.DISPATCHED.value,
+                event.applied_at.is_(None),
+            )
+            .values(state=EventState.PENDING.value, available_at=db_now_plus(seconds(retry_in_s)))
+        )
+
+    def reopen_after(self, position: int) -> int:
+        event = outbox_events.c
+        out = event.state == EventState.DISPATCHED.value
+        reopened = self.connection.execute(
+            update(outbox_events)
+            .where(event.position > position, event.state != EventState.DEAD.value)
+            .values(
+                applied_at=None,
+                state=case((out, event.state), else_=EventState.PENDING.value),
+                available_at=case((out, event.available_at), else_=db_now()),
+            )
+        )
+        return int(reopened.rowcount)
 
     def record_failure(self, event_id: int, error: str, retry_in_s: float | None) -> None:
         if retry_in_s is None:

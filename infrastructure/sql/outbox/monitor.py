@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, case, func, select, update
 
 from domain.outbox import REVIVE, EventState, OutboxHealth, OutboxStats, StoredEvent
 from domain.ports import OutboxMonitor
@@ -41,6 +41,7 @@ class SqlOutboxMonitor(OutboxMonitor):
             oldest_pending_age_s=health.oldest_pending_age_s
             if health.pending + health.in_flight
             else None,
+            projection_lag_s=health.projection_lag_s,
         )
 
     def health(self) -> OutboxHealth:
@@ -52,9 +53,11 @@ class SqlOutboxMonitor(OutboxMonitor):
         dead = self.connection.execute(
             select(func.count()).where(state == EventState.DEAD.value)
         ).scalar_one()
-        oldest = self.connection.execute(
-            select(seconds_since(func.min(outbox_events.c.occurred_at))).where(UNFINISHED)
-        ).scalar_one()
+        # The projection's lag from the same rows: the unfinished events not applied yet.
+        occurred_at = outbox_events.c.occurred_at
+        unapplied = case((outbox_events.c.applied_at.is_(None), occurred_at))
+        ages = select(seconds_since(func.min(occurred_at)), seconds_since(func.min(unapplied)))
+        oldest, lag = self.connection.execute(ages.where(UNFINISHED)).one()
         counters = self.connection.execute(
             select(
                 outbox_counters,
@@ -69,9 +72,13 @@ class SqlOutboxMonitor(OutboxMonitor):
             pending=int(unfinished.get(EventState.PENDING.value, 0)),
             in_flight=int(unfinished.get(EventState.DISPATCHED.value, 0)),
             dead=int(dead),
-            oldest_pending_age_s=0.0 if oldest is None else max(float(oldest), 0.0),
+            oldest_pending_age_s=_age(oldest),
+            # Each age reads the clock anew: the lag, of younger events or the same, is kept
+            # from passing the oldest age by the microseconds between the two reads.
+            projection_lag_s=min(_age(lag), _age(oldest)),
             events_applied=int(counters.events_applied),
             event_failures=int(counters.event_failures),
+            part_failures=int(counters.part_failures),
             events_dead=int(counters.events_dead),
             events_dispatched=int(counters.events_dispatched),
             leases_expired=int(counters.leases_expired),
@@ -100,3 +107,8 @@ class SqlOutboxMonitor(OutboxMonitor):
             ).returning(outbox_events.c.id)
         )
         return sorted(revived.scalars())
+
+
+def _age(seconds: float | None) -> float:
+    """0 when there is nothing to age; never below 0 (a clock step back)."""
+    return 0.0 if seconds is None else max(float(seconds), 0.0)

@@ -13,7 +13,7 @@ from domain.outbox import PRUNE, StoredEvent
 from domain.ports import Retention
 from infrastructure.sql.clock import db_now, db_now_plus, seconds
 from infrastructure.sql.outbox.rows import allowed, select_events, stored
-from infrastructure.sql.schema import applied_events, outbox_events, projection_checkpoint
+from infrastructure.sql.schema import outbox_events, projection_checkpoint
 
 
 class SqlRetention(Retention):
@@ -34,7 +34,12 @@ class SqlRetention(Retention):
         return None if found is None else int(found)
 
     def lock_prunable(
-        self, older_than_s: float, limit: int, after_id: int = 0, below_id: int | None = None
+        self,
+        older_than_s: float,
+        limit: int,
+        after_id: int = 0,
+        below_id: int | None = None,
+        through_position: int | None = None,
     ) -> list[StoredEvent]:
         # A range of the primary key: each chunk starts where the last one ended, and none
         # reads the recent events a retention keeps.
@@ -51,6 +56,8 @@ class SqlRetention(Retention):
         )
         if below_id is not None:
             query = query.where(outbox_events.c.id < below_id)
+        if through_position is not None:
+            query = query.where(outbox_events.c.position <= through_position)
         return [stored(row) for row in self.connection.execute(query).all()]
 
     def fold_and_delete(self, events: Sequence[StoredEvent], total: int) -> None:
@@ -65,9 +72,6 @@ class SqlRetention(Retention):
                 last_pruned_id=self._greater(checkpoint.last_pruned_id, max(ids)),
                 pruned_at=db_now(),
             )
-        )
-        self.connection.execute(
-            delete(applied_events).where(self._among(applied_events.c.event_id, ids))
         )
         deleted = self.connection.execute(
             delete(outbox_events).where(self._among(outbox_events.c.id, ids), allowed(PRUNE))

@@ -18,6 +18,7 @@ EVENT_COLUMNS = (
     outbox_events.c.last_error,
     outbox_events.c.failures,
     outbox_events.c.applied_at.is_not(None).label("applied"),
+    outbox_events.c.position,
 )
 UNFINISHED = outbox_events.c.state.in_([state.value for state in UNFINISHED_STATES])
 # The partial index's order: reads in it stay off the finished history.
@@ -38,6 +39,7 @@ def stored(row: Any) -> StoredEvent:
         last_error=row.last_error,
         failures=row.failures,
         applied=bool(row.applied),
+        position=None if row.position is None else int(row.position),
     )
 
 

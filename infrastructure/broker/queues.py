@@ -1,0 +1,137 @@
+"""postsave's two queues, classic or quorum (POSTSAVE_QUEUE_TYPE), and their declaration.
+
+A queue's type is fixed when it is declared: RabbitMQ refuses to declare an existing queue
+with another type or other arguments (PRECONDITION_FAILED). Declaring says so in one line,
+with what to do, instead of a worker's traceback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from amqp.exceptions import PreconditionFailed
+from celery import Celery
+from kombu.entity import Exchange, Queue
+from kombu.exceptions import KombuError
+
+from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
+from infrastructure.broker.publishing import (
+    BROKER_ERRORS,
+    bounded_connection,
+    connect,
+    discard,
+    uses_amqp,
+)
+
+# A quorum queue counts deliveries of a message; one delivered this often (a worker that dies
+# holding it, again and again) is dropped. Its event's lease then ends and the relay sends a
+# fresh message: the outbox, not the broker, holds the retries. Set here rather than left to
+# the broker's default, which is unlimited in RabbitMQ 3.x and 20 in 4.x.
+QUORUM_DELIVERY_LIMIT = 20
+
+
+def task_queues(queue_type: str = "classic") -> tuple[Queue, Queue]:
+    typed: dict[str, Any] = {} if queue_type == "classic" else {"x-queue-type": queue_type}
+    if queue_type == "quorum":
+        typed["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
+    return (
+        # A waiting tick makes the next one unnecessary: RabbitMQ keeps only the newest.
+        Queue(
+            POLL_QUEUE,
+            Exchange(POLL_QUEUE, type="direct"),
+            routing_key=POLL_QUEUE,
+            queue_arguments={**typed, "x-max-length": 1, "x-overflow": "drop-head"},
+        ),
+        Queue(
+            RECALC_QUEUE,
+            Exchange(RECALC_QUEUE, type="direct"),
+            routing_key=RECALC_QUEUE,
+            queue_arguments=typed or None,
+        ),
+    )
+
+
+class QueueMismatchError(KombuError):
+    """A postsave queue exists with another type or other arguments than these settings'."""
+
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for queue '(?P<queue>[^']+)'.*?"
+    r"received (?P<ours>.+?) but current is (?P<theirs>.+?)$",
+    re.S,
+)
+_VALUE = re.compile(r"the value (?P<value>.+) of type '[^']*'", re.S)
+
+
+def on_quorum_queues(app: Celery) -> bool:
+    """postsave's queues are RabbitMQ quorum queues: its publishers wait for the broker's
+    confirms. RabbitMQ 3.10 loses every later publish on a channel whose first publish to a
+    quorum queue reaches a node while the queue elects a new leader (its leader's node just
+    died); an AMQP transaction's tx_commit succeeds all the same, and only a confirm says so
+    (a nack), after which a new channel works."""
+    return uses_amqp(app) and queue_type_of(app.conf.task_queues) == "quorum"
+
+
+def queue_type_of(queues: Iterable[Queue]) -> str:
+    for queue in queues:
+        arguments = getattr(queue, "queue_arguments", None) or {}
+        return str(arguments.get("x-queue-type", "classic"))
+    return "classic"
+
+
+def declare_queues(channel: Any, queues: Iterable[Queue]) -> None:
+    """Declare postsave's queues (with their exchanges and bindings) on `channel`."""
+    queues = list(queues)
+    for queue in queues:
+        try:
+            queue(channel).declare()
+        except PreconditionFailed as error:
+            raise mismatch(error, queue_type_of(queues)) from error
+
+
+def mismatch(error: BaseException, queue_type: str) -> QueueMismatchError:
+    """RabbitMQ's refusal of a declaration, said with what to do."""
+    text = str(error)
+    found = _INEQUIVALENT.search(text)
+    if found is None:
+        return QueueMismatchError(f"the broker refused to declare postsave's queues: {text}")
+    arg, theirs, ours = found["arg"], _shown(found["theirs"]), _shown(found["ours"])
+    if arg == "x-queue-type":  # no x-queue-type: a classic queue
+        there = f"as a {theirs or 'classic'} queue"
+        here = f"a {ours or 'classic'} one"
+    else:
+        there, here = f"with {arg} {theirs or 'unset'}", f"{arg} {ours or 'unset'}"
+    return QueueMismatchError(
+        f"queue {found['queue']} exists {there}, but POSTSAVE_QUEUE_TYPE={queue_type} "
+        f"declares {here}: set POSTSAVE_QUEUE_TYPE to the type it has, or delete postsave's "
+        "queues with every worker stopped and the queues empty (docs/operations.md, "
+        '"Switching to quorum queues")'
+    )
+
+
+def _shown(value: str) -> str | None:
+    """An argument as RabbitMQ shows it (`none`, `the value 'quorum' of type 'longstr'`,
+    `the value 20 of type 'signedint'`): the value alone, None for none."""
+    value = value.strip()
+    if value == "none":
+        return None
+    found = _VALUE.fullmatch(value)
+    return (found["value"] if found else value).strip("'")
+
+
+def check_queues(app: Celery, timeout_s: float) -> None:
+    """Declare postsave's queues before a worker starts consuming: QueueMismatchError when one
+    exists with another type. A broker that does not answer is the worker's to retry."""
+    if not uses_amqp(app):
+        return
+    connection = bounded_connection(app, timeout_s)
+    try:
+        connect(app, connection)
+        declare_queues(connection.default_channel, app.conf.task_queues)
+    except QueueMismatchError:
+        raise
+    except BROKER_ERRORS:
+        return
+    finally:
+        discard(connection)
