@@ -46,6 +46,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "event_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
+        # No results are kept, so nothing to clean: beat would otherwise send Celery's own
+        # `celery.backend_cleanup` every night, which postsave's workers refuse (admission.py).
+        "result_expires": None,
         "task_store_errors_even_if_ignored": False,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

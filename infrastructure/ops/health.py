@@ -9,11 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from alembic.script import ScriptDirectory
+from amqp.exceptions import NotFound
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from infrastructure.broker.celery_app import make_celery_app
 from infrastructure.broker.dispatcher import DISPATCH_ERRORS
+from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
 from infrastructure.broker.publishing import bounded_connection, broker_urls, connect, discard
 from infrastructure.files import DatabaseFileError, sqlite_file
 from infrastructure.settings import Settings
@@ -55,11 +57,17 @@ def run_checks(
     side, each within `timeout_s` and a second of grace."""
     database = _Deadline(lambda: _database_and_relay(settings, max_relay_age_s, timeout_s))
     broker = _Deadline(lambda: [_broker(settings, timeout_s)])
+    # RabbitMQ says how many consumers each queue has; the embedded broker cannot.
+    consumers = _Deadline(lambda: _consumers(settings, timeout_s) if settings.uses_amqp else [])
     unanswered = f"no answer within {timeout_s:g} s"
-    return database.result(
-        timeout_s + 1,
-        [Check("database", False, unanswered), Check("relay", False, "unknown: " + unanswered)],
-    ) + broker.result(timeout_s + 1, [Check("broker", False, unanswered)])
+    return (
+        database.result(
+            timeout_s + 1,
+            [Check("database", False, unanswered), Check("relay", False, "unknown: " + unanswered)],
+        )
+        + broker.result(timeout_s + 1, [Check("broker", False, unanswered)])
+        + consumers.result(timeout_s + 1, [Check("consumers", False, "unknown: " + unanswered)])
+    )
 
 
 class _Deadline:
@@ -185,3 +193,37 @@ def _broker_node(settings: Settings, timeout_s: float) -> Check:
     finally:
         discard(connection)
         app.close()
+
+
+def _consumers(settings: Settings, timeout_s: float) -> list[Check]:
+    """A worker that stopped consuming a queue (`celery control cancel_consumer`, a consumer
+    cancelled by the broker) still answers pings, and the relay may still run: each queue's
+    consumers, as the broker counts them, show it."""
+    app = make_celery_app(settings)
+    connection = bounded_connection(app, timeout_s)
+    counts: dict[str, int] = {}
+    try:
+        connect(app, connection)
+        for queue in (RECALC_QUEUE, POLL_QUEUE):
+            channel = connection.channel()  # a missing queue closes the channel it was asked on
+            try:
+                counts[queue] = int(channel.queue_declare(queue, passive=True).consumer_count)
+            except NotFound:  # no worker has declared it yet
+                counts[queue] = 0
+    except DISPATCH_ERRORS as error:
+        return [Check("consumers", False, f"unknown: {str(error) or type(error).__name__}")]
+    finally:
+        discard(connection)
+        app.close()
+    shown = ", ".join(f"{queue} {count}" for queue, count in counts.items())
+    idle = [queue for queue, count in counts.items() if count == 0]
+    if idle:
+        return [
+            Check(
+                "consumers",
+                False,
+                f"no worker consumes {' or '.join(idle)} ({shown}); start one "
+                "(celery -A tasks worker), or `celery -A tasks control add_consumer QUEUE`",
+            )
+        ]
+    return [Check("consumers", True, shown)]

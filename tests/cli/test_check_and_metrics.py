@@ -10,12 +10,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
+from kombu import Connection, Consumer
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
@@ -27,6 +29,8 @@ from domain.passes import HeavyStep
 from domain.recalculation import EXAMPLE_RECALCULATION, recalculate
 from domain.relay import relay_once
 from infrastructure.bootstrap import Container
+from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE
+from infrastructure.broker.queues import declare_queues, task_queues
 from infrastructure.cli.main import main
 from infrastructure.memory import InMemoryDispatcher
 from infrastructure.ops import metrics
@@ -61,21 +65,36 @@ def lines(text: str) -> list[str]:
 def checked(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], pg_url: str
 ) -> Iterator[tuple[Run, Container]]:
-    """`postsave check` on a migrated PostgreSQL database and a RabbitMQ vhost of its own."""
-    amqp_url = _amqp_url(monkeypatch)
+    """`postsave check` on a migrated PostgreSQL database and a RabbitMQ vhost of its own,
+    whose queues have a consumer each, as a running worker's do."""
+    services.check_rabbitmq()
+    vhost = services.create_vhost()
+    assert vhost is not None, "rabbitmqctl is needed for a vhost of the test's own"
+    amqp_url = services.amqp_url_for(vhost)
     monkeypatch.setenv("POSTSAVE_BROKER_URL", amqp_url)
     container = Container(Settings(database_url=pg_url, broker_url=amqp_url))
 
     def run(*argv: str) -> Result:
         return run_in_process(monkeypatch, capsys, pg_url, ["check", *argv])
 
-    yield run, container
-    container.close()
+    try:
+        with consuming(amqp_url, [RECALC_QUEUE, POLL_QUEUE]):
+            yield run, container
+    finally:
+        container.close()
+        services.delete_vhost(vhost)
 
 
-def _amqp_url(monkeypatch: pytest.MonkeyPatch) -> str:
-    services.check_rabbitmq()
-    return services.AMQP_URL
+@contextmanager
+def consuming(amqp_url: str, queues: Sequence[str]) -> Iterator[None]:
+    """A consumer on each of postsave's queues (declared as a worker declares them), taking
+    nothing off them: what the broker counts for a worker."""
+    with Connection(amqp_url, connect_timeout=5) as connection:
+        channel = connection.channel()
+        declare_queues(channel, task_queues())
+        declared = [queue for queue in task_queues() if queue.name in queues]
+        with Consumer(channel, declared, callbacks=[], prefetch_count=1):
+            yield
 
 
 @pytest.mark.postgres
@@ -90,11 +109,57 @@ def test_check_passes_with_the_database_at_head_the_broker_answering_and_a_recen
 
     assert result.code == 0, result
     assert result.err == ""
-    [database, relay, broker] = lines(result.out)
+    [database, relay, broker, consumers] = lines(result.out)
     assert database.startswith("database: ok, postgresql+psycopg://")
     assert database.endswith(f"at the latest revision ({HEAD})")
     assert relay.startswith("relay: ok, last batch ")
-    assert broker == "broker: ok, amqp://guest:***@127.0.0.1:5672// answered"
+    assert broker == f"broker: ok, {broker_shown()} answered"
+    assert consumers == "consumers: ok, postsave.recalc 1, postsave.poll 1"
+
+
+def broker_shown() -> str:
+    """The test's broker URL as check shows it: its password hidden."""
+    return os.environ["POSTSAVE_BROKER_URL"].replace(":guest@", ":***@")
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize(
+    ("queues", "idle"),
+    [
+        ([POLL_QUEUE], "postsave.recalc (postsave.recalc 0, postsave.poll 1)"),
+        ([RECALC_QUEUE], "postsave.poll (postsave.recalc 1, postsave.poll 0)"),
+        ([], "postsave.recalc or postsave.poll (postsave.recalc 0, postsave.poll 0)"),
+    ],
+)
+def test_check_fails_naming_each_queue_no_worker_consumes(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    pg_url: str,
+    queues: list[str],
+    idle: str,
+) -> None:
+    """A worker whose consumer was cancelled still answers, and the relay may still run on
+    another: the broker's count of each queue's consumers is what shows it."""
+    services.check_rabbitmq()
+    vhost = services.create_vhost()
+    assert vhost is not None, "rabbitmqctl is needed for a vhost of the test's own"
+    monkeypatch.setenv("POSTSAVE_BROKER_URL", services.amqp_url_for(vhost))
+    container = Container(Settings(database_url=pg_url))
+    try:
+        relay_pass(container)
+        with consuming(services.amqp_url_for(vhost), queues):
+            result = run_in_process(monkeypatch, capsys, pg_url, ["check"])
+    finally:
+        container.close()
+        services.delete_vhost(vhost)
+
+    assert result.code == 1
+    assert lines(result.err) == [
+        f"consumers: no worker consumes {idle}; start one (celery -A tasks worker), "
+        "or `celery -A tasks control add_consumer QUEUE`"
+    ]
+    assert len(lines(result.out)) == 3  # the database, the relay and the broker are fine
 
 
 @pytest.mark.postgres
@@ -138,7 +203,10 @@ def test_check_fails_naming_the_database_when_it_is_not_at_the_latest_revision(
         f"database: at revision {BEFORE_HEAD}, not the latest ({HEAD}); run `postsave migrate`",
         "relay: unknown: not migrated",
     ]
-    assert lines(result.out) == ["broker: ok, amqp://guest:***@127.0.0.1:5672// answered"]
+    assert lines(result.out) == [
+        f"broker: ok, {broker_shown()} answered",
+        "consumers: ok, postsave.recalc 1, postsave.poll 1",
+    ]
 
 
 @pytest.mark.postgres
@@ -151,10 +219,11 @@ def test_check_fails_naming_the_broker_without_printing_its_password(
     result = run_in_process(monkeypatch, capsys, pg_url, ["check"])
 
     assert result.code == 1
-    [relay, broker] = lines(result.err)
+    [relay, broker, consumers] = lines(result.err)
     assert relay.startswith("relay: no relay batch")
     assert broker.startswith("broker: amqp://guest:***@127.0.0.1:5672//: ")
     assert "ACCESS_REFUSED" in broker
+    assert consumers.startswith("consumers: unknown: ") and "ACCESS_REFUSED" in consumers
     assert "not-the-password" not in result.out + result.err
 
 
@@ -197,12 +266,13 @@ def test_check_answers_within_its_timeout_when_the_hosts_accept_and_never_answer
         broker.close()
 
     assert result.code == 1
-    [database_line, relay_line, broker_line] = lines(result.err)
+    [database_line, relay_line, broker_line, consumers_line] = lines(result.err)
     assert database_line.startswith(
         f"database: postgresql+psycopg://postsave@127.0.0.1:{database.port}"
     )
     assert relay_line.startswith("relay: unknown")
     assert broker_line.startswith(f"broker: amqp://guest:***@127.0.0.1:{broker.port}//")
+    assert consumers_line.startswith("consumers: unknown: ")
     assert elapsed < 2 * (2 + 1) + 2  # each check's deadline, side by side, with slack
 
 
