@@ -125,11 +125,32 @@ def recalculation_from_env(env: Mapping[str, str]) -> str:
 def _url(
     env: Mapping[str, str], name: str, default: str, problem: Callable[[str], str | None]
 ) -> str:
-    url = env.get(name) or default
+    url = _secret(env, name) or default
     wrong = problem(url)
     if wrong is not None:
         raise SettingsError(f"{name}={redact_url(url)!r} {wrong}")  # never the password
     return url
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """NAME, or what the file NAME_FILE names holds (systemd's LoadCredential=, a container's
+    secret), so that a password need not travel in the environment. One or the other."""
+    inline, path = env.get(name) or None, env.get(f"{name}_FILE") or None
+    if path is None:
+        return inline
+    if inline is not None:
+        raise SettingsError(f"{name} and {name}_FILE are both set: set one of them")
+    try:
+        held = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        why = getattr(error, "strerror", None) or str(error)
+        raise SettingsError(
+            f"{name}_FILE={path!r} cannot be read ({why}); check the path and that this user "
+            "may read it"
+        ) from None
+    if not held:
+        raise SettingsError(f"{name}_FILE={path!r} is empty; it must hold the URL")
+    return held
 
 
 @dataclass(frozen=True)

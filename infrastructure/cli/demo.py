@@ -108,9 +108,11 @@ def run_demo(settings: Settings) -> int:
     if not os.environ.get("POSTSAVE_PART_SIZE", "").strip():
         settings = dataclasses.replace(settings, part_size=PART_SIZE)
     container = Container(settings, nudge=True)
-    env = {  # the worker and beat run with the demo's settings
+    env = {  # the worker and beat run with the demo's settings, the URLs given inline
         "POSTSAVE_DATABASE_URL": settings.database_url,
+        "POSTSAVE_DATABASE_URL_FILE": "",
         "POSTSAVE_BROKER_URL": settings.broker_url,
+        "POSTSAVE_BROKER_URL_FILE": "",
         "POSTSAVE_PART_SIZE": str(settings.part_size),
     }
     logs = Path(VAR_DIR)

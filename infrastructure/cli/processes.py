@@ -23,6 +23,7 @@ def worker_command(
     concurrency: int = 2,
     pool: str = "prefork",
     name: str = "postsave",
+    loglevel: str = "INFO",
 ) -> list[str]:
     args = [
         "worker",
@@ -31,7 +32,7 @@ def worker_command(
         f"--hostname={name}@%h",
         "--without-gossip",
         "--without-mingle",
-        "--loglevel=INFO",
+        f"--loglevel={loglevel}",
     ]
     if queues:
         args.append(f"--queues={','.join(queues)}")
@@ -46,13 +47,18 @@ def start_worker(
     concurrency: int = 2,
     pool: str = "prefork",
     name: str = "postsave",
+    loglevel: str = "INFO",
 ) -> subprocess.Popen[bytes]:
-    command = worker_command(queues=queues, concurrency=concurrency, pool=pool, name=name)
+    command = worker_command(
+        queues=queues, concurrency=concurrency, pool=pool, name=name, loglevel=loglevel
+    )
     return _start(command, env, log_path)
 
 
-def start_beat(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    return _start(celery_command("beat", "--loglevel=INFO"), env, log_path)
+def start_beat(
+    env: Mapping[str, str], log_path: Path, loglevel: str = "INFO"
+) -> subprocess.Popen[bytes]:
+    return _start(celery_command("beat", f"--loglevel={loglevel}"), env, log_path)
 
 
 def _start(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:

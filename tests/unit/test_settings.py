@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from infrastructure.settings import Settings, SettingsError
@@ -135,3 +137,65 @@ def test_a_database_url_with_several_hosts_in_libpqs_form_is_kept_in_sqlalchemys
         "postgresql+psycopg://postsave@/postsave"
         "?host=pg1:5440&host=pg2:5441&target_session_attrs=read-write"
     )
+
+
+URL_NAMES = ["POSTSAVE_DATABASE_URL", "POSTSAVE_BROKER_URL"]
+URLS = {
+    "POSTSAVE_DATABASE_URL": "postgresql+psycopg://app:s3cret@db.internal:5432/postsave",
+    "POSTSAVE_BROKER_URL": "amqp://app:s3cret@mq.internal:5672/postsave",
+}
+
+
+def read_url(settings: Settings, name: str) -> str:
+    return settings.database_url if name == "POSTSAVE_DATABASE_URL" else settings.broker_url
+
+
+@pytest.mark.parametrize("name", URL_NAMES)
+def test_a_url_is_read_from_the_file_its_file_variable_names(name: str, tmp_path: Path) -> None:
+    """As systemd's LoadCredential= and container secrets hand them over: a file, with the
+    newline an editor or `echo` leaves."""
+    held = tmp_path / "url"
+    held.write_text(URLS[name] + "\n")
+
+    settings = Settings.from_env({f"{name}_FILE": str(held)})
+
+    assert read_url(settings, name) == URLS[name]
+
+
+@pytest.mark.parametrize("name", URL_NAMES)
+def test_a_url_and_its_file_together_are_refused(name: str, tmp_path: Path) -> None:
+    held = tmp_path / "url"
+    held.write_text(URLS[name])
+    with pytest.raises(SettingsError, match=f"^{name} and {name}_FILE are both set: set one"):
+        Settings.from_env({name: URLS[name], f"{name}_FILE": str(held)})
+
+
+@pytest.mark.parametrize("name", URL_NAMES)
+def test_a_file_that_cannot_be_read_or_is_empty_is_said_in_one_line(
+    name: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({f"{name}_FILE": str(missing)})
+    assert str(raised.value) == (
+        f"{name}_FILE='{missing}' cannot be read (No such file or directory); check the path "
+        "and that this user may read it"
+    )
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(SettingsError, match=f"^{name}_FILE='{empty}' is empty; it must hold"):
+        Settings.from_env({f"{name}_FILE": str(empty)})
+    with pytest.raises(SettingsError, match=r"cannot be read \(Is a directory\)"):
+        Settings.from_env({f"{name}_FILE": str(tmp_path)})
+
+
+@pytest.mark.parametrize("name", URL_NAMES)
+def test_a_url_from_a_file_that_postsave_cannot_use_is_refused_without_its_password(
+    name: str, tmp_path: Path
+) -> None:
+    held = tmp_path / "url"
+    held.write_text(URLS[name].replace("://", "//"))
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({f"{name}_FILE": str(held)})
+    assert "s3cret" not in str(raised.value)
+    assert "***" in str(raised.value)
