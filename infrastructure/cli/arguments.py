@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -75,6 +76,15 @@ def seconds(raw: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds greater than 0")
     return value
+
+
+def identifier(raw: str) -> str:
+    """A plain SQL name (lower case, digits, underscores), safe to print into SQL unquoted."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", raw):
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a plain SQL name (lower case letters, digits and underscores)"
+        )
+    return raw
 
 
 def port(raw: str) -> int:

@@ -6,16 +6,25 @@ import argparse
 import sys
 from typing import Any
 
+from alembic.script import ScriptDirectory
+
 from infrastructure.bootstrap import Container
-from infrastructure.cli.arguments import EXIT_FAILED, command, fail, port, seconds
+from infrastructure.cli.arguments import EXIT_FAILED, command, fail, identifier, port, seconds
 from infrastructure.cli.demo import run_demo
 from infrastructure.ops import health, metrics
-from infrastructure.sql.migrate import upgrade
+from infrastructure.sql.grants import grants_sql
+from infrastructure.sql.migrate import alembic_config, upgrade
 
 
 def _migrate(c: Container, args: argparse.Namespace) -> int:
     upgrade(c.settings.database_url)
     print("database is at the latest revision")
+    return 0
+
+
+def _grants(c: Container, args: argparse.Namespace) -> int:
+    head = ScriptDirectory.from_config(alembic_config(c.settings.database_url)).get_current_head()
+    sys.stdout.write(grants_sql(str(head), args.schema))
     return 0
 
 
@@ -48,6 +57,20 @@ def _metrics(c: Container, args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     command(commands, "migrate", _migrate, "upgrade the database to the latest schema")
+    p = command(
+        commands,
+        "grants",
+        _grants,
+        "print the SQL that creates postsave's group roles (postsave_app, postsave_worker, "
+        "postsave_monitor) if missing and grants each exactly what it needs at the latest "
+        "revision; apply it with psql as the schema's owner or a superuser after each migrate",
+    )
+    p.add_argument(
+        "--schema",
+        type=identifier,
+        default="public",
+        help="the schema postsave's tables are in (default: %(default)s)",
+    )
     command(commands, "demo", _demo, "run the whole pipeline on the configured database/broker")
     p = command(
         commands,

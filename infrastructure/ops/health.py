@@ -21,6 +21,7 @@ from infrastructure.files import DatabaseFileError, sqlite_file
 from infrastructure.settings import Settings
 from infrastructure.sql.clock import seconds_since
 from infrastructure.sql.engines import make_engine
+from infrastructure.sql.grants import ROLES, missing_grants, roles_in_use
 from infrastructure.sql.migrate import (
     SHARED_VERSION_TABLE,
     VERSION_TABLE,
@@ -104,7 +105,9 @@ def _database_and_relay(settings: Settings, max_age_s: float, timeout_s: float) 
             if problem is not None:
                 return [Check("database", False, problem), _relay_unknown("not migrated")]
             relay = _relay(connection, max_age_s)
-        return [Check("database", True, f"{where} at the latest revision ({revision})"), relay]
+            grants = _grants(connection)
+        database = Check("database", True, f"{where} at the latest revision ({revision})")
+        return [database, relay, *grants]
     except SQLAlchemyError as error:
         detail = f"{where}: {_first_line(error)}"
         return [Check("database", False, detail), _relay_unknown("the database did not answer")]
@@ -146,6 +149,25 @@ def _relay(connection: Connection, max_age_s: float) -> Check:
             "is beat running, and a worker consuming postsave.poll?",
         )
     return Check("relay", True, f"last batch {age:.1f} s ago")
+
+
+def _grants(connection: Connection) -> list[Check]:
+    """Where postsave's group roles hold privileges here, whether they hold all that this
+    revision needs: a migration adds tables and columns, `postsave grants` must follow."""
+    if connection.dialect.name != "postgresql" or not roles_in_use(connection):
+        return []
+    missing = missing_grants(connection)
+    if not missing:
+        return [Check("grants", True, f"{', '.join(ROLES)} hold what this revision needs")]
+    shown = "; ".join(missing[:3]) + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return [
+        Check(
+            "grants",
+            False,
+            f"{len(missing)} missing ({shown}); apply `postsave grants` with psql as the "
+            "schema's owner",
+        )
+    ]
 
 
 def _relay_unknown(why: str) -> Check:

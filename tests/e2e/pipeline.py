@@ -71,6 +71,9 @@ class Pipeline:
     prune_interval_s: float = Settings.prune_interval_s
     queue_type: str = Settings.queue_type  # POSTSAVE_QUEUE_TYPE
     statement_timeout_s: float = Settings.statement_timeout_s
+    # The workers' and beat's own database URL, where it is not the application's (a role
+    # of their own).
+    process_database_url: str | None = None
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ready_watch: PeakReady | None = None
 
@@ -101,7 +104,7 @@ class Pipeline:
     @property
     def env(self) -> dict[str, str]:
         return {
-            "POSTSAVE_DATABASE_URL": self.database_url,
+            "POSTSAVE_DATABASE_URL": self.process_database_url or self.database_url,
             "POSTSAVE_BROKER_URL": self.broker_url,
             "POSTSAVE_POLL_INTERVAL": str(self.poll_interval_s),
             "POSTSAVE_LEASE_SECONDS": str(self.lease_seconds),
