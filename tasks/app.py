@@ -24,12 +24,15 @@ from infrastructure.broker.celery_app import poll_expiry_s
 from infrastructure.broker.messages import event_id_of
 from infrastructure.broker.names import POLL_TASK, PRUNE_TASK, RECALC_TASK
 from infrastructure.broker.publishing import expiry
-from infrastructure.broker.queues import QueueMismatchError, check_queues
+from infrastructure.broker.queues import BrokerAccessError, QueueMismatchError, check_queues
 from infrastructure.ops import logs
 
 container = Container()
 settings = container.settings
 app = container.celery_app
+# On RabbitMQ the workers declare the queues, and beat's broker user need only publish. The
+# embedded broker keeps exchanges in each process's memory: there beat declares its own.
+_publish_only: dict[str, Any] = {"declare": []} if settings.uses_amqp else {}
 app.conf.beat_schedule = {
     "poll-outbox": {
         "task": POLL_TASK,
@@ -39,6 +42,7 @@ app.conf.beat_schedule = {
         "options": {
             **expiry(app, poll_expiry_s(settings)),
             "confirm_timeout": settings.broker_timeout_s,
+            **_publish_only,
         },
     }
 }
@@ -49,6 +53,7 @@ if settings.retention_s is not None:
         "options": {  # none piles up while workers are down
             **expiry(app, settings.prune_interval_s),
             "confirm_timeout": settings.broker_timeout_s,
+            **_publish_only,
         },
     }
 
@@ -80,14 +85,25 @@ def _untag_delivery_logs(**_: Any) -> None:
 
 
 @worker_init.connect
-def _declare_queues_first(**_: Any) -> None:
-    """A queue of another type than POSTSAVE_QUEUE_TYPE: one line and exit 78 (EX_CONFIG, which
-    the systemd units do not restart on), not Celery's traceback and a restart loop."""
+def _declare_queues_first(sender: Any = None, **_: Any) -> None:
+    """The queues this worker consumes, declared before it starts. A queue of another type than
+    POSTSAVE_QUEUE_TYPE: one line and exit 78 (EX_CONFIG); a broker user that may not declare
+    them: one line and exit 77 (EX_NOPERM). The systemd units restart on neither, where
+    Celery would print a traceback and retry for ever."""
+    consumed = getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None)
     try:
-        check_queues(app, settings.broker_timeout_s)
+        check_queues(
+            app,
+            settings.broker_timeout_s,
+            list((consumed or {}).values()) or None,
+            getattr(sender, "hostname", None),
+        )
     except QueueMismatchError as error:
         print(f"postsave worker: {error}", file=sys.stderr, flush=True)
         raise SystemExit(os.EX_CONFIG) from None
+    except BrokerAccessError as error:
+        print(f"postsave worker: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(os.EX_NOPERM) from None
 
 
 @worker_process_init.connect

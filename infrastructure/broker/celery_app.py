@@ -54,10 +54,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_queues": task_queues(settings.queue_type),
         "task_default_queue": RECALC_QUEUE,
+        # Through each queue's own exchange, never RabbitMQ's default one (where Celery sends
+        # a direct route without an exchange): a broker user that may write to `postsave.poll`
+        # may then write nowhere else (docs/operations.md, broker users).
         "task_routes": {
-            POLL_TASK: {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
-            RECALC_TASK: {"queue": RECALC_QUEUE, "routing_key": RECALC_QUEUE},
-            PRUNE_TASK: {"queue": RECALC_QUEUE, "routing_key": RECALC_QUEUE},
+            POLL_TASK: {"queue": POLL_QUEUE, "exchange": POLL_QUEUE, "routing_key": POLL_QUEUE},
+            RECALC_TASK: {
+                "queue": RECALC_QUEUE,
+                "exchange": RECALC_QUEUE,
+                "routing_key": RECALC_QUEUE,
+            },
+            PRUNE_TASK: {
+                "queue": RECALC_QUEUE,
+                "exchange": RECALC_QUEUE,
+                "routing_key": RECALC_QUEUE,
+            },
         },
         # One reserved message per pool process: a slow worker does not sit on events whose
         # leases run out, and the broker's bound is not hidden in workers' buffers.

@@ -26,7 +26,7 @@ from infrastructure.broker.publishing import (
     connect,
     discard,
 )
-from infrastructure.broker.queues import declare_queues, on_quorum_queues
+from infrastructure.broker.queues import ensure_queues, on_quorum_queues
 
 PERSISTENT = 2  # survives a broker restart, like every Celery task message
 # The embedded broker is a SQLite file: its failures are SQLAlchemy's.
@@ -121,13 +121,12 @@ class CeleryDispatcher(Dispatcher):
             connection = bounded_connection(self.app, self.timeout_s)
             try:
                 connect(self.app, connection)  # each node once, no waiting: the poller backs off
-                channel = connection.channel()
+                channel = ensure_queues(connection, self.app.conf.task_queues)
                 amqp = connection.transport.driver_type == "amqp"
                 confirms = BatchConfirms(channel) if amqp and on_quorum_queues(self.app) else None
                 self._transactional = amqp and confirms is None
                 if self._transactional:
                     channel.tx_select()
-                declare_queues(channel, self.app.conf.task_queues)
                 events = self._event_dispatcher(connection)
                 if events is not None:
                     events.exchange(channel).declare()

@@ -25,7 +25,7 @@ from infrastructure.broker.publishing import (
     connect,
     discard,
 )
-from infrastructure.broker.queues import declare_queues, on_quorum_queues
+from infrastructure.broker.queues import ensure_queues, on_quorum_queues
 
 logger = logging.getLogger(__name__)
 # Commits closer together than this share a nudge: the relay claims whole batches anyway, and
@@ -125,9 +125,8 @@ class RelayNudge:
             connection = bounded_connection(self.app, self.timeout_s, confirmed=confirmed)
             try:
                 connect(self.app, connection)
-                channel = connection.channel()
-                # A fresh broker has no exchange yet.
-                declare_queues(channel, self.app.conf.task_queues)
+                # The application's broker user may only publish: the workers declare.
+                channel = ensure_queues(connection, self.app.conf.task_queues)
                 self._producer = self.app.amqp.Producer(channel, auto_declare=False)
             except BaseException:
                 discard(connection)

@@ -10,8 +10,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import AccessRefused, NotFound, PreconditionFailed
 from celery import Celery
+from celery.events.event import get_exchange
 from kombu.entity import Exchange, Queue
 from kombu.exceptions import KombuError
 
@@ -120,18 +121,60 @@ def _shown(value: str) -> str | None:
     return (found["value"] if found else value).strip("'")
 
 
-def check_queues(app: Celery, timeout_s: float) -> None:
-    """Declare postsave's queues before a worker starts consuming: QueueMismatchError when one
-    exists with another type. A broker that does not answer is the worker's to retry."""
+class BrokerAccessError(KombuError):
+    """The broker user may not do what a postsave process needs (docs/operations.md)."""
+
+
+def check_queues(
+    app: Celery,
+    timeout_s: float,
+    queues: Iterable[Queue] | None = None,
+    hostname: str | None = None,
+) -> None:
+    """Declare the queues a worker consumes (all of postsave's by default) before it starts,
+    and what Celery itself declares (the pidbox and event exchanges, the worker's own pidbox
+    queue): QueueMismatchError when a queue exists with another type, BrokerAccessError when
+    the worker's broker user may not declare one of them. A broker that does not answer is
+    the worker's to retry."""
     if not uses_amqp(app):
         return
     connection = bounded_connection(app, timeout_s)
     try:
         connect(app, connection)
-        declare_queues(connection.default_channel, app.conf.task_queues)
+        channel = connection.default_channel
+        declare_queues(channel, queues or app.conf.task_queues)
+        mailbox = app.control.mailbox
+        for exchange in (mailbox.exchange, mailbox.reply_exchange, get_exchange(connection)):
+            exchange(channel).declare()
+        if hostname:
+            mailbox.get_queue(hostname)(channel).declare()
+    except AccessRefused as error:
+        raise BrokerAccessError(
+            f"the broker refused this worker's user ({error.reply_text}); give it the "
+            "permissions docs/operations.md lists for it (Least privilege: broker users)"
+        ) from error
     except QueueMismatchError:
         raise
     except BROKER_ERRORS:
         return
     finally:
         discard(connection)
+
+
+def ensure_queues(connection: Any, queues: Iterable[Queue]) -> Any:
+    """A channel for publishing to postsave's queues, as the workers declared them. Checked
+    passively, which needs no permission, and declared here only if missing, which needs the
+    configure permission a publisher's broker user may lack: its refusal then says so."""
+    queues = list(queues)
+    channel = connection.channel()
+    if connection.transport.driver_type != "amqp":
+        declare_queues(channel, queues)
+        return channel
+    try:
+        for queue in queues:
+            channel.exchange_declare(queue.exchange.name, queue.exchange.type, passive=True)
+            channel.queue_declare(queue.name, passive=True)
+    except NotFound:
+        channel = connection.channel()  # the refusal closed the other one
+        declare_queues(channel, queues)
+    return channel

@@ -87,6 +87,15 @@ def identifier(raw: str) -> str:
     return raw
 
 
+def vhost(raw: str) -> str:
+    """A RabbitMQ vhost name that a shell takes as one word without quoting."""
+    if not re.fullmatch(r"[A-Za-z0-9_./-]{1,255}", raw):
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a vhost name this command prints (letters, digits, _ . / -)"
+        )
+    return raw
+
+
 def port(raw: str) -> int:
     if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 65536:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a port (1 to 65535)")

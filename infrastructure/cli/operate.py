@@ -9,7 +9,16 @@ from typing import Any
 from alembic.script import ScriptDirectory
 
 from infrastructure.bootstrap import Container
-from infrastructure.cli.arguments import EXIT_FAILED, command, fail, identifier, port, seconds
+from infrastructure.broker.permissions import rabbitmqctl_lines
+from infrastructure.cli.arguments import (
+    EXIT_FAILED,
+    command,
+    fail,
+    identifier,
+    port,
+    seconds,
+    vhost,
+)
 from infrastructure.cli.demo import run_demo
 from infrastructure.ops import health, metrics
 from infrastructure.sql.grants import grants_sql
@@ -25,6 +34,13 @@ def _migrate(c: Container, args: argparse.Namespace) -> int:
 def _grants(c: Container, args: argparse.Namespace) -> int:
     head = ScriptDirectory.from_config(alembic_config(c.settings.database_url)).get_current_head()
     sys.stdout.write(grants_sql(str(head), args.schema))
+    return 0
+
+
+def _broker_users(c: Container, args: argparse.Namespace) -> int:
+    print(f"# postsave's broker users on vhost {args.vhost}: create each first with")
+    print("# `rabbitmqctl add_user NAME` (it asks for the password), then:")
+    print("\n".join(rabbitmqctl_lines(args.vhost)))
     return 0
 
 
@@ -71,6 +87,14 @@ def register(commands: Any) -> None:
         default="public",
         help="the schema postsave's tables are in (default: %(default)s)",
     )
+    p = command(
+        commands,
+        "broker-users",
+        _broker_users,
+        "print the rabbitmqctl commands that give postsave's broker users (app, beat, relay, "
+        "worker, monitor) exactly the permissions each needs on a vhost",
+    )
+    p.add_argument("--vhost", type=vhost, required=True, help="the RabbitMQ vhost")
     command(commands, "demo", _demo, "run the whole pipeline on the configured database/broker")
     p = command(
         commands,

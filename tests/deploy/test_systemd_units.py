@@ -311,3 +311,74 @@ def test_postsave_accepts_the_command_lines(name: str, command: str) -> None:
     args = build_parser().parse_args(argv[1:])  # a wrong argument raises UsageError
 
     assert args.command == command
+
+
+CREDENTIAL_UNITS = {
+    # unit: (its database credential, its broker credential), by component
+    MIGRATE: ("owner", None),
+    RELAY: ("worker", "relay"),
+    WORKER: ("worker", "worker"),
+    BEAT: (None, "beat"),
+    CHECK: ("monitor", "monitor"),
+    METRICS: ("monitor", None),
+}
+
+
+def credentials_of(u: Unit) -> dict[str, str]:
+    """LoadCredential=NAME:PATH, by name."""
+    return dict(value.split(":", 1) for value in u.values("Service", "LoadCredential"))
+
+
+def environment_of(u: Unit, credentials_dir: Path) -> dict[str, str]:
+    """Environment= as the unit's process gets it, %d being its credentials directory."""
+    pairs = (value.split("=", 1) for value in u.values("Service", "Environment"))
+    return {key: value.replace("%d", str(credentials_dir)) for key, value in pairs}
+
+
+@pytest.mark.parametrize("name", sorted(CREDENTIAL_UNITS))
+def test_each_unit_reads_its_own_urls_as_credentials(name: str) -> None:
+    """No URL, so no password, in a unit or the environment file: each unit loads the
+    credentials of its component, and the settings name the files systemd hands over."""
+    database, broker = CREDENTIAL_UNITS[name]
+    u = unit(name)
+    expected = {}
+    if database:
+        expected["database-url"] = f"/etc/postsave/credentials/{database}.database-url"
+    if broker:
+        expected["broker-url"] = f"/etc/postsave/credentials/{broker}.broker-url"
+    assert credentials_of(u) == expected
+    environment = environment_of(u, Path("/run/credentials/x"))
+    files = {key: value for key, value in environment.items() if key.endswith("_URL_FILE")}
+    assert files == {
+        **({"POSTSAVE_DATABASE_URL_FILE": "/run/credentials/x/database-url"} if database else {}),
+        **({"POSTSAVE_BROKER_URL_FILE": "/run/credentials/x/broker-url"} if broker else {}),
+    }
+    assert not any(key in environment for key in ("POSTSAVE_DATABASE_URL", "POSTSAVE_BROKER_URL"))
+    example = (DEPLOY / "postsave.env.example").read_text().splitlines()
+    assert not [line for line in example if re.match(r"POSTSAVE_(DATABASE|BROKER)_URL", line)]
+
+
+@pytest.mark.postgres
+def test_the_check_unit_works_from_its_credentials(pg_url: str, tmp_path: Path) -> None:
+    """`postsave check` with the unit's own environment and the files systemd would copy into
+    its credentials directory: it finds the database through them."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    (credentials / "database-url").write_text(pg_url + "\n")
+    (credentials / "broker-url").write_text("amqp://guest:guest@127.0.0.1:5672//\n")
+    u = unit(CHECK)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("POSTSAVE_DATABASE_URL", "POSTSAVE_BROKER_URL")
+    }
+    argv = exec_start_argv(u)
+    argv[0] = str(Path(sys.executable).parent / "postsave")
+    done = subprocess.run(
+        argv,
+        env={**env, **environment_of(u, credentials)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.startswith("database: ok, postgresql+psycopg://"), done.stderr
