@@ -21,6 +21,7 @@ from infrastructure.cli.arguments import (
 )
 from infrastructure.cli.demo import run_demo
 from infrastructure.ops import health, metrics
+from infrastructure.ops.web_config import WebConfig, WebConfigError, load_web_config
 from infrastructure.sql.grants import grants_sql
 from infrastructure.sql.migrate import alembic_config, upgrade
 
@@ -60,13 +61,21 @@ def _check(c: Container, args: argparse.Namespace) -> int:
 
 def _metrics(c: Container, args: argparse.Namespace) -> int:
     try:
-        exporter = metrics.Exporter(c.uow, args.host, args.port)
+        web = load_web_config(args.web_config) if args.web_config else WebConfig()
+    except WebConfigError as error:
+        return fail(f"--web-config {error}")
+    try:
+        exporter = metrics.Exporter(c.uow, args.host, args.port, web)
     except OSError as error:
         return fail(
             f"cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
             "choose another --host or --port"
         )
-    print(f"serving Prometheus metrics on http://{args.host}:{args.port}/metrics", flush=True)
+    guarded = " (basic auth)" if web.users else ""
+    print(
+        f"serving Prometheus metrics on {web.scheme}://{args.host}:{args.port}/metrics{guarded}",
+        flush=True,
+    )
     exporter.wait()
     return 0
 
@@ -122,3 +131,9 @@ def register(commands: Any) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
     p.add_argument("--port", type=port, required=True)
+    p.add_argument(
+        "--web-config",
+        metavar="FILE",
+        help="the Prometheus exporters' web configuration file: TLS (tls_server_config) and "
+        "basic auth with bcrypt hashes (basic_auth_users)",
+    )

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,6 +22,7 @@ from domain import operations
 from domain.operations import Health
 from domain.parts import PartStats
 from domain.ports import UnitOfWork
+from infrastructure.ops.web_config import BasicAuth, WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +138,44 @@ def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"postsave_{name}", help_text, value=value)
 
 
-class Exporter:
-    """Serves /metrics from a thread of its own. OSError if the address cannot be listened on."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape."""
 
-    def __init__(self, uow_factory: Callable[[], UnitOfWork], host: str, port: int) -> None:
+
+class _Server(ThreadingWSGIServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up or spoke plain HTTP to TLS: its own thread's problem, not a
+        traceback in the log."""
+        logger.debug("metrics: a request from %s failed", client_address, exc_info=True)
+
+
+class Exporter:
+    """Serves /metrics from a thread of its own, with TLS and basic auth as `web` says (the
+    exporters' web configuration file). OSError if the address cannot be listened on."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        host: str,
+        port: int,
+        web: WebConfig | None = None,
+    ) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(OutboxCollector(uow_factory))
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        web = web or WebConfig()
+        app = make_wsgi_app(registry)
+        if web.users:
+            app = BasicAuth(app, web.users)
+        self._server = make_server(host, port, app, _Server, _QuietHandler)
+        if web.tls is not None:
+            # The handshake in the request's own thread: a client that connects and says
+            # nothing must not hold the thread that accepts connections.
+            self._server.socket = web.tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
 
     def wait(self) -> None:
         """Until the server stops (or the process is interrupted)."""

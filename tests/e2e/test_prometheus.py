@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 
 from domain import use_cases
 from domain.parts import DEFAULT_PART_SIZE
+from tests.certificates import make_authority
 from tests.e2e.pipeline import Pipeline, produce
 from tests.services import unavailable
 
@@ -51,7 +53,7 @@ def eventually(read: Callable[[], Any], wanted: Callable[[Any], bool], timeout_s
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, target_port: int) -> None:
+    def __init__(self, workdir: Path, target_port: int, scrape_configs: str | None = None) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             unavailable("Prometheus", "no prometheus binary (apt-get install prometheus)")
@@ -61,8 +63,11 @@ class Prometheus:
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             f"rule_files: ['{RULES}']\n"
             "scrape_configs:\n"
-            "  - job_name: postsave\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+            + (
+                scrape_configs
+                or "  - job_name: postsave\n"
+                f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+            )
         )
         with (workdir / "prometheus.log").open("wb") as log:
             self.process = subprocess.Popen(
@@ -184,3 +189,59 @@ def test_prometheus_scrapes_the_outbox_while_work_flows(
 
 def _finite(value: float | None) -> bool:
     return value is not None and value != float("inf")
+
+
+def test_prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_without(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The exporter with a web configuration file (TLS from a CA made here, a bcrypt-hashed
+    password), scraped by a real Prometheus three ways: with the CA and the password; with
+    the CA and no password; over plain HTTP. Only the first gets the metrics."""
+    authority = make_authority(tmp_path / "ca")
+    issued = authority.issue("metrics")
+    password = "scrape-" + os.urandom(4).hex()
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config: {{cert_file: {issued.cert}, key_file: {issued.key}}}\n"
+        f"basic_auth_users: {{prometheus: '{hashed}'}}\n"
+    )
+    port = free_port()
+    with (tmp_path / "metrics.log").open("wb") as log:
+        exporter = subprocess.Popen(
+            [str(POSTSAVE), "metrics", "--port", str(port), "--web-config", str(web)],
+            env={**os.environ, "POSTSAVE_DATABASE_URL": pg_url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    target = f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    tls = f"    scheme: https\n    tls_config: {{ca_file: '{authority.cert}'}}\n"
+    jobs = (
+        f"  - job_name: guarded\n{tls}"
+        f"    basic_auth: {{username: prometheus, password: '{password}'}}\n{target}"
+        f"  - job_name: no-password\n{tls}{target}"
+        f"  - job_name: plain\n{target}"
+    )
+    prometheus = Prometheus(tmp_path, port, jobs)
+    try:
+        seen = eventually(
+            lambda: (
+                prometheus.value('up{job="guarded"}'),
+                prometheus.value('up{job="no-password"}'),
+                prometheus.value('up{job="plain"}'),
+                prometheus.value('postsave_database_up{job="guarded"}'),
+            ),
+            lambda values: None not in values,
+            30,
+        )
+        targets = prometheus.api("targets")["activeTargets"]
+    finally:
+        prometheus.stop()
+        exporter.terminate()
+        exporter.wait(10)
+    assert seen == (1.0, 0.0, 0.0, 1.0)
+    errors = {t["labels"]["job"]: t["lastError"] for t in targets}
+    assert errors["guarded"] == ""
+    assert "401" in errors["no-password"], errors
+    assert errors["plain"] != "", errors
+    assert password not in (tmp_path / "metrics.log").read_text()
