@@ -103,6 +103,47 @@ def queue_type_from_env(env: Mapping[str, str], broker_url: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """amqps://: the CA that signs the broker's certificate (the system's when None), and a
+    client certificate with its key, when the broker asks for one."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+def broker_tls_from_env(env: Mapping[str, str], broker_url: str) -> BrokerTls | None:
+    """POSTSAVE_BROKER_CA_FILE, POSTSAVE_BROKER_CERT_FILE, POSTSAVE_BROKER_KEY_FILE. Every
+    amqps:// connection verifies the broker's certificate and host name; these settings with
+    an amqp:// URL are refused, never read as a wish for plain text."""
+    files = {
+        name: env.get(f"POSTSAVE_BROKER_{name.upper()}", "").strip() or None
+        for name in ("ca_file", "cert_file", "key_file")
+    }
+    urls = [url for url in broker_url.split(";") if url.strip()]
+    tls = bool(urls) and all(url.strip().startswith("amqps://") for url in urls)
+    if not tls:
+        given = [f"POSTSAVE_BROKER_{name.upper()}" for name, path in files.items() if path]
+        if given:
+            raise SettingsError(
+                f"{given[0]} is set, but POSTSAVE_BROKER_URL is not amqps:// (every URL of a "
+                "list): use amqps://, postsave never falls back to plain text"
+            )
+        return None
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        raise SettingsError(
+            "POSTSAVE_BROKER_CERT_FILE and POSTSAVE_BROKER_KEY_FILE go together: set both "
+            "for a client certificate, or neither"
+        )
+    for name, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise SettingsError(
+                f"POSTSAVE_BROKER_{name.upper()}={path!r} is not a file this process can see"
+            )
+    return BrokerTls(**files)
+
+
 def recalculation_from_env(env: Mapping[str, str]) -> str:
     """POSTSAVE_RECALCULATION: `module:function`, the team's heavy step (loaded by bootstrap)."""
     raw = env.get("POSTSAVE_RECALCULATION", "").strip()
@@ -177,6 +218,7 @@ class Settings:
     queue_type: str = QUEUE_TYPES[0]
     part_size: int = DEFAULT_PART_SIZE
     part_time_limit_s: float = 300.0
+    broker_tls: BrokerTls | None = None  # amqps:// only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -189,6 +231,7 @@ class Settings:
             database_url=sqlalchemy_database_url(database_url),
             broker_url=broker_url,
             queue_type=queue_type_from_env(env, broker_url),
+            broker_tls=broker_tls_from_env(env, broker_url),
             poll_interval_s=_number(env, "POSTSAVE_POLL_INTERVAL", cls.poll_interval_s, float),
             batch_size=_number(env, "POSTSAVE_BATCH_SIZE", cls.batch_size, int),
             max_in_flight=_number(env, "POSTSAVE_MAX_IN_FLIGHT", cls.max_in_flight, int),

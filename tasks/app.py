@@ -24,7 +24,12 @@ from infrastructure.broker.celery_app import poll_expiry_s
 from infrastructure.broker.messages import event_id_of
 from infrastructure.broker.names import POLL_TASK, PRUNE_TASK, RECALC_TASK
 from infrastructure.broker.publishing import expiry
-from infrastructure.broker.queues import BrokerAccessError, QueueMismatchError, check_queues
+from infrastructure.broker.queues import (
+    BrokerAccessError,
+    BrokerTlsError,
+    QueueMismatchError,
+    check_queues,
+)
 from infrastructure.ops import logs
 
 container = Container()
@@ -98,7 +103,7 @@ def _declare_queues_first(sender: Any = None, **_: Any) -> None:
             list((consumed or {}).values()) or None,
             getattr(sender, "hostname", None),
         )
-    except QueueMismatchError as error:
+    except (QueueMismatchError, BrokerTlsError) as error:
         print(f"postsave worker: {error}", file=sys.stderr, flush=True)
         raise SystemExit(os.EX_CONFIG) from None
     except BrokerAccessError as error:

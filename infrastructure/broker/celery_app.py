@@ -3,6 +3,7 @@ builds one: the worker's, the relay's dispatcher and the application's nudge all
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from celery import Celery
@@ -35,9 +36,24 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+def _broker_ssl(settings: Settings) -> dict[str, Any] | None:
+    """amqps://: the broker's certificate verified against the CA, and its host name against
+    the URL's (kombu puts the host of the URL in place of None)."""
+    tls = settings.broker_tls
+    if tls is None:
+        return None
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+    if tls.ca_file:
+        options["ca_certs"] = tls.ca_file
+    if tls.cert_file:
+        options.update(certfile=tls.cert_file, keyfile=tls.key_file)
+    return options
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
+        "broker_use_ssl": _broker_ssl(settings),
         "broker_transport_options": _transport_options(settings),
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.broker_timeout_s,

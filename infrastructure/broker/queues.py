@@ -7,6 +7,7 @@ with what to do, instead of a worker's traceback."""
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -121,6 +122,10 @@ def _shown(value: str) -> str | None:
     return (found["value"] if found else value).strip("'")
 
 
+class BrokerTlsError(KombuError):
+    """The broker's certificate does not verify against the CA, or not for its host name."""
+
+
 class BrokerAccessError(KombuError):
     """The broker user may not do what a postsave process needs (docs/operations.md)."""
 
@@ -155,10 +160,26 @@ def check_queues(
         ) from error
     except QueueMismatchError:
         raise
-    except BROKER_ERRORS:
+    except BROKER_ERRORS as error:
+        refused = _certificate_refusal(error)
+        if refused is not None:  # retrying cannot help: a setting is wrong
+            raise BrokerTlsError(
+                f"the broker's certificate does not verify ({refused.verify_message}): check "
+                "POSTSAVE_BROKER_CA_FILE and the host names in POSTSAVE_BROKER_URL"
+            ) from error
         return
     finally:
         discard(connection)
+
+
+def _certificate_refusal(error: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a connection error (kombu wraps it)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 def ensure_queues(connection: Any, queues: Iterable[Queue]) -> Any:

@@ -19,7 +19,7 @@ from domain.outbox import OutboxStats
 from infrastructure.bootstrap import Container
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK
 from infrastructure.cli import processes
-from infrastructure.settings import Settings
+from infrastructure.settings import BrokerTls, Settings
 from infrastructure.urls import sqlalchemy_database_url
 from tests.rabbitmq import PeakReady, broker_depths, purge_app_queues, ready_in
 from tests.recalculations import DIGESTS, History
@@ -74,6 +74,7 @@ class Pipeline:
     # The workers' and beat's own database URL, where it is not the application's (a role
     # of their own).
     process_database_url: str | None = None
+    broker_tls: BrokerTls | None = None  # amqps://: POSTSAVE_BROKER_CA_FILE and the client's
     started: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ready_watch: PeakReady | None = None
 
@@ -92,6 +93,7 @@ class Pipeline:
             part_size=self.part_size,
             queue_type=self.queue_type,
             statement_timeout_s=self.statement_timeout_s,
+            broker_tls=self.broker_tls,
         )
         self.container = Container(self.settings, nudge=True)  # as an application would
         self.app = self.container.celery_app
@@ -119,7 +121,15 @@ class Pipeline:
             "POSTSAVE_QUEUE_TYPE": self.queue_type,
             "POSTSAVE_STATEMENT_TIMEOUT": str(self.statement_timeout_s),
             **({} if self.retention is None else {"POSTSAVE_RETENTION": self.retention}),
+            **self._tls_env(),
         }
+
+    def _tls_env(self) -> dict[str, str]:
+        tls = self.broker_tls
+        if tls is None:
+            return {}
+        files = {"CA_FILE": tls.ca_file, "CERT_FILE": tls.cert_file, "KEY_FILE": tls.key_file}
+        return {f"POSTSAVE_BROKER_{key}": path for key, path in files.items() if path}
 
     def start_worker(
         self, name: str = "w1", clock_offset_s: float = 0.0, **options: object

@@ -46,7 +46,11 @@ class RabbitMQNode:
     Nodes that share a `cookie` can form a cluster (rabbitmq_cluster.py)."""
 
     def __init__(
-        self, base: Path, cookie: str | None = None, advanced_config: str | None = None
+        self,
+        base: Path,
+        cookie: str | None = None,
+        advanced_config: str | None = None,
+        config: str = "",
     ) -> None:
         self.base = base
         self.killed = False
@@ -56,7 +60,9 @@ class RabbitMQNode:
         self._scripts = scripts_dir()
         if self._scripts is None:
             unavailable("rabbitmq-server", "no rabbitmq-server to start a node of the tests' own")
-        (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        (base / "rabbitmq.conf").write_text(
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\n{config}"  # `config`: more lines
+        )
         (base / "enabled_plugins").write_text("[].\n")
         (base / "rabbitmq-env.conf").write_text("")  # not the system's node name and ports
         cookie_file = base / ".erlang.cookie"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 
-from infrastructure.settings import Settings, SettingsError
+from infrastructure.broker.celery_app import celery_config
+from infrastructure.settings import BrokerTls, Settings, SettingsError
 
 
 def test_coalescing_can_be_turned_off_with_zero() -> None:
@@ -199,3 +201,65 @@ def test_a_url_from_a_file_that_postsave_cannot_use_is_refused_without_its_passw
         Settings.from_env({f"{name}_FILE": str(held)})
     assert "s3cret" not in str(raised.value)
     assert "***" in str(raised.value)
+
+
+def test_amqps_verifies_the_broker_with_the_ca_and_a_client_certificate(tmp_path: Path) -> None:
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (tmp_path / name).write_text("-")
+    env = {
+        "POSTSAVE_BROKER_URL": "amqps://u:pw@mq.internal:5671/postsave",
+        "POSTSAVE_BROKER_CA_FILE": str(tmp_path / "ca.crt"),
+        "POSTSAVE_BROKER_CERT_FILE": str(tmp_path / "client.crt"),
+        "POSTSAVE_BROKER_KEY_FILE": str(tmp_path / "client.key"),
+    }
+    settings = Settings.from_env(env)
+
+    assert settings.broker_tls == BrokerTls(
+        str(tmp_path / "ca.crt"), str(tmp_path / "client.crt"), str(tmp_path / "client.key")
+    )
+    assert celery_config(settings)["broker_use_ssl"] == {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": None,  # kombu puts the URL's host here: the name is checked
+        "ca_certs": str(tmp_path / "ca.crt"),
+        "certfile": str(tmp_path / "client.crt"),
+        "keyfile": str(tmp_path / "client.key"),
+    }
+    plain = Settings.from_env({"POSTSAVE_BROKER_URL": "amqps://u:pw@mq.internal:5671/postsave"})
+    assert celery_config(plain)["broker_use_ssl"] == {  # the system's CAs, still verified
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": None,
+    }
+    assert celery_config(Settings.from_env({}))["broker_use_ssl"] is None
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        (
+            {"POSTSAVE_BROKER_URL": "amqp://u@mq//", "POSTSAVE_BROKER_CA_FILE": "/x"},
+            "POSTSAVE_BROKER_CA_FILE is set, but POSTSAVE_BROKER_URL is not amqps:// (every URL "
+            "of a list): use amqps://, postsave never falls back to plain text",
+        ),
+        (
+            {
+                "POSTSAVE_BROKER_URL": "amqps://u@a//;amqp://u@b//",
+                "POSTSAVE_BROKER_CERT_FILE": "/x",
+            },
+            "POSTSAVE_BROKER_CERT_FILE is set, but POSTSAVE_BROKER_URL is not amqps://",
+        ),
+        (
+            {"POSTSAVE_BROKER_URL": "amqps://u@mq//", "POSTSAVE_BROKER_CERT_FILE": "/x"},
+            "POSTSAVE_BROKER_CERT_FILE and POSTSAVE_BROKER_KEY_FILE go together",
+        ),
+        (
+            {"POSTSAVE_BROKER_URL": "amqps://u@mq//", "POSTSAVE_BROKER_CA_FILE": "/no/ca.crt"},
+            "POSTSAVE_BROKER_CA_FILE='/no/ca.crt' is not a file this process can see",
+        ),
+    ],
+)
+def test_broker_tls_settings_that_cannot_hold_are_refused_in_one_line(
+    env: dict[str, str], said: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(env)
+    assert str(raised.value).startswith(said)
