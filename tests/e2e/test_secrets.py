@@ -1,19 +1,24 @@
 """Passwords from files: POSTSAVE_DATABASE_URL_FILE and POSTSAVE_BROKER_URL_FILE, as systemd's
 LoadCredential= and container secrets hand them over. A worker and beat started with nothing
 but the files' paths run the pipeline, and the password shows in no process's command line or
-environment, in no log line (at DEBUG), and in no output of Celery's own tools."""
+environment, in no log line (at DEBUG), in no task event, and in no output of Celery's own
+tools."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
+from celery import Celery
 
 from domain import use_cases
 from infrastructure.cli import processes
@@ -51,6 +56,27 @@ def secret_urls(pg_url: str, amqp_url: str) -> Iterator[tuple[str, str, str]]:
         services.rabbitmqctl("delete_user", user)
 
 
+class EventCapture:
+    """Celery's task events, as Flower and `celery events` receive them, from the start of
+    the test to `stop`."""
+
+    def __init__(self, app: Celery) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._connection = app.connection_for_read()
+        self._receiver = app.events.Receiver(self._connection, handlers={"*": self.events.append})
+        self._thread = threading.Thread(target=self._capture, daemon=True)
+        self._thread.start()
+
+    def _capture(self) -> None:
+        self._receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._receiver.should_stop = True
+        self._thread.join(10)
+        self._connection.release()
+        return list(self.events)
+
+
 def session_processes(leader: int) -> list[int]:
     """Every process of a session: a Celery main process and its pool."""
     found = subprocess.run(["pgrep", "-s", str(leader)], capture_output=True, text=True)
@@ -74,6 +100,7 @@ def test_urls_from_files_keep_the_password_out_of_processes_logs_and_celerys_too
         "POSTSAVE_DATABASE_URL_FILE": str(credentials / "database-url"),
         "POSTSAVE_BROKER_URL_FILE": str(credentials / "broker-url"),
     }
+    events = EventCapture(pipeline.app)
     try:
         use_cases.create_bars(pipeline.container.uow(), 2, count=250)
         worker = processes.start_worker(env, tmp_path / "worker.log", loglevel="DEBUG")
@@ -106,8 +133,11 @@ def test_urls_from_files_keep_the_password_out_of_processes_logs_and_celerys_too
             timeout=60,
         )
     finally:
+        captured = events.stop()
         pipeline.stop()
 
+    kinds = {event.get("type") for event in captured}
+    assert {"task-sent", "task-received", "task-succeeded"} <= kinds, kinds
     assert status.returncode == 0, status.stdout + status.stderr
     assert "***" in status.stdout
     for argv, done in tools.items():
@@ -121,6 +151,7 @@ def test_urls_from_files_keep_the_password_out_of_processes_logs_and_celerys_too
         **{argv: done.stdout + done.stderr for argv, done in tools.items()},
         "postsave check": status.stdout + status.stderr,
         "logs": logs,
+        "task events": json.dumps(captured, default=str),
     }
     leaks = [where for where, text in everything.items() if password in text]
     assert leaks == []
