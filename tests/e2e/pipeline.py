@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -295,6 +297,23 @@ class Pipeline:
                 processes.kill(process)
         self.started.clear()
         self.container.close()
+
+
+POSTSAVE = str(Path(sys.executable).parent / "postsave")
+
+
+def postsave(
+    env: dict[str, str], *argv: str, timeout_s: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """The `postsave` command line in a process of its own, as an operator or a script runs
+    it, with `env` over this process's environment."""
+    return subprocess.run(
+        [POSTSAVE, *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def produce(pipeline: Pipeline, foos: int, seed: int = 7) -> list[int]:

@@ -7,10 +7,8 @@ delivery limit. Each test has a vhost of its own on the cluster, which starts on
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -27,7 +25,7 @@ from infrastructure.broker.dispatcher import BatchConfirms
 from infrastructure.broker.names import POLL_QUEUE, RECALC_QUEUE, RECALC_TASK
 from infrastructure.broker.queues import QUORUM_DELIVERY_LIMIT
 from infrastructure.cli import processes
-from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, produce, wait_until
+from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, postsave, produce, wait_until
 from tests.e2e.rabbitmq_cluster import OWN_CLUSTER, ClusterDepths, RabbitMQCluster, running_cluster
 from tests.e2e.rabbitmq_node import free_port
 from tests.rabbitmq import DepthSampler, PeakReady
@@ -62,19 +60,6 @@ def quorum_pipeline(pg_url: str, broker_url: str, tmp_path: Path, **options: Any
         "part_size": 250,
     }
     return Pipeline(pg_url, broker_url, tmp_path, **{**settings, **options})
-
-
-def postsave(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    """The `postsave` command line in a process of its own, as an operator or an application's
-    script runs it."""
-    program = "import sys; from infrastructure.cli.main import main; sys.exit(main())"
-    return subprocess.run(
-        [sys.executable, "-c", program, *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def database_now(pipeline: Pipeline) -> datetime:

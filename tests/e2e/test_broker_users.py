@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +25,9 @@ from infrastructure.broker.permissions import BROKER_USERS
 from infrastructure.cli import processes
 from infrastructure.settings import Settings
 from tests import services
-from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, wait_until
+from tests.e2e.pipeline import FAULT_REPORTS, POSTSAVE, Pipeline, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
-
-POSTSAVE = str(Path(sys.executable).parent / "postsave")
 
 
 @pytest.fixture

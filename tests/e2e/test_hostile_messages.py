@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,7 @@ from celery import signature
 from domain import use_cases
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK, RECALC_QUEUE, RECALC_TASK
 from infrastructure.cli import processes
-from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, produce, wait_until
+from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, postsave, produce, wait_until
 from tests.rabbitmq import PeakReady, broker_depths
 from tests.recalculations import DIGEST
 
@@ -42,17 +41,6 @@ def resident_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError(f"no VmRSS for process {pid}")
-
-
-def postsave(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    program = "import sys; from infrastructure.cli.main import main; sys.exit(main())"
-    return subprocess.run(
-        [sys.executable, "-c", program, *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def celery_control(env: dict[str, str], *argv: str) -> str:

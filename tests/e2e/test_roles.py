@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -19,18 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from domain import operations, use_cases
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
-from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, produce, wait_until
+from tests.e2e.pipeline import FAULT_REPORTS, POSTSAVE, Pipeline, postsave, produce, wait_until
 from tests.roles import role_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
-
-POSTSAVE = str(Path(sys.executable).parent / "postsave")
-
-
-def postsave(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [POSTSAVE, *argv], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
-    )
 
 
 def scrape(port: int) -> dict[str, float]:

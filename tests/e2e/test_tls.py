@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -23,7 +21,7 @@ from infrastructure.broker.names import RECALC_QUEUE
 from infrastructure.cli import processes
 from infrastructure.settings import BrokerTls
 from tests.certificates import Authority, make_authority
-from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, produce
+from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, postsave, produce
 from tests.e2e.postgres_cluster import OWNER, Cluster, Clusters
 from tests.e2e.rabbitmq_node import RabbitMQNode, free_port
 from tests.recalculations import DIGEST
@@ -34,8 +32,6 @@ pytestmark = [
     pytest.mark.rabbitmq,
     pytest.mark.xdist_group("tls"),
 ]
-
-POSTSAVE = str(Path(sys.executable).parent / "postsave")
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +86,6 @@ def tls_rabbitmq(
 
 def verify_full(cluster: Cluster, database: str, ca: Path) -> str:
     return f"{cluster.url(database)}?sslmode=verify-full&sslrootcert={quote(str(ca), safe='/')}"
-
-
-def postsave(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [POSTSAVE, *argv], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
-    )
 
 
 def test_the_pipeline_runs_over_tls_to_postgresql_and_rabbitmq(
