@@ -13,7 +13,7 @@ idempotent, and exact: it revokes what it does not grant. `postsave check` repor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Table, text
@@ -208,8 +208,3 @@ def missing_grants(connection: Connection) -> list[str]:
         if not connection.execute(_HAS_SEQUENCE, {"role": role, "table": sequence}).scalar():
             missing.append(f"{role}: USAGE on {sequence}")
     return missing
-
-
-def grants_of(roles: Iterable[str] = ROLES) -> dict[str, list[Grant]]:
-    """GRANTS by role, for the docs and the tests."""
-    return {role: [grant for grant in GRANTS if grant.role == role] for role in roles}
