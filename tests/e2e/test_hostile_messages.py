@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pytest
 from celery import signature
@@ -20,7 +19,7 @@ from domain import use_cases
 from infrastructure.broker.names import POLL_QUEUE, POLL_TASK, RECALC_QUEUE, RECALC_TASK
 from infrastructure.cli import processes
 from tests.e2e.pipeline import FAULT_REPORTS, Pipeline, finish, postsave, produce, wait_until
-from tests.rabbitmq import PeakReady, broker_depths
+from tests.rabbitmq import PeakReady
 from tests.recalculations import DIGEST
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -28,12 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
 ETAS = 2_000
 COUNTDOWNS = 500
 BIG_BODY_BYTES = 23 * 1024 * 1024
-
-
-def held(pipeline: Pipeline, queue: str) -> int:
-    """Messages RabbitMQ holds in `queue`, ready or delivered and not yet acknowledged."""
-    vhost = unquote(urlparse(pipeline.broker_url).path[1:]) or "/"
-    return broker_depths(vhost).get(queue, 0)
 
 
 def resident_mib(pid: int) -> float:
@@ -107,7 +100,7 @@ def test_what_postsave_would_not_send_is_refused_and_real_work_flows(hostile: Pi
     ):
         hostile.wait_for_log(said, count=count, timeout_s=120)
     # None is held: a worker that kept the etas would hold them unacknowledged for an hour.
-    wait_until(lambda: held(hostile, RECALC_QUEUE) == 0, "postsave.recalc empty")
+    wait_until(lambda: hostile.broker_depths()[RECALC_QUEUE] == 0, "postsave.recalc empty")
     refused = hostile.logs(tail=None).count("postsave worker: refused a message on postsave.recalc")
     assert refused == ETAS + COUNTDOWNS + 4
     assert "Received task: celery.starmap" not in hostile.logs(tail=None)
@@ -136,7 +129,7 @@ def test_a_flood_of_ticks_keeps_one_waiting_and_the_relay_as_it_was(faulty: Pipe
     try:
         for _ in range(10_000):
             faulty.app.send_task(POLL_TASK, queue=POLL_QUEUE)
-        waiting = held(faulty, POLL_QUEUE)
+        waiting = faulty.broker_depths()[POLL_QUEUE]
         faulty.start_worker()
         finish(faulty, "a flood of 10,000 ticks", poll_waiting_after_the_flood=waiting)
     finally:
@@ -160,7 +153,7 @@ def test_check_fails_while_no_worker_consumes_a_queue(faulty: Pipeline) -> None:
     stalled = postsave(faulty.env, "check")
     produce(faulty, 20, seed=8)
     time.sleep(2)  # the relay runs on; nothing consumes its messages meanwhile
-    waiting = held(faulty, RECALC_QUEUE)
+    waiting = faulty.broker_depths()[RECALC_QUEUE]
     celery_control(faulty.env, "add_consumer", RECALC_QUEUE)
     wait_until(lambda: postsave(faulty.env, "check").returncode == 0, "check passing again")
     FAULT_REPORTS.append(f"cancelled consumer: {stalled.stderr.strip()}; {waiting} waiting")

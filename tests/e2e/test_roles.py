@@ -9,30 +9,18 @@ import json
 import os
 import socket
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from domain import operations, use_cases
 from infrastructure.bootstrap import Container
 from infrastructure.settings import Settings
+from tests.cli.test_check_and_metrics import scrape
 from tests.e2e.pipeline import FAULT_REPORTS, POSTSAVE, Pipeline, postsave, produce, wait_until
 from tests.roles import role_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.rabbitmq]
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if not sample.labels
-    }
 
 
 def test_the_pipeline_runs_with_a_role_per_component(amqp_url: str, tmp_path: Path) -> None:
